@@ -1,0 +1,3 @@
+from ensemble_tap.cli import main
+
+main()

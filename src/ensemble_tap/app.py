@@ -1,0 +1,168 @@
+"""Composition root: builds every part from Config and owns the start/stop order.
+
+Start: embedded nats-server (when ``nats.url`` is unset) → NATS connection → streams →
+advisories → HTTP. Stop: stop accepting and finish in-flight requests (uvicorn) → drain NATS
+→ stop the embedded server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from ensemble_tap import __version__
+from ensemble_tap.bus.advisories import subscribe_advisories
+from ensemble_tap.bus.connection import Broker
+from ensemble_tap.bus.dlq import DeadLetterWriter
+from ensemble_tap.bus.embedded import EmbeddedNatsServer
+from ensemble_tap.bus.publisher import Publisher
+from ensemble_tap.bus.streams import (
+    dlq_stream_config,
+    dlq_stream_name,
+    ensure_stream,
+    main_stream_config,
+)
+from ensemble_tap.config.models import Config
+from ensemble_tap.health import Readiness, health_router
+from ensemble_tap.ingress import Receive, Scope, Send, WebhookIngress
+from ensemble_tap.observability import Metrics, get_logger
+
+log = get_logger("ensemble_tap.app")
+# A NATS message must hold the CloudEvent (body + envelope) and, in the DLQ, its base64.
+ENVELOPE_OVERHEAD = 64 * 1024
+
+
+class TapApp:
+    """One running service. ``asgi`` is valid between ``start()`` and ``stop()``."""
+
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.embedded: EmbeddedNatsServer | None = None
+        self.broker: Broker | None = None
+        self.ingress: WebhookIngress | None = None
+        self.http: FastAPI | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        try:
+            if cfg.nats.url is None:
+                self.embedded = EmbeddedNatsServer(cfg.data_dir)
+                servers = [await self.embedded.start()]
+            else:
+                servers = [url.strip() for url in cfg.nats.url.split(",")]
+            self.broker = Broker(cfg.nats, servers, self.metrics)
+            await self.broker.connect()
+            js = self.broker.js
+            await ensure_stream(js, main_stream_config(cfg.nats))
+            await ensure_stream(js, dlq_stream_config(cfg.nats))
+            streams = (cfg.nats.stream, dlq_stream_name(cfg.nats))
+            await subscribe_advisories(self.broker, frozenset(streams), self.metrics)
+        except BaseException:
+            await self.stop()
+            raise
+        self._warn_payload_limit()
+        publisher = Publisher(self.broker, cfg.nats, self.metrics)
+        dlq = DeadLetterWriter(publisher, self.metrics)
+        self.ingress = WebhookIngress(cfg, publisher, dlq, self.metrics)
+        self.http = FastAPI(title="Ensemble Tap", version=__version__, openapi_url=None)
+        self.http.include_router(health_router(Readiness(self.broker, streams), self.metrics))
+        log.info(
+            "ensemble-tap started",
+            version=__version__,
+            base_path=cfg.server.base_path,
+            providers=sorted(self.ingress.routes),
+            stream=cfg.nats.stream,
+        )
+
+    async def stop(self) -> None:
+        if self.broker is not None:
+            await self.broker.close()
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Webhook paths go straight to the ingress handler; the rest to FastAPI."""
+        assert self.ingress is not None and self.http is not None
+        if scope["type"] == "http" and self.ingress.matches(scope["path"]):
+            await self.ingress(scope, receive, send)
+        else:
+            await self.http(scope, receive, send)
+
+    def _warn_payload_limit(self) -> None:
+        assert self.broker is not None
+        max_payload = self.broker.nc.max_payload
+        needed = (self.config.server.max_body_size * 2 + ENVELOPE_OVERHEAD) * 4 // 3
+        if max_payload and needed > max_payload:
+            log.warning(
+                "server.max_body_size is large for the NATS server's max_payload: bodies near "
+                "the limit cannot be published or dead-lettered",
+                max_body_size=self.config.server.max_body_size,
+                nats_max_payload=max_payload,
+            )
+
+
+class TapServer(uvicorn.Server):
+    """uvicorn re-raises a caught SIGTERM after its own shutdown, which would kill the process
+    before NATS is drained; here the signal only starts the graceful shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:
+    server = app.config.server
+    options: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "lifespan": "off",
+        "interface": "asgi3",
+        # The service decides what to trust from X-Forwarded-* itself; uvicorn must not
+        # rewrite the client address from them.
+        "proxy_headers": False,
+        "server_header": False,
+        "access_log": False,
+        "log_config": None,
+        "timeout_graceful_shutdown": 10,
+        "h11_max_incomplete_event_size": 1024 * 1024,
+    }
+    options.update(overrides)
+    return uvicorn.Config(app.asgi, **options)
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGINT/SIGTERM; then finish in-flight requests and shut down in order."""
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    app = TapApp(config)
+    await app.start()
+    try:
+        server = TapServer(uvicorn_config(app))
+        await server.serve()
+        if not server.started:
+            raise RuntimeError(
+                f"could not listen on {config.server.host}:{config.server.port} "
+                "(address in use or not permitted)"
+            )
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.stop()
+        log.info("ensemble-tap stopped")

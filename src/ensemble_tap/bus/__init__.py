@@ -1,0 +1,1 @@
+"""Everything that knows NATS: connection, streams, publisher, dead letters, embedded server."""

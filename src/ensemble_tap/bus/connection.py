@@ -1,0 +1,140 @@
+"""The one NATS connection of a process: options from config, bounded start-up, liveness."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from ensemble_tap.config.models import NatsConfig
+from ensemble_tap.observability import Metrics, get_logger
+
+log = get_logger("ensemble_tap.bus")
+
+
+class BrokerConnectError(RuntimeError):
+    """NATS could not be reached (or refused us) within the start-up budget."""
+
+
+class Broker:
+    """Owns the NATS client; tracks connectivity so publishers can wait for a reconnect."""
+
+    def __init__(self, config: NatsConfig, servers: list[str], metrics: Metrics) -> None:
+        self.config = config
+        self.servers = servers
+        self.metrics = metrics
+        self.nc: Client = Client()
+        self._connected = asyncio.Event()
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.nc.jetstream()
+
+    @property
+    def is_connected(self) -> bool:
+        return self.nc.is_connected
+
+    async def wait_connected(self, timeout: float) -> bool:
+        if self.nc.is_connected:
+            return True
+        if self.nc.is_closed or timeout <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return self.nc.is_connected
+
+    async def connect(self) -> None:
+        """Connect within ``startup_timeout``; every failed attempt is logged by the client's
+        error callback, and the client retries every ``reconnect_wait``."""
+        try:
+            await asyncio.wait_for(self.nc.connect(**self._options()), self.config.startup_timeout)
+        except (TimeoutError, Exception) as exc:
+            if not self.nc.is_closed:
+                await self.nc.close()
+            reason = str(exc) or type(exc).__name__
+            raise BrokerConnectError(
+                f"nats not reachable at {', '.join(self.servers)} within "
+                f"{self.config.startup_timeout:g}s: {reason}"
+            ) from exc
+        self._set_connected(True)
+        log.info(
+            "nats connected", server=self.nc.connected_url.netloc if self.nc.connected_url else ""
+        )
+
+    async def close(self) -> None:
+        """Drain (flush pending publishes, finish subscriptions), then close."""
+        if self.nc.is_connected:
+            try:
+                await self.nc.drain()
+            except Exception as exc:  # draining a broken connection must not block shutdown
+                log.warning("nats drain failed", error=str(exc))
+        if not self.nc.is_closed:
+            await self.nc.close()
+        self._set_connected(False)
+
+    def _set_connected(self, connected: bool) -> None:
+        self.metrics.nats_connected.set(1 if connected else 0)
+        if connected:
+            self._connected.set()
+        else:
+            self._connected.clear()
+
+    async def _on_disconnected(self) -> None:
+        self._set_connected(False)
+        log.warning("nats disconnected")
+
+    async def _on_reconnected(self) -> None:
+        self._set_connected(True)
+        log.info("nats reconnected")
+
+    async def _on_closed(self) -> None:
+        self._set_connected(False)
+
+    async def _on_error(self, error: Exception) -> None:
+        log.warning("nats error", error=str(error) or type(error).__name__)
+
+    def _options(self) -> dict[str, Any]:
+        cfg = self.config
+        servers = self.servers
+        if cfg.secure:
+            servers = [s.replace("nats://", "tls://", 1) for s in servers]
+        options: dict[str, Any] = {
+            "servers": servers,
+            "name": "ensemble-tap",
+            "connect_timeout": cfg.connect_timeout,
+            "reconnect_time_wait": cfg.reconnect_wait,
+            "max_reconnect_attempts": cfg.max_reconnects,
+            "allow_reconnect": True,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+            "closed_cb": self._on_closed,
+            "error_cb": self._on_error,
+            "pending_size": 64 * 1024 * 1024,
+        }
+        if cfg.creds_file:
+            options["user_credentials"] = cfg.creds_file
+        elif cfg.token:
+            options["token"] = cfg.token
+        elif cfg.username:
+            options["user"] = cfg.username
+            options["password"] = cfg.password
+        if cfg.secure or any(s.startswith(("tls://", "wss://")) for s in servers):
+            options["tls"] = tls_context(cfg)
+        return options
+
+
+def tls_context(cfg: NatsConfig) -> ssl.SSLContext:
+    """TLS 1.2+, system roots unless ``ca_file``; client certificate for mTLS."""
+    context = ssl.create_default_context(cafile=cfg.ca_file or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cfg.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cfg.cert_file:
+        context.load_cert_chain(cfg.cert_file, cfg.key_file)
+    return context

@@ -1,0 +1,339 @@
+"""Pydantic models of the YAML surface.
+
+Field names, defaults and meanings follow the reference (see docs/configuration.md). Differences:
+unknown keys are errors, an explicit ``0`` is a real zero (``None`` means "use the default"),
+durations need a unit, and string lists given as one string (e.g. from the environment) are
+split on commas.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from ensemble_tap.config.durations import parse_duration
+
+TENANT_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PROVIDER_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+SUBJECT_PREFIX_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+DEDICATED_WEBHOOK_PROVIDERS = frozenset({"stripe", "github", "hubspot", "linear", "shopify"})
+POLL_PROVIDERS = frozenset({"hubspot", "salesforce", "quickbooks", "notion"})
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 5s, got a boolean")
+    if isinstance(value, int | float):
+        if value == 0:
+            return 0.0
+        raise ValueError(f"duration {value!r} needs a unit, e.g. {value}s or {value}ms")
+    if isinstance(value, str):
+        return parse_duration(value)
+    return value
+
+
+def _string_list(value: Any) -> Any:
+    """A single string becomes a list; commas separate items (env vars carry one string)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _secret_list(value: Any) -> Any:
+    """Secrets may be one string or a list (rotation). Never split: commas are legal in secrets."""
+    if value is None:
+        return []
+    if isinstance(value, str | int):
+        return [str(value)] if str(value).strip() else []
+    if isinstance(value, list):
+        return [str(item) for item in value if str(item).strip()]
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
+PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+StringList = Annotated[list[str], BeforeValidator(_string_list)]
+Secrets = Annotated[list[str], BeforeValidator(_secret_list)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, frozen=True)
+
+
+class ServerConfig(Section):
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    base_path: str = "/webhooks"
+    read_timeout: PositiveDuration = 10.0
+    write_timeout: PositiveDuration = 15.0
+    max_body_size: int = Field(1_048_576, ge=1, le=64 * 1_048_576)
+    trusted_proxies: StringList = []
+    admin_token: str = ""
+    admin_token_secondary: str = ""
+    admin_token_read: str = ""
+    admin_token_replay: str = ""
+    admin_token_cancel: str = ""
+    admin_replay_max_limit: int = Field(2000, ge=1, le=100_000)
+    admin_replay_job_ttl: PositiveDuration = 86_400.0
+    admin_replay_job_max_jobs: int = Field(512, ge=1, le=100_000)
+    admin_replay_job_timeout: PositiveDuration = 300.0
+    admin_replay_max_concurrent_jobs: int = Field(2, ge=1, le=100)
+    admin_replay_store_backend: Annotated[Literal["memory", "sqlite"], BeforeValidator(_lower)] = (
+        "memory"
+    )
+    admin_replay_sqlite_path: str = ""
+    admin_replay_require_reason: bool = False
+    admin_replay_reason_min_length: int = Field(12, gt=0)
+    admin_replay_max_queued_per_ip: int = Field(100, ge=0, le=100_000)
+    admin_replay_max_queued_per_token: int = Field(20, ge=0, le=100_000)
+    admin_rate_limit_per_sec: float = Field(5.0, gt=0)
+    admin_rate_limit_burst: int = Field(20, gt=0)
+    admin_allowed_cidrs: StringList = []
+    admin_mtls_required: bool = False
+    admin_mtls_client_cert_header: str = Field("X-Forwarded-Client-Cert", min_length=1)
+
+    @field_validator("base_path")
+    @classmethod
+    def _normalise_base_path(cls, value: str) -> str:
+        path = value.strip().rstrip("/")
+        if not path:
+            raise ValueError("must name a path such as /webhooks (the root path is not allowed)")
+        if not path.startswith("/"):
+            path = "/" + path
+        if any(seg in ("", ".", "..") for seg in path.split("/")[1:]):
+            raise ValueError(f"{value!r} is not a clean path")
+        if path.split("/")[1] in ("admin", "livez", "readyz", "metrics"):
+            raise ValueError(f"{value!r} collides with the service's own routes")
+        return path
+
+    @field_validator("trusted_proxies", "admin_allowed_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, values: list[str]) -> list[str]:
+        for cidr in values:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"contains invalid CIDR {cidr!r}") from None
+        return values
+
+
+class TenantOverride(Section):
+    """Per-tenant settings; a key left out (None / blank) inherits the provider's value."""
+
+    tenant_id: str = ""
+    secret: Secrets = []
+    client_secret: str = ""
+    access_token: str = ""
+    api_key: str = ""
+    base_url: str = ""
+    realm_id: str = ""
+    refresh_token: str = ""
+    token_url: str = ""
+    client_id: str = ""
+    scope: str = ""
+    objects: StringList | None = None
+    api_version: str = ""
+    query_per_page: int | None = Field(None, gt=0)
+    poll_interval: PositiveDuration | None = None
+    poll_rate_limit_per_sec: float | None = Field(None, gt=0)
+    poll_burst: int | None = Field(None, gt=0)
+    poll_failure_budget: int | None = Field(None, ge=0)
+    poll_circuit_break_duration: Duration | None = None
+    poll_jitter_ratio: float | None = Field(None, ge=0, le=0.95)
+    poll_max_pages: int | None = Field(None, ge=0)
+    poll_max_requests: int | None = Field(None, ge=0)
+    poll_lookback: Duration | None = None
+
+
+Mode = Literal["webhook", "poll", "webhook+poll"]
+
+
+def _mode(value: Any) -> Any:
+    if value is None:
+        return "webhook"
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if text in ("", "webhook"):
+            return "webhook"
+        if text in ("webhook+poll", "poll+webhook"):
+            return "webhook+poll"
+    return value
+
+
+class ProviderConfig(TenantOverride):
+    """One entry of ``providers``. Inherits every overridable key from TenantOverride."""
+
+    mode: Annotated[Mode, BeforeValidator(_mode)] = "webhook"
+    signature_versions: StringList | None = None
+    events: StringList = []
+    app_id: str = ""
+    webhook_verifier_token: str = ""
+    tenants: dict[str, TenantOverride] = {}
+
+    @property
+    def webhook_enabled(self) -> bool:
+        return "webhook" in self.mode
+
+    @property
+    def poll_enabled(self) -> bool:
+        return "poll" in self.mode
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_keys(cls, tenants: dict[str, TenantOverride]) -> dict[str, TenantOverride]:
+        for key in tenants:
+            if not TENANT_KEY_RE.match(key):
+                raise ValueError(
+                    f"tenant key {key!r} must match {TENANT_KEY_RE.pattern} "
+                    "(letters, digits, '.', '_', '-'; at most 128 characters)"
+                )
+        return tenants
+
+
+StreamStorage = Annotated[Literal["file", "memory"], BeforeValidator(_lower)]
+StreamDiscard = Annotated[Literal["old", "new"], BeforeValidator(_lower)]
+StreamCompression = Annotated[Literal["none", "s2"], BeforeValidator(_lower)]
+
+
+class NatsConfig(Section):
+    url: str | None = None
+    stream: str = "ENSEMBLE_TAP"
+    subject_prefix: str = "ensemble.tap"
+    tenant_scoped_subjects: bool = False
+    max_age: PositiveDuration = 168 * 3600.0
+    dedup_window: PositiveDuration = 120.0
+    connect_timeout: PositiveDuration = 5.0
+    reconnect_wait: PositiveDuration = 2.0
+    max_reconnects: int = Field(-1, ge=-1)
+    startup_timeout: PositiveDuration = 60.0
+    publish_timeout: PositiveDuration = 5.0
+    publish_max_retries: int = Field(3, ge=0, le=1000)
+    publish_retry_backoff: PositiveDuration = 0.1
+    username: str = ""
+    password: str = ""
+    token: str = ""
+    creds_file: str = ""
+    secure: bool = False
+    insecure_skip_verify: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    stream_replicas: int = Field(1, gt=0)
+    stream_storage: StreamStorage = "file"
+    stream_discard: StreamDiscard = "old"
+    stream_max_consumers: int = Field(0, ge=0)
+    stream_max_msgs_per_subject: int = Field(0, ge=0)
+    stream_compression: StreamCompression = "none"
+    stream_allow_msg_ttl: bool = False
+    stream_max_msgs: int = Field(0, ge=0)
+    stream_max_bytes: int = Field(0, ge=0)
+    stream_max_msg_size: int = Field(0, ge=0, le=2_147_483_647)
+
+    @field_validator("stream")
+    @classmethod
+    def _stream_name(cls, value: str) -> str:
+        name = value.strip()
+        if not STREAM_NAME_RE.match(name):
+            raise ValueError(
+                f"{value!r} is not a valid stream name (letters, digits, '_' and '-' only)"
+            )
+        return name
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _subject_prefix(cls, value: str) -> str:
+        prefix = value.strip()
+        prefix = prefix.removesuffix(".")
+        if not SUBJECT_PREFIX_RE.match(prefix):
+            raise ValueError(
+                f"{value!r} must be dot-separated lower-case tokens of [a-z0-9_-] "
+                "(no whitespace, no wildcards)"
+            )
+        if prefix == "ensemble" or prefix == "ensemble.dlq" or prefix.startswith("ensemble.dlq."):
+            raise ValueError(f"{value!r} overlaps the dead-letter subjects ensemble.dlq.>")
+        return prefix
+
+
+class ClickHouseConfig(Section):
+    """Keys of the ClickHouse sink. The sink itself is not part of this release yet."""
+
+    addr: str = ""
+    backend: str = ""
+    database: str = "ensemble"
+    table: str = "tap_events"
+    username: str = "default"
+    password: str = ""
+    secure: bool = False
+    insecure_skip_verify: bool = False
+    tls_server_name: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    dial_timeout: PositiveDuration = 5.0
+    max_open_conns: int = Field(4, gt=0)
+    max_idle_conns: int = Field(2, ge=0)
+    conn_max_lifetime: Duration = 1800.0
+    batch_size: int = Field(500, gt=0)
+    flush_interval: PositiveDuration = 2.0
+    consumer_name: str = "tap_clickhouse_sink"
+    consumer_fetch_batch_size: int = Field(100, gt=0)
+    consumer_fetch_max_wait: PositiveDuration = 0.5
+    consumer_ack_wait: PositiveDuration = 30.0
+    consumer_max_ack_pending: int = Field(1000, gt=0)
+    consumer_max_deliver: int = Field(0, ge=-1)
+    consumer_backoff: Annotated[list[PositiveDuration], BeforeValidator(_string_list)] = []
+    consumer_max_waiting: int = Field(0, ge=0)
+    consumer_max_request_max_bytes: int = Field(0, ge=0)
+    insert_timeout: PositiveDuration = 10.0
+    retention_ttl: PositiveDuration = 8760 * 3600.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.addr.strip() or self.backend.strip())
+
+
+class VaultConfig(Section):
+    address: str = ""
+    namespace: str = ""
+    auth_method: Annotated[Literal["kubernetes", "token"], BeforeValidator(_lower)] = "kubernetes"
+    token: str = ""
+    token_file: str = ""
+    kubernetes_role: str = ""
+    kubernetes_mount_path: str = "kubernetes"
+    kubernetes_jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+class StateConfig(Section):
+    backend: Annotated[Literal["memory", "sqlite"], BeforeValidator(_lower)] = "memory"
+    sqlite_path: str = ""
+
+
+LogLevel = Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)]
+
+
+class Config(Section):
+    data_dir: str = "./data"
+    log_level: LogLevel = "info"
+    server: ServerConfig = ServerConfig()
+    providers: dict[str, ProviderConfig] = {}
+    nats: NatsConfig = NatsConfig()
+    clickhouse: ClickHouseConfig = ClickHouseConfig()
+    vault: VaultConfig = VaultConfig()
+    state: StateConfig = StateConfig()
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _null_providers(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: ({} if item is None else item) for key, item in value.items()}
+        return value

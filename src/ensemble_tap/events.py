@@ -1,0 +1,201 @@
+"""The normalized event, its CloudEvent envelope, NATS subject and type naming, dedup ids.
+
+The hot path builds the CloudEvent as a plain dict (attribute order as the Go SDK writes it)
+and serializes it with orjson; the ``cloudevents`` SDK is used as an oracle in the tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+SPEC_VERSION = "1.0"
+TYPE_PREFIX = "ensemble.tap"
+TAP_VERSION = "v1"
+_NON_TOKEN = re.compile(r"[^a-z0-9_]")
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$"
+)
+
+
+class NormalizeError(ValueError):
+    """The event cannot become a valid CloudEvent."""
+
+
+@dataclass(slots=True, frozen=True)
+class NormalizedEvent:
+    provider: str
+    entity_type: str
+    entity_id: str
+    action: str
+    provider_time_ns: int
+    provider_event_id: str = ""
+    tenant_id: str = ""
+    request_id: str = ""
+    changes: dict[str, Any] | None = None
+    snapshot: dict[str, Any] | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Envelope:
+    """A CloudEvent ready to publish: its attributes dict, serialized body and routing."""
+
+    event_id: str
+    type: str
+    subject: str
+    body: bytes
+    provider: str
+    entity_type: str
+    action: str
+    request_id: str
+
+
+def subject_token(value: str) -> str:
+    """One NATS subject token: only ``[a-z0-9_]``, so input can add no tokens or wildcards."""
+    token = _NON_TOKEN.sub("_", value.strip().lower())
+    return token or "unknown"
+
+
+def event_type(provider: str, entity_type: str, action: str) -> str:
+    return (
+        f"{TYPE_PREFIX}.{subject_token(provider)}.{subject_token(entity_type)}"
+        f".{subject_token(action)}"
+    )
+
+
+def nats_subject(
+    prefix: str, provider: str, entity_type: str, action: str, tenant_id: str = ""
+) -> str:
+    tokens = [prefix]
+    if tenant_id.strip():
+        tokens.append(subject_token(tenant_id))
+    tokens += [subject_token(provider), subject_token(entity_type), subject_token(action)]
+    return ".".join(tokens)
+
+
+def format_time_ns(ns: int) -> str:
+    """RFC3339Nano in UTC: fraction without trailing zeros, left out when zero."""
+    seconds, frac = divmod(ns, 1_000_000_000)
+    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if frac:
+        text += "." + f"{frac:09d}".rstrip("0")
+    return text + "Z"
+
+
+def parse_rfc3339_ns(value: str) -> int | None:
+    """Go's RFC3339 parse (upper-case T/Z, offset required) to epoch nanoseconds, else None."""
+    match = _RFC3339.match(value)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, frac, zone = match.groups()
+    try:
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC
+        )
+    except ValueError:
+        return None
+    offset = 0
+    if zone != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    nanos = int((frac or "0")[:9].ljust(9, "0"))
+    return (int(moment.timestamp()) - offset) * 1_000_000_000 + nanos
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def new_event_id() -> str:
+    return "evt_" + os.urandom(8).hex()
+
+
+def dedup_id(provider: str, tenant_id: str, key: str) -> str:
+    """JetStream ``Nats-Msg-Id``: provider and tenant are part of it, so equal ids from two
+    providers or tenants are two events, while a redelivery of one delivery is one."""
+    return f"{provider}:{tenant_id.strip()}:{key}"
+
+
+def fallback_dedup_key(event: NormalizedEvent, payload_digest: str) -> str:
+    """A stable key for deliveries without an id: the same content always hashes the same."""
+    text = "|".join(
+        (
+            event.provider,
+            event.tenant_id,
+            event.entity_type,
+            event.entity_id,
+            event.action,
+            payload_digest,
+        )
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def build_envelope(event: NormalizedEvent, subject_prefix: str, tenant_scoped: bool) -> Envelope:
+    """Validate ``event`` and wrap it in a CloudEvent; raise NormalizeError when invalid."""
+    for name in ("provider", "entity_type", "entity_id", "action"):
+        if not getattr(event, name).strip():
+            raise NormalizeError(f"{name} is required")
+    event_id = event.provider_event_id.strip() or new_event_id()
+    tenant = event.tenant_id.strip()
+    type_ = event_type(event.provider, event.entity_type, event.action)
+    time_text = format_time_ns(event.provider_time_ns)
+    data: dict[str, Any] = {
+        "provider": event.provider,
+        "entity_type": event.entity_type,
+        "entity_id": event.entity_id,
+        "action": event.action,
+    }
+    if event.changes:
+        data["changes"] = event.changes
+    if event.snapshot:
+        data["snapshot"] = event.snapshot
+    if event.provider_event_id:
+        data["provider_event_id"] = event.provider_event_id
+    data["provider_timestamp"] = time_text
+    if tenant:
+        data["tenant_id"] = event.tenant_id
+    request_id = event.request_id.strip()
+    if request_id:
+        data["request_id"] = request_id
+    attributes: dict[str, Any] = {
+        "specversion": SPEC_VERSION,
+        "id": event_id,
+        "source": f"tap/{event.provider}/{tenant or 'default'}",
+        "type": type_,
+        "subject": f"{event.entity_type}/{event.entity_id}".strip(),
+        "datacontenttype": "application/json",
+        "time": time_text,
+        "data": data,
+    }
+    if request_id:
+        attributes["taprequestid"] = request_id
+    attributes["tapversion"] = TAP_VERSION
+    try:
+        body = orjson.dumps(attributes, option=orjson.OPT_NON_STR_KEYS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise NormalizeError(f"encode cloudevent: {exc}") from None
+    subject = nats_subject(
+        subject_prefix,
+        event.provider,
+        event.entity_type,
+        event.action,
+        tenant if tenant_scoped else "",
+    )
+    return Envelope(
+        event_id=event_id,
+        type=type_,
+        subject=subject,
+        body=body,
+        provider=event.provider,
+        entity_type=event.entity_type,
+        action=event.action,
+        request_id=request_id,
+    )

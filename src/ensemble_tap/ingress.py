@@ -1,0 +1,409 @@
+"""The webhook route: ``POST {base_path}/{provider}[/{tenant}]``.
+
+A plain ASGI handler (no framework routing or pydantic on the hot path): request id →
+provider and tenant → body (size-capped) → verify → extract → CloudEvents → publish, and 202
+only once JetStream has acknowledged every event of the delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+
+from ensemble_tap.bus.dlq import DeadLetter, DeadLetterWriter, request_metadata
+from ensemble_tap.bus.publisher import Publisher, PublishError
+from ensemble_tap.config import InvalidTenant, TenantNotFound, resolve_tenant
+from ensemble_tap.config.models import Config, ProviderConfig
+from ensemble_tap.events import (
+    Envelope,
+    NormalizedEvent,
+    NormalizeError,
+    build_envelope,
+    dedup_id,
+    fallback_dedup_key,
+)
+from ensemble_tap.observability import Metrics, get_logger
+from ensemble_tap.providers import (
+    BadPayload,
+    Extraction,
+    SecretNotConfigured,
+    VerificationFailed,
+    WebhookProvider,
+    WebhookRequest,
+    webhook_provider,
+)
+from ensemble_tap.providers.common import digest
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+RETRY_AFTER_SECONDS = "5"
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+log = get_logger("ensemble_tap.ingress")
+
+
+def new_request_id(prefix: str = "ing") -> str:
+    """``<prefix>-<ULID>``: sortable by time and unique across replicas (80 random bits)."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        value, index = divmod(value, 32)
+        chars.append(_CROCKFORD[index])
+    return f"{prefix}-{''.join(reversed(chars))}"
+
+
+def resolve_request_id(headers: dict[str, str], prefix: str = "ing") -> str:
+    """The caller's X-Request-ID (or X-Correlation-ID) when short and safe, else a new one."""
+    for name in ("x-request-id", "x-correlation-id"):
+        value = headers.get(name, "").strip()
+        if value:
+            return value if REQUEST_ID_RE.match(value) else new_request_id(prefix)
+    return new_request_id(prefix)
+
+
+@dataclass(slots=True, frozen=True)
+class Route:
+    name: str
+    settings: ProviderConfig
+    handler: WebhookProvider
+
+
+class Reply(Exception):
+    """Stop processing and answer with ``status`` and a plain-text ``message``."""
+
+    def __init__(
+        self, status: int, message: str, outcome: str | None = None, retry_after: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.outcome = outcome
+        self.retry_after = retry_after
+
+
+class WebhookIngress:
+    """ASGI app for the webhook routes; everything else under the base path is a 404."""
+
+    def __init__(
+        self, config: Config, publisher: Publisher, dlq: DeadLetterWriter, metrics: Metrics
+    ) -> None:
+        self.base_segments = config.server.base_path.strip("/").split("/")
+        self.max_body = config.server.max_body_size
+        self.read_timeout = config.server.read_timeout
+        self.subject_prefix = config.nats.subject_prefix
+        self.tenant_scoped = config.nats.tenant_scoped_subjects
+        self.publisher = publisher
+        self.dlq = dlq
+        self.metrics = metrics
+        self.routes = {
+            name: Route(name, settings, webhook_provider(name))
+            for name, settings in config.providers.items()
+            if settings.webhook_enabled
+        }
+        self._tenant_settings: dict[tuple[str, str], ProviderConfig] = {}
+
+    def matches(self, path: str) -> bool:
+        return path.startswith("/" + "/".join(self.base_segments) + "/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        segments = raw_path.decode("latin-1").split("?", 1)[0].split("/")[1:]
+        base_len = len(self.base_segments)
+        tail = segments[base_len:]
+        if segments[:base_len] != self.base_segments or not 1 <= len(tail) <= 2 or not all(tail):
+            await _send_text(send, 404, "404 page not found")
+            return
+        if scope["method"] != "POST":
+            await _send_text(send, 405, "Method Not Allowed", extra=[(b"allow", b"POST")])
+            return
+        headers = _header_map(scope)
+        request_id = resolve_request_id(headers)
+        started = time.perf_counter()
+        provider = unquote(tail[0]).strip().lower()
+        outcome: str | None = None
+        try:
+            body = await self._handle(scope, receive, send, headers, request_id, tail, provider)
+        except Reply as reply:
+            outcome = reply.outcome
+            extra = [(b"retry-after", RETRY_AFTER_SECONDS.encode())] if reply.retry_after else []
+            await _send_text(send, reply.status, reply.message, request_id, extra)
+        else:
+            outcome = "accepted"
+            await _send(send, 202, body, b"application/json", request_id)
+        if outcome is not None:
+            self.metrics.webhooks_received.labels(provider, outcome).inc()
+            self.metrics.webhook_duration.labels(provider).observe(time.perf_counter() - started)
+
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        request_id: str,
+        tail: list[str],
+        provider: str,
+    ) -> bytes:
+        if not provider:
+            raise Reply(400, "provider missing")
+        route = self.routes.get(provider)
+        if route is None:
+            raise Reply(404, "provider not configured")
+        tenant_key = unquote(tail[1]).strip() if len(tail) == 2 else ""
+        tenant_key = tenant_key or headers.get("x-tap-tenant", "").strip()
+        settings = self._settings_for(route, tenant_key)
+        body = await _read_body(receive, headers, self.max_body, self.read_timeout)
+        request = WebhookRequest(
+            method=scope["method"],
+            scheme=scope.get("scheme", "http"),
+            host=headers.get("host", ""),
+            raw_path=(scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
+            query_string=scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            body=body,
+            received_ns=time.time_ns(),
+        )
+        context = _Context(route.name, settings.tenant_id, request_id, scope, request)
+        try:
+            route.handler.verify(request, settings, route.name)
+        except VerificationFailed as exc:
+            reason = f"verify {route.name} webhook: {exc}"
+            self.metrics.verification_failures.labels(route.name).inc()
+            log.warning("webhook rejected", **context.log_fields(), error=reason)
+            await self.dlq.write(context.dead_letter("verify", reason, keep_body=False))
+            raise Reply(401, "signature verification failed", "rejected") from None
+        except SecretNotConfigured as exc:
+            log.error("webhook provider misconfigured", **context.log_fields(), error=str(exc))
+            raise Reply(500, "provider secret not configured", "error") from None
+        except BadPayload as exc:
+            log.warning("webhook payload invalid", **context.log_fields(), error=str(exc))
+            await self.dlq.write(context.dead_letter("normalize", str(exc)))
+            raise Reply(400, f"invalid payload: {exc}", "rejected") from None
+        return await self._publish_all(route, settings, request, context)
+
+    async def _publish_all(
+        self,
+        route: Route,
+        settings: ProviderConfig,
+        request: WebhookRequest,
+        context: _Context,
+    ) -> bytes:
+        try:
+            extractions = route.handler.extract(request)
+            envelopes = [self._envelope(route.name, settings, context, x) for x in extractions]
+        except (BadPayload, NormalizeError) as exc:
+            status = 400 if isinstance(exc, BadPayload) else 500
+            log.warning("webhook normalization failed", **context.log_fields(), error=str(exc))
+            await self.dlq.write(context.dead_letter("normalize", str(exc)))
+            if status == 400:
+                raise Reply(400, f"invalid payload: {exc}", "rejected") from None
+            raise Reply(500, "normalization failed", "error") from None
+        results = await asyncio.gather(
+            *(self._publish_one(envelope, dedup, context) for envelope, dedup in envelopes),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            unavailable = all(isinstance(f, PublishError) and f.unavailable for f in failures)
+            if unavailable:
+                raise Reply(503, "event broker unavailable", "error", retry_after=True)
+            raise Reply(500, "publish failed", "error")
+        log.info(
+            "webhook accepted",
+            **context.log_fields(),
+            events=len(envelopes),
+            event_id=envelopes[0][0].event_id,
+        )
+        return _accepted_body([envelope for envelope, _ in envelopes], context.request_id)
+
+    def _envelope(
+        self, provider: str, settings: ProviderConfig, context: _Context, found: Extraction
+    ) -> tuple[Envelope, str]:
+        event = NormalizedEvent(
+            provider=provider,
+            entity_type=found.entity_type,
+            entity_id=found.entity_id,
+            action=found.action,
+            provider_time_ns=found.provider_time_ns or context.request.received_ns,
+            provider_event_id=found.provider_event_id,
+            tenant_id=settings.tenant_id,
+            request_id=context.request_id,
+            changes=found.changes,
+            snapshot=found.snapshot,
+        )
+        envelope = build_envelope(event, self.subject_prefix, self.tenant_scoped)
+        key = found.dedup_key or fallback_dedup_key(event, found.payload_digest)
+        return envelope, dedup_id(provider, settings.tenant_id, key)
+
+    async def _publish_one(self, envelope: Envelope, dedup: str, context: _Context) -> None:
+        try:
+            result = await self.publisher.publish(
+                envelope.subject, envelope.body, dedup, envelope.request_id
+            )
+        except PublishError as exc:
+            self.metrics.publish_failures.labels(envelope.provider).inc()
+            log.error("publish webhook", **context.log_fields(), error=str(exc))
+            await self.dlq.write(
+                DeadLetter(
+                    stage="publish",
+                    provider=context.provider,
+                    reason=str(exc),
+                    tenant_id=context.tenant_id,
+                    request_id=context.request_id,
+                    original_subject=envelope.subject,
+                    original_dedup_id=dedup,
+                    original_payload=envelope.body,
+                )
+            )
+            raise
+        self.metrics.events_published.labels(
+            envelope.provider, envelope.entity_type, envelope.action
+        ).inc()
+        if result.duplicate:
+            self.metrics.dedup_hits.labels(envelope.provider).inc()
+
+    def _settings_for(self, route: Route, tenant_key: str) -> ProviderConfig:
+        if not tenant_key:
+            base = route.settings
+            if base.tenants and not (base.secret or base.client_secret.strip()):
+                raise Reply(400, "tenant required: add it to the path or X-Tap-Tenant")
+            return base
+        cached = self._tenant_settings.get((route.name, tenant_key))
+        if cached is not None:
+            return cached
+        try:
+            settings = resolve_tenant(route.settings, tenant_key)
+        except InvalidTenant:
+            raise Reply(400, "invalid tenant") from None
+        except TenantNotFound:
+            raise Reply(404, "tenant not configured") from None
+        if tenant_key in route.settings.tenants:  # bounded: only configured tenants are cached
+            self._tenant_settings[(route.name, tenant_key)] = settings
+        return settings
+
+
+@dataclass(slots=True)
+class _Context:
+    provider: str
+    tenant_id: str
+    request_id: str
+    scope: Scope
+    request: WebhookRequest
+
+    def log_fields(self) -> dict[str, str]:
+        return {"request_id": self.request_id, "provider": self.provider, "tenant": self.tenant_id}
+
+    def dead_letter(self, stage: str, reason: str, keep_body: bool = True) -> DeadLetter:
+        """A record of this request; unauthenticated bodies are kept only as a hash."""
+        client = self.scope.get("client")
+        return DeadLetter(
+            stage=stage,
+            provider=self.provider,
+            reason=reason,
+            tenant_id=self.tenant_id,
+            request_id=self.request_id,
+            original_subject=self.scope["path"],
+            original_payload=self.request.body if keep_body else b"",
+            payload_sha256="" if keep_body else digest(self.request.body),
+            request_meta=request_metadata(
+                self.request.method,
+                self.scope["path"],
+                self.request.headers,
+                client[0] if client else "",
+            ),
+        )
+
+
+async def _read_body(
+    receive: Receive, headers: dict[str, str], limit: int, timeout: float
+) -> bytes:
+    length = headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise Reply(413, f"body larger than {limit} bytes", "rejected")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise Reply(400, "invalid body", "rejected")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise Reply(413, f"body larger than {limit} bytes", "rejected")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        raise Reply(408, "request body not received in time", "rejected") from None
+    return b"".join(chunks)
+
+
+def _header_map(scope: Scope) -> dict[str, str]:
+    """Lower-case header names to their first value (as Go's Header.Get does)."""
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1").lower()
+        if key not in headers:
+            headers[key] = value.decode("latin-1").strip()
+    return headers
+
+
+def _accepted_body(envelopes: list[Envelope], request_id: str) -> bytes:
+    first = envelopes[0]
+    body: dict[str, Any] = {
+        "id": first.event_id,
+        "request_id": request_id,
+        "status": "accepted",
+        "subject": first.subject,
+        "type": first.type,
+    }
+    if len(envelopes) > 1:
+        body["events"] = [
+            {"id": e.event_id, "subject": e.subject, "type": e.type} for e in envelopes
+        ]
+    return orjson.dumps(body) + b"\n"
+
+
+async def _send_text(
+    send: Send,
+    status: int,
+    message: str,
+    request_id: str | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"x-content-type-options", b"nosniff"), *(extra or [])]
+    await _send(
+        send, status, (message + "\n").encode(), b"text/plain; charset=utf-8", request_id, headers
+    )
+
+
+async def _send(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    request_id: str | None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,133 @@
+"""Prometheus metrics (names and labels of the reference's catalogue) and JSON logging."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+import structlog
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+# The Go client's default buckets; prometheus_client's defaults differ.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+class Metrics:
+    """Every metric of the service, registered on one registry (one per app instance)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.webhooks_received = Counter(
+            "tap_webhooks_received_total",
+            "Webhook requests by provider and outcome.",
+            ["provider", "status"],
+            registry=r,
+        )
+        self.webhook_duration = Histogram(
+            "tap_webhooks_processing_duration_seconds",
+            "Webhook handling latency.",
+            ["provider"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.verification_failures = Counter(
+            "tap_webhooks_verification_failures_total",
+            "Webhook signature verification failures.",
+            ["provider"],
+            registry=r,
+        )
+        self.events_published = Counter(
+            "tap_events_published_total",
+            "Events published to NATS by provider/entity/action.",
+            ["provider", "entity_type", "action"],
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "tap_events_publish_failures_total",
+            "NATS publish failures by provider.",
+            ["provider"],
+            registry=r,
+        )
+        self.dedup_hits = Counter(
+            "tap_events_dedup_hits_total",
+            "Events deduplicated by NATS in the dedup window.",
+            ["provider"],
+            registry=r,
+        )
+        self.publish_retries = Counter(
+            "tap_nats_publish_retries_total",
+            "NATS publish retries by retry classification.",
+            ["reason"],
+            registry=r,
+        )
+        self.publish_retry_delay = Histogram(
+            "tap_nats_publish_retry_delay_seconds",
+            "Applied retry delay before a NATS publish retry attempt.",
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.advisories = Counter(
+            "tap_jetstream_advisories_total",
+            "JetStream advisory events observed by advisory kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.nats_connected = Gauge(
+            "tap_nats_connected",
+            "NATS connection status (1 connected, 0 disconnected).",
+            registry=r,
+        )
+        self.dlq_records = Counter(
+            "tap_dlq_records_total",
+            "Dead-letter records written, by stage.",
+            ["stage"],
+            registry=r,
+        )
+        self.dlq_write_failures = Counter(
+            "tap_dlq_write_failures_total",
+            "Dead-letter records that could not be written, by stage.",
+            ["stage"],
+            registry=r,
+        )
+        self.dlq_dropped = Counter(
+            "tap_dlq_dropped_total",
+            "Dead-letter records not written on purpose (rate limit), by stage.",
+            ["stage"],
+            registry=r,
+        )
+
+
+def configure_logging(level: str = "info") -> None:
+    """JSON lines on stdout; ``level`` is debug, info, warning or error."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.EventRenamer("msg"),
+            structlog.processors.JSONRenderer(serializer=_dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.ERROR)),
+        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _dumps(data: Any, **_: Any) -> bytes:
+    return orjson.dumps(data, default=str)
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(component=name)

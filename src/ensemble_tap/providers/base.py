@@ -1,0 +1,96 @@
+"""What every webhook provider module implements, and the errors it may raise.
+
+A provider turns one verified HTTP delivery into one or more ``Extraction``s. It knows nothing
+about NATS, HTTP responses or the CloudEvent envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ensemble_tap.config.models import ProviderConfig
+
+
+class WebhookError(Exception):
+    """Base of the errors a provider raises; ``status`` is the HTTP answer."""
+
+    status = 400
+    public_message = "bad request"
+
+
+class VerificationFailed(WebhookError):
+    """Authentication failed: missing/bad signature, timestamp outside the window."""
+
+    status = 401
+    public_message = "signature verification failed"
+
+
+class BadPayload(WebhookError):
+    """Authenticated, but the body or a required header is unusable."""
+
+    status = 400
+    public_message = "invalid payload"
+
+
+@dataclass(slots=True, frozen=True)
+class WebhookRequest:
+    """One delivery as the provider sees it. ``headers`` keys are lower-case (first value)."""
+
+    method: str
+    scheme: str
+    host: str
+    raw_path: str
+    query_string: str
+    headers: Mapping[str, str]
+    body: bytes
+    received_ns: int
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name, "").strip()
+
+
+@dataclass(slots=True, frozen=True)
+class Extraction:
+    """One event found in a delivery, before tenant, request id and envelope are added.
+
+    ``dedup_key`` is the provider's own delivery or event id; when empty the service derives
+    a stable key from ``payload_digest`` (a SHA-256 of the bytes this event came from).
+    ``provider_time_ns`` of None means the delivery carries no usable time (now is used).
+    """
+
+    entity_type: str
+    entity_id: str
+    action: str
+    provider_event_id: str
+    dedup_key: str
+    payload_digest: str
+    provider_time_ns: int | None = None
+    changes: dict[str, Any] | None = None
+    snapshot: dict[str, Any] | None = None
+
+
+class WebhookProvider(Protocol):
+    """Verification and extraction for one provider name."""
+
+    def verify(self, request: WebhookRequest, settings: ProviderConfig, provider: str) -> None:
+        """Authenticate ``request`` with the secrets in ``settings``.
+
+        Raises VerificationFailed (401) or SecretNotConfigured (500).
+        """
+        ...
+
+    def extract(self, request: WebhookRequest) -> list[Extraction]:
+        """The events of an authenticated delivery; raises BadPayload (400) when unusable.
+
+        Needs no secrets, so a stored delivery can be extracted again later (DLQ replay).
+        """
+        ...
+
+
+class SecretNotConfigured(WebhookError):
+    """No signing secret applies to this request: an operator problem, not the caller's."""
+
+    status = 500
+    public_message = "provider secret not configured"

@@ -1,0 +1,151 @@
+"""Helpers shared by provider modules (webhooks and, later, pollers)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from ensemble_tap.events import parse_rfc3339_ns
+from ensemble_tap.providers.base import BadPayload, SecretNotConfigured
+
+_LONG_INTEGER = re.compile(rb"\d{19,}")
+_ENTITY_ID_KEYS = ("id", "uuid", "event_id", "object_id", "resource_id")
+_TIMESTAMP_KEYS = ("created", "created_at", "updated_at", "timestamp", "occurred_at", "time")
+_TYPE_SEPARATORS = re.compile(r"[./:]")
+MAX_EPOCH_DIGITS = 19
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a JSON body exactly: integers keep every digit, invalid UTF-8 becomes U+FFFD.
+
+    orjson is the fast path; it turns integers beyond 64 bits into floats, so bodies with such
+    long digit runs go through the standard library, which keeps them exact.
+    """
+    try:
+        if _LONG_INTEGER.search(body) is None:
+            return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError):
+        raise BadPayload("body is not valid JSON") from None
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    value = parse_json(body)
+    if not isinstance(value, dict):
+        raise BadPayload("body must be a JSON object")
+    return value
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def to_string(value: Any) -> str:
+    """A scalar as text: strings trimmed, integers exact, floats without a trailing ``.0``."""
+    if isinstance(value, bool) or value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ""
+        if value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+        return repr(value)
+    return ""
+
+
+def extract_entity_id(obj: Any) -> str:
+    """First non-empty of id, uuid, event_id, object_id, resource_id; then data.id/object_id."""
+    if not isinstance(obj, dict):
+        return "unknown"
+    for key in _ENTITY_ID_KEYS:
+        text = to_string(obj.get(key))
+        if text:
+            return text
+    data = obj.get("data")
+    if isinstance(data, dict):
+        for key in ("id", "object_id"):
+            text = to_string(data.get(key))
+            if text:
+                return text
+    return "unknown"
+
+
+def extract_timestamp_ns(obj: Any) -> int | None:
+    """First RFC3339 value among created, created_at, updated_at, timestamp, occurred_at, time."""
+    if not isinstance(obj, dict):
+        return None
+    for key in _TIMESTAMP_KEYS:
+        text = to_string(obj.get(key))
+        if text:
+            parsed = parse_rfc3339_ns(text)
+            if parsed is not None:
+                return parsed
+    return None
+
+
+def derive_entity_action(event_type: str, action_hint: str = "") -> tuple[str, str]:
+    """``invoice.paid`` → (invoice, paid); the entity keeps every segment but the last.
+
+    Unlike the reference, ``_`` is not a separator (``invoice_item.created`` keeps its
+    entity) and multi-segment names keep their middle (``customer.subscription.updated``).
+    """
+    tokens = [token for token in _TYPE_SEPARATORS.split(event_type.strip().lower()) if token]
+    action = action_hint.strip().lower() or (tokens[-1] if tokens else "updated")
+    if len(tokens) >= 2:
+        entity = ".".join(tokens[:-1])
+    elif tokens:
+        entity = tokens[0]
+    else:
+        entity = "event"
+    return entity, action
+
+
+def parse_epoch_or_rfc3339_ns(value: str) -> int | None:
+    """RFC3339, or all-digit epoch: 13+ digits are milliseconds, fewer are seconds."""
+    text = value.strip()
+    if not text:
+        return None
+    if text.isascii() and text.isdigit():
+        if len(text) > MAX_EPOCH_DIGITS:
+            return None
+        number = int(text)
+        return number * 1_000_000 if len(text) >= 13 else number * 1_000_000_000
+    return parse_rfc3339_ns(text)
+
+
+def epoch_number_ns(value: Any) -> int | None:
+    """A JSON number of epoch time: above 1e12 it is milliseconds, else seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value < 0 or value > 1e17:
+        return None
+    if value >= 1e12:
+        return int(value * 1_000_000)
+    return int(value * 1_000_000_000)
+
+
+def require_secrets(secrets: Sequence[str], provider: str) -> Sequence[str]:
+    """The configured signing secrets; none at all is a configuration error, not a 401."""
+    if not secrets:
+        raise SecretNotConfigured(f"provider {provider} secret is empty")
+    return secrets
+
+
+def time_value_ns(value: Any) -> int | None:
+    """A JSON time value: RFC3339 or all-digit string, or an epoch number (ms above 1e12)."""
+    if isinstance(value, str):
+        return parse_epoch_or_rfc3339_ns(value)
+    return epoch_number_ns(value)

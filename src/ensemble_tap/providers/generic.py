@@ -1,0 +1,51 @@
+"""Generic HMAC webhooks: any configured provider name without a dedicated module.
+
+``X-Signature`` carries the hex HMAC-SHA256 of the raw body (optional ``sha256=`` prefix);
+``X-Event-Type`` names the event, ``X-Event-Action`` may override the action and
+``X-Event-Id`` is the delivery id used for de-duplication.
+"""
+
+from __future__ import annotations
+
+from ensemble_tap.config.models import ProviderConfig
+from ensemble_tap.providers import hmac_verifier
+from ensemble_tap.providers.base import Extraction, WebhookRequest
+from ensemble_tap.providers.common import (
+    derive_entity_action,
+    digest,
+    extract_entity_id,
+    extract_timestamp_ns,
+    parse_json_object,
+    require_secrets,
+)
+
+
+class GenericProvider:
+    def verify(self, request: WebhookRequest, settings: ProviderConfig, provider: str) -> None:
+        hmac_verifier.verify(
+            require_secrets(settings.secret, provider),
+            request.body,
+            request.header("x-signature"),
+            "X-Signature",
+            "hex",
+            prefix="sha256=",
+        )
+
+    def extract(self, request: WebhookRequest) -> list[Extraction]:
+        body = parse_json_object(request.body)
+        entity, action = derive_entity_action(
+            request.header("x-event-type"), request.header("x-event-action")
+        )
+        event_id = request.header("x-event-id")
+        return [
+            Extraction(
+                entity_type=entity,
+                entity_id=extract_entity_id(body),
+                action=action,
+                provider_event_id=event_id,
+                dedup_key=event_id,
+                payload_digest=digest(request.body),
+                provider_time_ns=extract_timestamp_ns(body),
+                snapshot=body,
+            )
+        ]

@@ -1,0 +1,86 @@
+"""The shared HMAC verifier: signature decoding, constant-time compare, timestamp window.
+
+Every check accepts a list of secrets so a secret can be rotated without downtime: any listed
+secret that produces the signature verifies the request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from ensemble_tap.providers.base import VerificationFailed
+from ensemble_tap.providers.common import parse_epoch_or_rfc3339_ns
+
+Encoding = Literal["hex", "base64"]
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_ALGORITHMS: dict[str, Callable[..., hashlib._Hash]] = {
+    "sha1": hashlib.sha1,
+    "sha256": hashlib.sha256,
+    "sha512": hashlib.sha512,
+}
+
+
+def decode_signature(value: str, encoding: Encoding, prefix: str = "") -> bytes:
+    text = value.strip()
+    if prefix:
+        text = text.removeprefix(prefix)
+    try:
+        if encoding == "hex":
+            if not _HEX.fullmatch(text):
+                raise ValueError(text)
+            return bytes.fromhex(text)
+        return base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
+    except (ValueError, binascii.Error):
+        raise VerificationFailed(f"decode signature: malformed {encoding} signature") from None
+
+
+def matches(
+    secrets: Sequence[str], signed: bytes, signature: bytes, algorithm: str = "sha256"
+) -> bool:
+    """True when any secret's HMAC over ``signed`` equals ``signature`` (constant time)."""
+    digestmod = _ALGORITHMS[algorithm]
+    found = False
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), signed, digestmod).digest()
+        found |= hmac.compare_digest(expected, signature)
+    return found
+
+
+def verify(
+    secrets: Sequence[str],
+    signed: bytes,
+    header_value: str,
+    header_name: str,
+    encoding: Encoding,
+    prefix: str = "",
+    algorithm: str = "sha256",
+) -> None:
+    if not header_value.strip():
+        raise VerificationFailed(f'missing signature header "{header_name}"')
+    signature = decode_signature(header_value, encoding, prefix)
+    if not matches(secrets, signed, signature, algorithm):
+        raise VerificationFailed("signature mismatch")
+
+
+def check_timestamp(value: str, header_name: str, max_age: float, now_ns: int) -> int:
+    """Parse a timestamp header and require ``|now - ts| <= max_age``; return it in ns."""
+    if not value.strip():
+        raise VerificationFailed(f'invalid timestamp header "{header_name}": empty timestamp')
+    parsed = parse_epoch_or_rfc3339_ns(value)
+    if parsed is None:
+        raise VerificationFailed(
+            f'invalid timestamp header "{header_name}": unsupported timestamp format'
+        )
+    check_window(parsed, max_age, now_ns)
+    return parsed
+
+
+def check_window(timestamp_ns: int, max_age: float, now_ns: int) -> None:
+    if abs(now_ns - timestamp_ns) > max_age * 1e9:
+        raise VerificationFailed("request timestamp outside max age window")

@@ -1,0 +1,81 @@
+"""Linear webhooks: ``Linear-Signature`` is the hex HMAC-SHA256 of the raw body.
+
+Entity and action come from the body (``type``, ``action``); ``webhookTimestamp`` is epoch
+milliseconds and must be within 60 seconds of now.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ensemble_tap.config.models import ProviderConfig
+from ensemble_tap.providers import hmac_verifier
+from ensemble_tap.providers.base import Extraction, VerificationFailed, WebhookRequest
+from ensemble_tap.providers.common import (
+    digest,
+    extract_entity_id,
+    parse_json_object,
+    require_secrets,
+    time_value_ns,
+    to_string,
+)
+
+REPLAY_WINDOW_SECONDS = 60
+_ACTIONS = {"create": "created", "update": "updated", "remove": "deleted"}
+
+
+class LinearProvider:
+    def verify(self, request: WebhookRequest, settings: ProviderConfig, provider: str) -> None:
+        hmac_verifier.verify(
+            require_secrets(settings.secret, provider),
+            request.body,
+            request.header("linear-signature"),
+            "Linear-Signature",
+            "hex",
+        )
+        body = parse_json_object(request.body)
+        timestamp = webhook_timestamp_ns(body.get("webhookTimestamp"))
+        if timestamp is not None:
+            try:
+                hmac_verifier.check_window(timestamp, REPLAY_WINDOW_SECONDS, request.received_ns)
+            except VerificationFailed:
+                raise VerificationFailed("linear webhook timestamp outside replay window") from None
+
+    def extract(self, request: WebhookRequest) -> list[Extraction]:
+        body = parse_json_object(request.body)
+        timestamp = webhook_timestamp_ns(body.get("webhookTimestamp"))
+        data = body.get("data")
+        entity_id = extract_entity_id(data)
+        if entity_id == "unknown":
+            entity_id = extract_entity_id(body)
+        delivery = request.header("linear-delivery")
+        return [
+            Extraction(
+                entity_type=to_string(body.get("type")).lower() or "event",
+                entity_id=entity_id,
+                action=action_of(body, request.header("linear-event")),
+                provider_event_id=delivery,
+                dedup_key=delivery,
+                payload_digest=digest(request.body),
+                provider_time_ns=timestamp,
+                snapshot=body,
+            )
+        ]
+
+
+def webhook_timestamp_ns(value: Any) -> int | None:
+    """Milliseconds (Linear's format) or seconds; RFC3339 strings are accepted too."""
+    if value is None:
+        return None
+    parsed = time_value_ns(value)
+    if parsed is None:
+        raise VerificationFailed("webhookTimestamp is not a valid time")
+    return parsed
+
+
+def action_of(body: dict[str, Any], event_header: str) -> str:
+    action = to_string(body.get("action")).lower()
+    if action:
+        return _ACTIONS.get(action, action)
+    _, _, header_action = event_header.lower().partition(".")
+    return _ACTIONS.get(header_action, header_action) or "updated"
