@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -q
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench

@@ -12,7 +12,14 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from ensemble_tap.config.durations import parse_duration
 
@@ -52,7 +59,7 @@ def _secret_list(value: Any) -> Any:
     if isinstance(value, str | int):
         return [str(value)] if str(value).strip() else []
     if isinstance(value, list):
-        return [str(item) for item in value if str(item).strip()]
+        return [str(item) for item in value if item is not None and str(item).strip()]
     return value
 
 
@@ -68,6 +75,14 @@ Secrets = Annotated[list[str], BeforeValidator(_secret_list)]
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        """A key given as YAML null (``server:`` with every line commented out) is left out."""
+        if isinstance(data, dict):
+            return {key: item for key, item in data.items() if item is not None}
+        return data
 
 
 class ServerConfig(Section):
@@ -167,6 +182,7 @@ def _mode(value: Any) -> Any:
             return "webhook"
         if text in ("webhook+poll", "poll+webhook"):
             return "webhook+poll"
+        return text
     return value
 
 
@@ -187,6 +203,13 @@ class ProviderConfig(TenantOverride):
     @property
     def poll_enabled(self) -> bool:
         return "poll" in self.mode
+
+    @field_validator("tenants", mode="before")
+    @classmethod
+    def _null_tenants(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: ({} if item is None else item) for key, item in value.items()}
+        return value
 
     @field_validator("tenants")
     @classmethod

@@ -1,0 +1,86 @@
+"""Run the real service (TapApp behind uvicorn) on a loopback port in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from ensemble_tap.app import TapApp, TapServer, uvicorn_config
+from ensemble_tap.bus.embedded import free_port
+from ensemble_tap.config.models import Config
+from ensemble_tap.observability import Metrics
+
+
+def make_config(nats_url: str | None, data_dir: str, **sections: Any) -> Config:
+    """A Config with test-friendly defaults; ``sections`` are merged over them."""
+    tree: dict[str, Any] = {
+        "data_dir": data_dir,
+        "log_level": "error",
+        "server": {"host": "127.0.0.1", "port": 8080},
+        "nats": {"publish_timeout": "2s", "connect_timeout": "1s", "startup_timeout": "5s"},
+        "providers": {},
+    }
+    if nats_url is not None:
+        tree["nats"]["url"] = nats_url
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            tree[key] = {**tree[key], **value}
+        else:
+            tree[key] = value
+    return Config.model_validate(tree)
+
+
+class RunningApp:
+    def __init__(self, config: Config) -> None:
+        self.port = free_port()
+        self.config = config
+        self.metrics = Metrics()
+        self.app = TapApp(config, self.metrics)
+        self._server: TapServer | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> RunningApp:
+        self._thread = threading.Thread(target=self._run, name="tap-app", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("app did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        try:
+            await self.app.start()
+            self._server = TapServer(uvicorn_config(self.app, host="127.0.0.1", port=self.port))
+            serve = asyncio.create_task(self._server.serve())
+            while not self._server.started and not serve.done():
+                await asyncio.sleep(0.01)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await serve
+        finally:
+            await self.app.stop()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
