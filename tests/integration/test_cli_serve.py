@@ -99,9 +99,7 @@ def test_serve_with_embedded_nats_accepts_and_stops_cleanly(
     assert '"msg":"ensemble-tap stopped"' in output
     assert "s3cret" not in output  # no secrets in logs
     assert not (tmp_path / "data" / "nats" / "url").exists()
-    leftover = subprocess.run(
-        ["pgrep", "-f", str(tmp_path / "data" / "nats")], capture_output=True
-    )
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "data" / "nats")], capture_output=True)
     assert leftover.returncode == 1, "embedded nats-server still running"
 
 

@@ -115,7 +115,9 @@ async def test_tenant_path_uses_the_tenant_secret_and_scoped_subject(
     start_app: StartApp, private_nats: NatsServer
 ) -> None:
     app = start_app(
-        providers={"acme": {"secret": SECRET, "tenants": {"tenant-a": {"secret": "tenant-secret"}}}},
+        providers={
+            "acme": {"secret": SECRET, "tenants": {"tenant-a": {"secret": "tenant-secret"}}}
+        },
         nats={"tenant_scoped_subjects": True, "subject_prefix": "custom.tap"},
     )
     body = b'{"id":"tenant_evt_1","timestamp":"2026-03-03T14:22:00Z"}'

@@ -46,7 +46,11 @@ async def test_stripe_event(start_app: StartApp, private_nats: NatsServer) -> No
             "pending_webhooks": 1,
             "request": {"id": None, "idempotency_key": None},
             "data": {
-                "object": {"id": "sub_1NG8Du2eZvKYlo2C", "object": "subscription", "status": "active"},
+                "object": {
+                    "id": "sub_1NG8Du2eZvKYlo2C",
+                    "object": "subscription",
+                    "status": "active",
+                },
                 "previous_attributes": {"status": "trialing"},
             },
         }

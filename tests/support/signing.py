@@ -15,7 +15,9 @@ def b64_hmac(secret: str, body: bytes) -> str:
     return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
 
 
-def generic_headers(secret: str, body: bytes, event_type: str, event_id: str = "") -> dict[str, str]:
+def generic_headers(
+    secret: str, body: bytes, event_type: str, event_id: str = ""
+) -> dict[str, str]:
     headers = {"X-Signature": "sha256=" + hex_hmac(secret, body), "X-Event-Type": event_type}
     if event_id:
         headers["X-Event-Id"] = event_id
