@@ -63,7 +63,7 @@ class RunningApp:
             await self.app.start()
             self._server = TapServer(uvicorn_config(self.app, host="127.0.0.1", port=self.port))
             serve = asyncio.create_task(self._server.serve())
-            while not self._server.started and not serve.done():
+            while not self._server.started and not serve.done():  # noqa: ASYNC110 (no event)
                 await asyncio.sleep(0.01)
         except BaseException as exc:
             self._error = exc

@@ -31,7 +31,9 @@ def resolve_tenant(provider: ProviderConfig, key: str) -> ProviderConfig:
     if override is not None:
         for name in TenantOverride.model_fields:
             value = getattr(override, name)
-            if value is None or (isinstance(value, str | list) and not value):
+            if value is None or (isinstance(value, list) and not value):
+                continue
+            if isinstance(value, str) and not value.strip():  # blank inherits
                 continue
             changes[name] = value.strip() if isinstance(value, str) else value
     return provider.model_copy(update=changes)
