@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,22 +110,12 @@ class TapApp:
 
 
 class TapServer(uvicorn.Server):
-    """uvicorn re-raises a caught SIGTERM after its own shutdown, which would kill the process
-    before NATS is drained; here the signal only starts the graceful shutdown."""
+    """uvicorn whose signal handling is left to ``serve()``: uvicorn would re-raise a caught
+    SIGTERM after its own shutdown and kill the process before NATS is drained."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.handle_exit, sig, None)
-        try:
-            yield
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        yield
 
 
 def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:
@@ -150,19 +139,49 @@ def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:
 
 
 async def serve(config: Config) -> None:
-    """Run until SIGINT/SIGTERM; then finish in-flight requests and shut down in order."""
+    """Run until SIGINT/SIGTERM; then finish in-flight requests and shut down in order.
+
+    A signal during start-up stops start-up too, so the embedded nats-server never outlives
+    the service.
+    """
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     app = TapApp(config)
-    await app.start()
+    server = TapServer(uvicorn_config(app))
+    stopping = asyncio.Event()
+    main_task = asyncio.current_task()
+
+    def on_signal() -> None:
+        if stopping.is_set():
+            server.force_exit = True  # a second signal: stop waiting for in-flight requests
+        stopping.set()
+        server.should_exit = True
+        if not server.started and main_task is not None:
+            main_task.cancel()
+
+    with _signal_handlers(on_signal):
+        try:
+            await app.start()
+            await server.serve()
+            if not server.started and not stopping.is_set():
+                raise RuntimeError(
+                    f"could not listen on {config.server.host}:{config.server.port} "
+                    "(address in use or not permitted)"
+                )
+        except asyncio.CancelledError:
+            if not stopping.is_set():
+                raise
+        finally:
+            await asyncio.shield(app.stop())
+            log.info("ensemble-tap stopped")
+
+
+@contextlib.contextmanager
+def _signal_handlers(callback: Callable[[], None]) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, callback)
     try:
-        server = TapServer(uvicorn_config(app))
-        await server.serve()
-        if not server.started:
-            raise RuntimeError(
-                f"could not listen on {config.server.host}:{config.server.port} "
-                "(address in use or not permitted)"
-            )
+        yield
     finally:
-        with contextlib.suppress(asyncio.CancelledError):
-            await app.stop()
-        log.info("ensemble-tap stopped")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -157,3 +157,20 @@ def test_serve_fails_when_nats_is_unreachable(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert b"nats not reachable" in result.stdout
+
+
+def test_a_signal_during_start_up_stops_promptly_and_cleanly(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"nats:\n  url: nats://127.0.0.1:{free_port()}\n  startup_timeout: 60s\n"
+        f"server:\n  port: {free_port()}\n"
+    )
+    process = subprocess.Popen(
+        [CLI, "serve", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert process.stdout is not None
+    for line in process.stdout:  # wait until it is trying to reach NATS
+        if b"nats" in line and b"error" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(15) == 0
