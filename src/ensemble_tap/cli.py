@@ -79,22 +79,28 @@ def tail(
         bool, typer.Option("--all", help="Start at the oldest stored event, not the next one.")
     ] = False,
     count: Annotated[int, typer.Option(help="Stop after this many events (0: run until ^C).")] = 0,
+    dlq: Annotated[
+        bool, typer.Option("--dlq", help="Read the dead-letter stream instead of events.")
+    ] = False,
 ) -> None:
     """Print the CloudEvents arriving on the stream, one JSON object per line."""
     loaded = _load(config)
     try:
-        _run(_tail(loaded, subject, all_events, count))
+        _run(_tail(loaded, subject, all_events, count, dlq))
     except ConnectionError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
-async def _tail(loaded: LoadedConfig, subject: str | None, all_events: bool, count: int) -> None:
+async def _tail(
+    loaded: LoadedConfig, subject: str | None, all_events: bool, count: int, dlq: bool
+) -> None:
     import nats
     from nats.aio.msg import Msg
     from nats.js.api import DeliverPolicy
 
     from ensemble_tap.bus.embedded import url_file
+    from ensemble_tap.bus.streams import DLQ_SUBJECTS, dlq_stream_name
 
     cfg = loaded.config
     url = cfg.nats.url
@@ -131,15 +137,16 @@ async def _tail(loaded: LoadedConfig, subject: str | None, all_events: bool, cou
             done.set()
 
     policy = DeliverPolicy.ALL if all_events else DeliverPolicy.NEW
+    stream = dlq_stream_name(cfg.nats) if dlq else cfg.nats.stream
     js = nc.jetstream()
     await js.subscribe(
-        subject or f"{cfg.nats.subject_prefix}.>",
+        subject or (DLQ_SUBJECTS if dlq else f"{cfg.nats.subject_prefix}.>"),
         cb=on_message,
         ordered_consumer=True,
         deliver_policy=policy,
-        stream=cfg.nats.stream,
+        stream=stream,
     )
-    typer.echo(f"listening on {url} stream {cfg.nats.stream} (Ctrl-C to stop)", err=True)
+    typer.echo(f"listening on {url} stream {stream} (Ctrl-C to stop)", err=True)
     try:
         await done.wait()
     finally:

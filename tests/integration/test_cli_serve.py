@@ -93,6 +93,17 @@ def test_serve_with_embedded_nats_accepts_and_stops_cleanly(
     assert tail.returncode == 0, tail.stderr
     assert b'"id":"evt_cli"' in tail.stdout
 
+    rejected = httpx.post(f"{url}/webhooks/acme", content=body, headers={"X-Signature": "00"})
+    assert rejected.status_code == 401
+    dead = subprocess.run(
+        [CLI, "tail", "--dlq", "--all", "--count", "1", "--config", str(tmp_path / "config.yaml")],
+        capture_output=True,
+        timeout=30,
+        env={**os.environ, "ACME_SECRET": "s3cret"},
+    )
+    assert dead.returncode == 0, dead.stderr
+    assert dead.stdout.startswith(b"ensemble.dlq.verify.acme {")
+
     process.send_signal(stop_signal)
     assert process.wait(30) == 0
     output = process.stdout.read().decode() if process.stdout else ""

@@ -24,7 +24,7 @@ from ensemble_tap.observability import Metrics
 MAX_BACKOFF = 2.0
 MIN_ATTEMPT_TIMEOUT = 0.5
 # JetStream error codes that are not worth retrying although their status is 5xx/4xx.
-_STREAM_FULL = {10077, 10078}
+_STREAM_FULL = {10077}  # store failed: maximum messages or bytes exceeded (discard new)
 _RETRYABLE_4XX = {409, 429}
 
 
