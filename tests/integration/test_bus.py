@@ -1,0 +1,188 @@
+"""The NATS layer against a real server: provisioning, publish policy, advisories."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.js.api import DiscardPolicy, StorageType
+
+from ensemble_tap.bus.advisories import advisory_kind, concerns_streams, subscribe_advisories
+from ensemble_tap.bus.connection import Broker, BrokerConnectError
+from ensemble_tap.bus.publisher import Publisher, PublishError
+from ensemble_tap.bus.streams import StreamSetupError, ensure_stream, main_stream_config
+from ensemble_tap.config.models import NatsConfig
+from ensemble_tap.observability import Metrics
+from tests.support.nats_server import NatsServer
+
+
+def _nats_config(**values: object) -> NatsConfig:
+    name = "T" + uuid.uuid4().hex[:10].upper()
+    base: dict[str, object] = {
+        "stream": name,
+        "subject_prefix": f"test.{name.lower()}",
+        "publish_timeout": "2s",
+    }
+    return NatsConfig.model_validate({**base, **values})
+
+
+@pytest.fixture
+async def broker(nats_server: NatsServer) -> AsyncIterator[Broker]:
+    broker = Broker(_nats_config(), [nats_server.url], Metrics())
+    await broker.connect()
+    yield broker
+    await broker.close()
+
+
+async def test_stream_is_created_from_every_stream_key_and_updated_in_place(
+    broker: Broker,
+) -> None:
+    cfg = _nats_config(
+        stream_storage="memory",
+        stream_discard="new",
+        stream_max_msgs=10,
+        stream_max_bytes=100_000,
+        stream_max_msg_size=2048,
+        stream_max_msgs_per_subject=5,
+        stream_max_consumers=3,
+        max_age="1h",
+        dedup_window="30s",
+    )
+    await ensure_stream(broker.js, main_stream_config(cfg))
+    await ensure_stream(broker.js, main_stream_config(cfg))  # idempotent
+    info = await broker.js.stream_info(cfg.stream)
+    assert info.config.subjects == [f"{cfg.subject_prefix}.>"]
+    assert info.config.storage == StorageType.MEMORY
+    assert info.config.discard == DiscardPolicy.NEW
+    assert (info.config.max_msgs, info.config.max_bytes) == (10, 100_000)
+    assert info.config.max_msg_size == 2048
+    assert info.config.max_msgs_per_subject == 5
+    assert info.config.max_consumers == 3
+    assert info.config.max_age == 3600
+    assert info.config.duplicate_window == 30
+
+    changed = cfg.model_copy(update={"max_age": 7200.0, "stream_max_msgs": 20})
+    await ensure_stream(broker.js, main_stream_config(changed))
+    info = await broker.js.stream_info(cfg.stream)
+    assert (info.config.max_age, info.config.max_msgs) == (7200, 20)
+
+
+async def test_a_refused_update_is_a_clear_error(broker: Broker) -> None:
+    cfg = _nats_config()
+    await ensure_stream(broker.js, main_stream_config(cfg))
+    with pytest.raises(StreamSetupError, match="update stream"):
+        await ensure_stream(
+            broker.js, main_stream_config(cfg.model_copy(update={"stream_storage": "memory"}))
+        )
+
+
+async def test_publish_dedups_within_the_window(broker: Broker) -> None:
+    cfg = _nats_config()
+    await ensure_stream(broker.js, main_stream_config(cfg))
+    publisher = Publisher(broker, cfg, broker.metrics)
+    subject = f"{cfg.subject_prefix}.stripe.invoice.paid"
+    first = await publisher.publish(subject, b"{}", "dup_123", "req-1")
+    second = await publisher.publish(subject, b"{}", "dup_123", "req-1")
+    assert (first.duplicate, second.duplicate) == (False, True)
+    assert (await broker.js.stream_info(cfg.stream)).state.messages == 1
+    message = await broker.js.get_msg(cfg.stream, first.sequence)
+    assert message.headers == {"Nats-Msg-Id": "dup_123", "X-Request-ID": "req-1"}
+
+
+async def test_no_stream_for_the_subject_is_retried_then_unavailable(broker: Broker) -> None:
+    cfg = _nats_config(publish_timeout="1s", publish_retry_backoff="50ms")
+    publisher = Publisher(broker, cfg, broker.metrics)
+    with pytest.raises(PublishError) as failure:
+        await publisher.publish("nowhere.at.all", b"{}", "id-1")
+    assert failure.value.unavailable
+    retries = broker.metrics.registry.get_sample_value(
+        "tap_nats_publish_retries_total", {"reason": "transport"}
+    )
+    assert retries is not None and retries >= 1
+
+
+async def test_a_message_over_the_size_limit_is_not_retried(broker: Broker) -> None:
+    cfg = _nats_config(stream_max_msg_size=16)
+    await ensure_stream(broker.js, main_stream_config(cfg))
+    publisher = Publisher(broker, cfg, broker.metrics)
+    with pytest.raises(PublishError, match="message size exceeds maximum") as failure:
+        await publisher.publish(f"{cfg.subject_prefix}.a.b.c", b"x" * 64, "big")
+    assert not failure.value.unavailable
+    assert broker.metrics.registry.get_sample_value(
+        "tap_nats_publish_retries_total", {"reason": "api_4xx"}
+    ) in (None, 0.0)
+
+
+async def test_a_full_stream_with_discard_new_is_not_retried(broker: Broker) -> None:
+    cfg = _nats_config(stream_max_msgs=1, stream_discard="new")
+    await ensure_stream(broker.js, main_stream_config(cfg))
+    publisher = Publisher(broker, cfg, broker.metrics)
+    await publisher.publish(f"{cfg.subject_prefix}.a.b.c", b"1", "one")
+    with pytest.raises(PublishError, match="maximum messages exceeded"):
+        await publisher.publish(f"{cfg.subject_prefix}.a.b.c", b"2", "two")
+    assert broker.metrics.registry.get_sample_value(
+        "tap_nats_publish_retries_total", {"reason": "api_5xx"}
+    ) in (None, 0.0)
+
+
+async def test_publish_waits_for_a_reconnect_within_its_budget(private_nats: NatsServer) -> None:
+    cfg = _nats_config(reconnect_wait="100ms", publish_timeout="5s")
+    broker = Broker(cfg, [private_nats.url], Metrics())
+    await broker.connect()
+    try:
+        await ensure_stream(broker.js, main_stream_config(cfg))
+        private_nats.stop()
+        for _ in range(100):
+            if not broker.is_connected:
+                break
+            await asyncio.sleep(0.02)
+        assert broker.metrics.registry.get_sample_value("tap_nats_connected") == 0
+        publish = asyncio.create_task(
+            Publisher(broker, cfg, broker.metrics).publish(
+                f"{cfg.subject_prefix}.a.b.c", b"{}", "during-outage"
+            )
+        )
+        await asyncio.sleep(0.3)
+        private_nats.start()
+        result = await publish
+        assert result.sequence == 1
+        assert broker.metrics.registry.get_sample_value("tap_nats_connected") == 1
+    finally:
+        await broker.close()
+
+
+async def test_connect_gives_up_after_the_startup_timeout() -> None:
+    from ensemble_tap.bus.embedded import free_port
+
+    cfg = _nats_config(startup_timeout="500ms", reconnect_wait="100ms", connect_timeout="200ms")
+    broker = Broker(cfg, [f"nats://127.0.0.1:{free_port()}"], Metrics())
+    with pytest.raises(BrokerConnectError, match="not reachable"):
+        await broker.connect()
+
+
+async def test_advisories_about_our_streams_are_counted(broker: Broker) -> None:
+    cfg = _nats_config()
+    await subscribe_advisories(broker, frozenset({cfg.stream}), broker.metrics)
+    await ensure_stream(broker.js, main_stream_config(cfg))
+    await broker.js.add_consumer(cfg.stream, durable_name="probe")
+    for _ in range(100):
+        value = broker.metrics.registry.get_sample_value(
+            "tap_jetstream_advisories_total", {"kind": "consumer.created"}
+        )
+        if value:
+            break
+        await asyncio.sleep(0.02)
+    assert value == 1
+
+
+def test_advisory_kinds() -> None:
+    assert advisory_kind("$JS.EVENT.ADVISORY.CONSUMER.CREATED.ENSEMBLE_TAP.c") == "consumer.created"
+    assert advisory_kind("$JS.EVENT.ADVISORY.STREAM..ENSEMBLE_TAP") == "stream"
+    assert advisory_kind("$JS.EVENT.ADVISORY.API") == "api"
+    assert advisory_kind("invalid") == "unknown"
+    ours = frozenset({"ENSEMBLE_TAP"})
+    assert concerns_streams("$JS.EVENT.ADVISORY.STREAM.CREATED.ENSEMBLE_TAP", ours)
+    assert not concerns_streams("$JS.EVENT.ADVISORY.STREAM.CREATED.OTHER", ours)
+    assert concerns_streams("$JS.EVENT.ADVISORY.API", ours)
