@@ -51,9 +51,9 @@ def mtls_user_server(tmp_path: Path, certs: Certificates) -> Iterator[str]:
     )
 
 
-async def _connects(url: str, **settings: object) -> None:
+async def _connects(url: str, startup_timeout: str = "10s", **settings: object) -> None:
     cfg = NatsConfig.model_validate(
-        {"url": url, "startup_timeout": "1500ms", "connect_timeout": "1s", **settings}
+        {"url": url, "startup_timeout": startup_timeout, "connect_timeout": "2s", **settings}
     )
     broker = Broker(cfg, [url], Metrics())
     await broker.connect()
@@ -72,7 +72,9 @@ async def test_wrong_token_fails_within_the_startup_timeout(
     tls_token_server: str, certs: Certificates
 ) -> None:
     with pytest.raises(BrokerConnectError):
-        await _connects(tls_token_server, token="wrong", secure=True, ca_file=str(certs.ca))
+        await _connects(
+            tls_token_server, "1500ms", token="wrong", secure=True, ca_file=str(certs.ca)
+        )
 
 
 async def test_user_password_with_a_client_certificate(
@@ -94,13 +96,18 @@ async def test_mtls_server_refuses_a_client_without_certificate(
 ) -> None:
     with pytest.raises(BrokerConnectError):
         await _connects(
-            mtls_user_server, username="tap", password="pw", secure=True, ca_file=str(certs.ca)
+            mtls_user_server,
+            "1500ms",
+            username="tap",
+            password="pw",
+            secure=True,
+            ca_file=str(certs.ca),
         )
 
 
 async def test_untrusted_server_certificate_is_refused(tls_token_server: str) -> None:
     with pytest.raises(BrokerConnectError):
-        await _connects(tls_token_server, token="s3cret-token", secure=True)
+        await _connects(tls_token_server, "1500ms", token="s3cret-token", secure=True)
 
 
 async def test_insecure_skip_verify_accepts_an_untrusted_certificate(
