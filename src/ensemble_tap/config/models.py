@@ -63,6 +63,11 @@ def _secret_list(value: Any) -> Any:
     return value
 
 
+def _lower_list(value: Any) -> Any:
+    items = _string_list(value)
+    return [str(item).strip().lower() for item in items] if isinstance(items, list) else items
+
+
 def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
@@ -190,7 +195,7 @@ class ProviderConfig(TenantOverride):
     """One entry of ``providers``. Inherits every overridable key from TenantOverride."""
 
     mode: Annotated[Mode, BeforeValidator(_mode)] = "webhook"
-    signature_versions: StringList | None = None
+    signature_versions: Annotated[list[str], BeforeValidator(_lower_list)] | None = None
     events: StringList = []
     app_id: str = ""
     webhook_verifier_token: str = ""
