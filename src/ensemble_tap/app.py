@@ -18,9 +18,16 @@ import uvicorn
 from fastapi import FastAPI
 
 from ensemble_tap import __version__
+from ensemble_tap.admin.guards import admin_enabled
+from ensemble_tap.admin.jobs import JobRegistry, JobStore, Limits, MemoryJobStore
+from ensemble_tap.admin.replay import Replayer
+from ensemble_tap.admin.routes import AdminDependencies, admin_app
+from ensemble_tap.admin.runner import ReplayRunner
+from ensemble_tap.admin.sqlite_store import SqliteJobStore
 from ensemble_tap.bus.advisories import subscribe_advisories
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.dlq import DeadLetterWriter
+from ensemble_tap.bus.dlq_store import DeadLetterStore
 from ensemble_tap.bus.embedded import EmbeddedNatsServer
 from ensemble_tap.bus.publisher import Publisher
 from ensemble_tap.bus.streams import (
@@ -49,6 +56,9 @@ class TapApp:
         self.broker: Broker | None = None
         self.ingress: WebhookIngress | None = None
         self.http: FastAPI | None = None
+        self.admin: FastAPI | None = None
+        self.replay_runner: ReplayRunner | None = None
+        self.job_store: JobStore | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -72,6 +82,8 @@ class TapApp:
         publisher = Publisher(self.broker, cfg.nats, self.metrics)
         dlq = DeadLetterWriter(publisher, self.metrics)
         self.ingress = WebhookIngress(cfg, publisher, dlq, self.metrics)
+        if admin_enabled(cfg.server):
+            self.admin = self._build_admin(publisher)
         self.http = FastAPI(title="Ensemble Tap", version=__version__, openapi_url=None)
         self.http.include_router(health_router(Readiness(self.broker, streams), self.metrics))
         log.info(
@@ -83,6 +95,10 @@ class TapApp:
         )
 
     async def stop(self) -> None:
+        if self.replay_runner is not None:
+            await self.replay_runner.stop()
+        if self.job_store is not None:
+            self.job_store.close()
         if self.broker is not None:
             await self.broker.close()
         if self.embedded is not None:
@@ -91,10 +107,57 @@ class TapApp:
     async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Webhook paths go straight to the ingress handler; the rest to FastAPI."""
         assert self.ingress is not None and self.http is not None
-        if scope["type"] == "http" and self.ingress.matches(scope["path"]):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and self.ingress.matches(path):
             await self.ingress(scope, receive, send)
+        elif self.admin is not None and (path == "/admin" or path.startswith("/admin/")):
+            await self.admin(scope, receive, send)
         else:
             await self.http(scope, receive, send)
+
+    def _build_admin(self, publisher: Publisher) -> FastAPI:
+        cfg = self.config
+        assert self.broker is not None
+        server = cfg.server
+        if server.admin_replay_store_backend == "sqlite":
+            path = server.admin_replay_sqlite_path or str(
+                Path(cfg.data_dir) / "tap-admin-replay.db"
+            )
+            self.job_store = SqliteJobStore(path)
+        else:
+            self.job_store = MemoryJobStore()
+        registry = JobRegistry(
+            self.job_store,
+            Limits(
+                ttl_seconds=server.admin_replay_job_ttl,
+                max_jobs=server.admin_replay_job_max_jobs,
+                max_queued_per_ip=server.admin_replay_max_queued_per_ip,
+                max_queued_per_token=server.admin_replay_max_queued_per_token,
+            ),
+        )
+        dead_letters = DeadLetterStore(self.broker.js, dlq_stream_name(cfg.nats))
+        replayer = Replayer(
+            dead_letters, publisher, cfg.nats.subject_prefix, cfg.nats.tenant_scoped_subjects
+        )
+        self.replay_runner = ReplayRunner(
+            registry,
+            replayer,
+            server.admin_replay_max_concurrent_jobs,
+            server.admin_replay_job_timeout,
+            self.metrics,
+        )
+        for job in registry.load():
+            self.replay_runner.submit(job)
+        return admin_app(
+            AdminDependencies(
+                server=server,
+                registry=registry,
+                runner=self.replay_runner,
+                dead_letters=dead_letters,
+                metrics=self.metrics,
+                poller_status=list,
+            )
+        )
 
     def _warn_payload_limit(self) -> None:
         assert self.broker is not None

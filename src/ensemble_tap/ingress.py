@@ -72,6 +72,33 @@ def resolve_request_id(headers: dict[str, str], prefix: str = "ing") -> str:
     return new_request_id(prefix)
 
 
+def envelope_for(
+    found: Extraction,
+    provider: str,
+    tenant_id: str,
+    request_id: str,
+    received_ns: int,
+    subject_prefix: str,
+    tenant_scoped: bool,
+) -> tuple[Envelope, str]:
+    """The CloudEvent and the ``Nats-Msg-Id`` of one extracted event."""
+    event = NormalizedEvent(
+        provider=provider,
+        entity_type=found.entity_type,
+        entity_id=found.entity_id,
+        action=found.action,
+        provider_time_ns=found.provider_time_ns or received_ns,
+        provider_event_id=found.provider_event_id,
+        tenant_id=tenant_id,
+        request_id=request_id,
+        changes=found.changes,
+        snapshot=found.snapshot,
+    )
+    envelope = build_envelope(event, subject_prefix, tenant_scoped)
+    key = found.dedup_key or fallback_dedup_key(event, found.payload_digest)
+    return envelope, dedup_id(provider, tenant_id, key)
+
+
 @dataclass(slots=True, frozen=True)
 class Route:
     name: str
@@ -201,7 +228,18 @@ class WebhookIngress:
     ) -> bytes:
         try:
             extractions = route.handler.extract(request)
-            envelopes = [self._envelope(route.name, settings, context, x) for x in extractions]
+            envelopes = [
+                envelope_for(
+                    found,
+                    route.name,
+                    settings.tenant_id,
+                    context.request_id,
+                    request.received_ns,
+                    self.subject_prefix,
+                    self.tenant_scoped,
+                )
+                for found in extractions
+            ]
         except (BadPayload, NormalizeError) as exc:
             status = 400 if isinstance(exc, BadPayload) else 500
             log.warning("webhook normalization failed", **context.log_fields(), error=str(exc))
@@ -226,25 +264,6 @@ class WebhookIngress:
             event_id=envelopes[0][0].event_id,
         )
         return _accepted_body([envelope for envelope, _ in envelopes], context.request_id)
-
-    def _envelope(
-        self, provider: str, settings: ProviderConfig, context: _Context, found: Extraction
-    ) -> tuple[Envelope, str]:
-        event = NormalizedEvent(
-            provider=provider,
-            entity_type=found.entity_type,
-            entity_id=found.entity_id,
-            action=found.action,
-            provider_time_ns=found.provider_time_ns or context.request.received_ns,
-            provider_event_id=found.provider_event_id,
-            tenant_id=settings.tenant_id,
-            request_id=context.request_id,
-            changes=found.changes,
-            snapshot=found.snapshot,
-        )
-        envelope = build_envelope(event, self.subject_prefix, self.tenant_scoped)
-        key = found.dedup_key or fallback_dedup_key(event, found.payload_digest)
-        return envelope, dedup_id(provider, settings.tenant_id, key)
 
     async def _publish_one(self, envelope: Envelope, dedup: str, context: _Context) -> None:
         try:

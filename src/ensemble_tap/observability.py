@@ -100,6 +100,30 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.admin_requests = Counter(
+            "tap_admin_requests_total",
+            "Admin API requests by endpoint and outcome.",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.admin_duration = Histogram(
+            "tap_admin_request_duration_seconds",
+            "Admin API request latency by endpoint and outcome.",
+            ["endpoint", "outcome"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.admin_jobs = Counter(
+            "tap_admin_replay_jobs_total",
+            "Replay job lifecycle events by stage.",
+            ["stage"],
+            registry=r,
+        )
+        self.admin_jobs_in_flight = Gauge(
+            "tap_admin_replay_jobs_in_flight",
+            "Replay jobs currently holding a concurrency slot.",
+            registry=r,
+        )
         self.dlq_dropped = Counter(
             "tap_dlq_dropped_total",
             "Dead-letter records not written on purpose (rate limit), by stage.",

@@ -1,0 +1,1 @@
+"""The admin API: guards and audit, replay jobs and their stores, DLQ inspection."""

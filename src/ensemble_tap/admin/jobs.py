@@ -1,0 +1,370 @@
+"""Replay jobs: the job record, the registry (idempotency, queue caps, retention, paging).
+
+Lifecycle: queued → running → succeeded | failed, and queued → cancelled. Only finished jobs
+are ever evicted (by TTL after their last change, or when more than ``max_jobs`` exist), so a
+queued or running job can never vanish. Persistence is delegated to a JobStore.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any, Protocol
+
+from ensemble_tap.events import format_time_ns
+
+MAX_REPORTED_FAILURES = 20
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+@dataclass(slots=True, frozen=True)
+class ReplayRequest:
+    """The normalised parameters of a replay; equal requests are idempotent re-sends."""
+
+    effective_limit: int
+    dry_run: bool
+    provider: str = ""
+    stage: str = ""
+    tenant: str = ""
+
+
+@dataclass(slots=True)
+class Job:
+    job_id: str
+    status: JobStatus
+    requested_limit: int
+    effective_limit: int
+    max_limit: int
+    capped: bool
+    dry_run: bool
+    created_ns: int
+    updated_ns: int
+    provider: str = ""
+    stage: str = ""
+    tenant: str = ""
+    started_ns: int = 0
+    completed_ns: int = 0
+    replayed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    would_replay: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    request_id: str = ""
+    operator_reason: str = ""
+    cancel_reason: str = ""
+    error: str = ""
+    idempotency_key: str = ""
+    creator_ip: str = ""
+    creator_token_fingerprint: str = ""
+
+    @property
+    def request(self) -> ReplayRequest:
+        return ReplayRequest(
+            self.effective_limit, self.dry_run, self.provider, self.stage, self.tenant
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The API view: unset times and empty texts are left out."""
+        body: dict[str, Any] = {"job_id": self.job_id, "status": self.status.value}
+        if self.requested_limit:
+            body["requested_limit"] = self.requested_limit
+        body |= {
+            "effective_limit": self.effective_limit,
+            "max_limit": self.max_limit,
+            "capped": self.capped,
+            "dry_run": self.dry_run,
+        }
+        filters = {"provider": self.provider, "stage": self.stage, "tenant": self.tenant}
+        body |= {key: value for key, value in filters.items() if value}
+        body["created_at"] = format_time_ns(self.created_ns)
+        if self.started_ns:
+            body["started_at"] = format_time_ns(self.started_ns)
+        if self.completed_ns:
+            body["completed_at"] = format_time_ns(self.completed_ns)
+        body |= {"replayed": self.replayed, "skipped": self.skipped, "failed": self.failed}
+        if self.dry_run:
+            body["would_replay"] = self.would_replay
+        if self.failures:
+            body["failures"] = list(self.failures)
+        texts = {
+            "request_id": self.request_id,
+            "operator_reason": self.operator_reason,
+            "cancel_reason": self.cancel_reason,
+            "error": self.error,
+        }
+        body |= {key: value for key, value in texts.items() if value}
+        return body
+
+
+JOB_FIELDS = tuple(f.name for f in fields(Job))
+
+
+class JobStore(Protocol):
+    """Where jobs survive a restart; ``memory`` keeps nothing."""
+
+    def load(self) -> list[Job]: ...
+
+    def save(self, job: Job) -> None: ...
+
+    def delete(self, job_ids: Iterable[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryJobStore:
+    def load(self) -> list[Job]:
+        return []
+
+    def save(self, job: Job) -> None:
+        return None
+
+    def delete(self, job_ids: Iterable[str]) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class IdempotencyConflict(Exception):
+    def __init__(self, job: Job) -> None:
+        super().__init__("idempotency key already used for different replay parameters")
+        self.job = job
+
+
+class QueueLimitExceeded(Exception):
+    def __init__(self, scope: str, count: int) -> None:
+        super().__init__("replay queue limit exceeded for caller scope")
+        self.scope = scope
+        self.count = count
+
+
+class NotCancellable(Exception):
+    def __init__(self, job: Job) -> None:
+        super().__init__("replay job cannot be cancelled once running or completed")
+        self.job = job
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+@dataclass(slots=True, frozen=True)
+class Page:
+    jobs: list[Job]
+    next_cursor: str
+    summary: dict[str, int]
+
+
+@dataclass(slots=True, frozen=True)
+class Limits:
+    ttl_seconds: float
+    max_jobs: int
+    max_queued_per_ip: int
+    max_queued_per_token: int
+
+
+class JobRegistry:
+    def __init__(self, store: JobStore, limits: Limits) -> None:
+        self.store = store
+        self.limits = limits
+        self._jobs: dict[str, Job] = {}
+        self._by_key: dict[tuple[str, str], str] = {}
+        self._sequence = itertools.count(1)
+
+    def load(self) -> list[Job]:
+        """Load stored jobs; return the queued ones (to run again) and fail the ones that were
+        running when the process stopped."""
+        jobs = self.store.load()
+        highest = 0
+        for job in jobs:
+            self._index(job)
+            tail = job.job_id.rsplit("_", 1)[-1]
+            highest = max(highest, int(tail) if tail.isdigit() else 0)
+            if job.status is JobStatus.RUNNING:
+                job.status = JobStatus.FAILED
+                job.error = "interrupted: the service stopped while this job was running"
+                job.completed_ns = job.updated_ns = time.time_ns()
+                self.store.save(job)
+        self._sequence = itertools.count(highest + 1)
+        self._evict()
+        return sorted(
+            (job for job in self._jobs.values() if job.status is JobStatus.QUEUED),
+            key=lambda job: job.created_ns,
+        )
+
+    def create(
+        self,
+        request: ReplayRequest,
+        requested_limit: int,
+        max_limit: int,
+        capped: bool,
+        idempotency_key: str,
+        creator_ip: str,
+        token_fingerprint: str,
+        request_id: str,
+        reason: str,
+    ) -> tuple[Job, bool]:
+        """A new queued job, or (job, True) for an idempotent re-send of an equal request.
+
+        Idempotency keys are scoped to the calling token, so one caller cannot fetch another's
+        job by guessing its key.
+        """
+        self._evict()
+        key = (token_fingerprint, idempotency_key)
+        if idempotency_key and key in self._by_key:
+            existing = self._jobs[self._by_key[key]]
+            if existing.request != request:
+                raise IdempotencyConflict(existing)
+            return existing, True
+        queued = [job for job in self._jobs.values() if job.status is JobStatus.QUEUED]
+        per_ip = self.limits.max_queued_per_ip
+        count = sum(1 for job in queued if creator_ip and job.creator_ip == creator_ip)
+        if per_ip and count >= per_ip:
+            raise QueueLimitExceeded("ip", count)
+        per_token = self.limits.max_queued_per_token
+        count = sum(
+            1
+            for job in queued
+            if token_fingerprint and job.creator_token_fingerprint == token_fingerprint
+        )
+        if per_token and count >= per_token:
+            raise QueueLimitExceeded("token", count)
+        now = time.time_ns()
+        job = Job(
+            job_id=f"replay_{now}_{next(self._sequence)}",
+            status=JobStatus.QUEUED,
+            requested_limit=requested_limit,
+            effective_limit=request.effective_limit,
+            max_limit=max_limit,
+            capped=capped,
+            dry_run=request.dry_run,
+            created_ns=now,
+            updated_ns=now,
+            provider=request.provider,
+            stage=request.stage,
+            tenant=request.tenant,
+            request_id=request_id,
+            operator_reason=reason,
+            idempotency_key=idempotency_key,
+            creator_ip=creator_ip,
+            creator_token_fingerprint=token_fingerprint,
+        )
+        self._index(job)
+        self.store.save(job)
+        return job, False
+
+    def get(self, job_id: str) -> Job | None:
+        self._evict()
+        return self._jobs.get(job_id)
+
+    def cancel(self, job_id: str, reason: str) -> Job | None:
+        job = self.get(job_id)
+        if job is None:
+            return None
+        if job.status is not JobStatus.QUEUED:
+            raise NotCancellable(job)
+        job.status = JobStatus.CANCELLED
+        job.cancel_reason = reason
+        job.error = "cancelled by operator" + (f": {reason}" if reason else "")
+        job.completed_ns = job.updated_ns = time.time_ns()
+        self.store.save(job)
+        return job
+
+    def start(self, job_id: str) -> Job | None:
+        """queued → running; None when the job is no longer queued (e.g. cancelled)."""
+        job = self._jobs.get(job_id)
+        if job is None or job.status is not JobStatus.QUEUED:
+            return None
+        job.status = JobStatus.RUNNING
+        job.started_ns = job.updated_ns = time.time_ns()
+        self.store.save(job)
+        return job
+
+    def update(self, job: Job) -> None:
+        """Persist progress of a running job."""
+        job.updated_ns = time.time_ns()
+        self.store.save(job)
+
+    def finish(self, job: Job, error: str = "") -> None:
+        job.status = JobStatus.FAILED if error else JobStatus.SUCCEEDED
+        job.error = error
+        job.completed_ns = job.updated_ns = time.time_ns()
+        self.store.save(job)
+
+    def page(self, status: JobStatus | None, limit: int, cursor: str) -> Page:
+        self._evict()
+        after = decode_cursor(cursor) if cursor else None
+        summary = {state.value: 0 for state in JobStatus}
+        for job in self._jobs.values():
+            summary[job.status.value] += 1
+        ordered = sorted(
+            (job for job in self._jobs.values() if status is None or job.status is status),
+            key=lambda job: (job.created_ns, job.job_id),
+            reverse=True,
+        )
+        if after is not None:
+            ordered = [job for job in ordered if (job.created_ns, job.job_id) < after]
+        page = ordered[:limit]
+        next_cursor = encode_cursor(page[-1]) if len(ordered) > limit else ""
+        return Page(page, next_cursor, summary)
+
+    def _index(self, job: Job) -> None:
+        self._jobs[job.job_id] = job
+        if job.idempotency_key:
+            self._by_key[(job.creator_token_fingerprint, job.idempotency_key)] = job.job_id
+
+    def _evict(self) -> None:
+        now = time.time_ns()
+        ttl_ns = self.limits.ttl_seconds * 1e9
+        finished = sorted(
+            (job for job in self._jobs.values() if job.status in TERMINAL),
+            key=lambda job: job.updated_ns,
+        )
+        expired = [job for job in finished if now - job.updated_ns > ttl_ns]
+        overflow = len(self._jobs) - len(expired) - self.limits.max_jobs
+        if overflow > 0:
+            expired_ids = {job.job_id for job in expired}
+            expired += [job for job in finished if job.job_id not in expired_ids][:overflow]
+        if not expired:
+            return
+        for job in expired:
+            del self._jobs[job.job_id]
+            self._by_key.pop((job.creator_token_fingerprint, job.idempotency_key), None)
+        self.store.delete(job.job_id for job in expired)
+
+
+def encode_cursor(job: Job) -> str:
+    raw = f"{job.created_ns}|{job.job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    if "=" in cursor:
+        raise InvalidCursor("invalid cursor: malformed encoding")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor("invalid cursor: malformed encoding") from None
+    stamp, sep, job_id = raw.partition("|")
+    if not sep:
+        raise InvalidCursor("invalid cursor: malformed payload")
+    if not stamp.lstrip("-").isdigit():
+        raise InvalidCursor("invalid cursor: bad timestamp")
+    if not job_id.strip():
+        raise InvalidCursor("invalid cursor: missing job id")
+    return int(stamp), job_id

@@ -1,0 +1,121 @@
+"""JSON shapes of the admin API, for the OpenAPI document (docs/admin-openapi.yaml).
+
+Handlers build plain dicts (see ``Job.to_json``); these models describe them. Optional
+fields are left out of responses when unset.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AdminError(Model):
+    request_id: str
+    error: str
+
+
+class RecordFailure(Model):
+    record_id: str
+    sequence: str
+    error: str
+
+
+class ReplayJob(Model):
+    job_id: str
+    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    requested_limit: int | None = None
+    effective_limit: int
+    max_limit: int
+    capped: bool
+    dry_run: bool
+    provider: str | None = Field(None, description="replay only records of this provider")
+    stage: str | None = Field(None, description="replay only records of this stage")
+    tenant: str | None = Field(None, description="replay only records of this tenant")
+    created_at: str
+    started_at: str | None = None
+    completed_at: str | None = None
+    replayed: int = Field(description="records delivered to the main stream")
+    skipped: int = Field(description="records that are not replayable (e.g. stage verify)")
+    failed: int = Field(description="records that kept failing and stay in the DLQ")
+    would_replay: int | None = Field(None, description="dry run: records a real run delivers")
+    failures: list[RecordFailure] | None = None
+    request_id: str | None = None
+    operator_reason: str | None = None
+    cancel_reason: str | None = None
+    error: str | None = None
+
+
+class ReplayJobEnvelope(Model):
+    request_id: str
+    idempotency_reused: bool | None = None
+    job: ReplayJob
+
+
+class JobSummary(Model):
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class ReplayJobListResponse(Model):
+    request_id: str
+    status: str
+    limit: int
+    cursor: str
+    next_cursor: str
+    count: int
+    summary: JobSummary
+    jobs: list[ReplayJob]
+
+
+class DeadLetterRecord(Model):
+    id: str
+    sequence: int
+    stage: str
+    provider: str
+    tenant_id: str
+    request_id: str
+    reason: str
+    original_subject: str
+    occurred_at: str
+    replayable: bool
+    original_payload: str | None = Field(None, description="base64, with include_payload=true")
+
+
+class DeadLetterListResponse(Model):
+    request_id: str
+    records: list[DeadLetterRecord]
+    next_cursor: str
+    summary: dict[str, int] = Field(description="records per stage")
+
+
+class PollerStatus(Model):
+    provider: str
+    tenant_id: str | None = None
+    interval: str
+    rate_limit_per_sec: float
+    burst: int
+    failure_budget: int
+    circuit_break_duration: str
+    jitter_ratio: float
+    last_run_at: str | None = None
+    last_success_at: str | None = None
+    last_error_at: str | None = None
+    last_error: str | None = None
+    last_checkpoint: str | None = None
+    consecutive_failures: int
+
+
+class PollerStatusResponse(Model):
+    generated_at: str
+    request_id: str
+    provider: str
+    tenant: str
+    count: int
+    pollers: list[PollerStatus]
