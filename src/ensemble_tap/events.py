@@ -7,6 +7,7 @@ and serializes it with orjson; the ``cloudevents`` SDK is used as an oracle in t
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -21,7 +22,8 @@ TYPE_PREFIX = "ensemble.tap"
 TAP_VERSION = "v1"
 _NON_TOKEN = re.compile(r"[^a-z0-9_]")
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$"
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})",
+    re.ASCII,
 )
 
 
@@ -81,9 +83,17 @@ def nats_subject(
 
 
 def format_time_ns(ns: int) -> str:
-    """RFC3339Nano in UTC: fraction without trailing zeros, left out when zero."""
+    """RFC3339Nano in UTC: fraction without trailing zeros, left out when zero.
+
+    Raises ValueError for instants outside the years 0001-9999, which RFC3339 cannot express.
+    """
     seconds, frac = divmod(ns, 1_000_000_000)
-    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        moment = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError):
+        raise ValueError(f"time {ns} ns is out of range") from None
+    # strftime("%Y") does not zero-pad years below 1000 on every platform.
+    text = f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"
     if frac:
         text += "." + f"{frac:09d}".rstrip("0")
     return text + "Z"
@@ -91,7 +101,7 @@ def format_time_ns(ns: int) -> str:
 
 def parse_rfc3339_ns(value: str) -> int | None:
     """Go's RFC3339 parse (upper-case T/Z, offset required) to epoch nanoseconds, else None."""
-    match = _RFC3339.match(value)
+    match = _RFC3339.fullmatch(value)
     if match is None:
         return None
     year, month, day, hour, minute, second, frac, zone = match.groups()
@@ -107,6 +117,19 @@ def parse_rfc3339_ns(value: str) -> int | None:
         offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
     nanos = int((frac or "0")[:9].ljust(9, "0"))
     return (int(moment.timestamp()) - offset) * 1_000_000_000 + nanos
+
+
+def json_bytes(value: Any, *, sort_keys: bool = False) -> bytes:
+    """Compact UTF-8 JSON. orjson is the fast path; integers beyond 64 bits (kept exact by
+    ``parse_json``) make it fail, so those values go through the standard library instead."""
+    try:
+        option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+        return orjson.dumps(value, option=option)
+    except TypeError:
+        text = json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=sort_keys
+        )
+        return text.encode()
 
 
 def now_ns() -> int:
@@ -146,7 +169,10 @@ def build_envelope(event: NormalizedEvent, subject_prefix: str, tenant_scoped: b
     event_id = event.provider_event_id.strip() or new_event_id()
     tenant = event.tenant_id.strip()
     type_ = event_type(event.provider, event.entity_type, event.action)
-    time_text = format_time_ns(event.provider_time_ns)
+    try:
+        time_text = format_time_ns(event.provider_time_ns)
+    except ValueError as exc:
+        raise NormalizeError(f"provider time cannot be expressed in RFC3339: {exc}") from None
     data: dict[str, Any] = {
         "provider": event.provider,
         "entity_type": event.entity_type,
@@ -179,8 +205,8 @@ def build_envelope(event: NormalizedEvent, subject_prefix: str, tenant_scoped: b
         attributes["taprequestid"] = request_id
     attributes["tapversion"] = TAP_VERSION
     try:
-        body = orjson.dumps(attributes, option=orjson.OPT_NON_STR_KEYS)
-    except (TypeError, orjson.JSONEncodeError) as exc:
+        body = json_bytes(attributes)
+    except (TypeError, ValueError) as exc:
         raise NormalizeError(f"encode cloudevent: {exc}") from None
     subject = nats_subject(
         subject_prefix,

@@ -15,6 +15,8 @@ from ensemble_tap.events import parse_rfc3339_ns
 from ensemble_tap.providers.base import BadPayload, SecretNotConfigured
 
 _LONG_INTEGER = re.compile(rb"\d{19,}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _ENTITY_ID_KEYS = ("id", "uuid", "event_id", "object_id", "resource_id")
 _TIMESTAMP_KEYS = ("created", "created_at", "updated_at", "timestamp", "occurred_at", "time")
 _TYPE_SEPARATORS = re.compile(r"[./:]")
@@ -25,7 +27,9 @@ def parse_json(body: bytes) -> Any:
     """Parse a JSON body exactly: integers keep every digit, invalid UTF-8 becomes U+FFFD.
 
     orjson is the fast path; it turns integers beyond 64 bits into floats, so bodies with such
-    long digit runs go through the standard library, which keeps them exact.
+    long digit runs go through the standard library, which keeps them exact. As in Go, an
+    unpaired surrogate escape (``\\ud800``) becomes U+FFFD, and NaN, Infinity and numbers too
+    large for a float are rejected.
     """
     try:
         if _LONG_INTEGER.search(body) is None:
@@ -33,9 +37,40 @@ def parse_json(body: bytes) -> Any:
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(body.decode("utf-8", errors="replace"))
+        value = json.loads(
+            body.decode("utf-8", errors="replace"),
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
+        if _SURROGATE_ESCAPE.search(body) is not None:
+            value = _replace_lone_surrogates(value)
+        return value
     except (ValueError, RecursionError):
         raise BadPayload("body is not valid JSON") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            _replace_lone_surrogates(key): _replace_lone_surrogates(item)
+            for key, item in value.items()
+        }
+    return value
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -102,7 +137,9 @@ def derive_entity_action(event_type: str, action_hint: str = "") -> tuple[str, s
     Unlike the reference, ``_`` is not a separator (``invoice_item.created`` keeps its
     entity) and multi-segment names keep their middle (``customer.subscription.updated``).
     """
-    tokens = [token for token in _TYPE_SEPARATORS.split(event_type.strip().lower()) if token]
+    tokens = [
+        token.strip() for token in _TYPE_SEPARATORS.split(event_type.lower()) if token.strip()
+    ]
     action = action_hint.strip().lower() or (tokens[-1] if tokens else "updated")
     if len(tokens) >= 2:
         entity = ".".join(tokens[:-1])

@@ -107,4 +107,4 @@ def entity_id(event: str, payload: dict[str, Any]) -> str:
         if found != "unknown":
             return found
     after = payload.get("after")
-    return after if isinstance(after, str) and after else "unknown"
+    return after.strip() if isinstance(after, str) and after.strip() else "unknown"

@@ -12,9 +12,8 @@ import hmac
 import re
 from typing import Any
 
-import orjson
-
 from ensemble_tap.config.models import ProviderConfig
+from ensemble_tap.events import json_bytes
 from ensemble_tap.providers.base import BadPayload, Extraction, VerificationFailed, WebhookRequest
 from ensemble_tap.providers.common import (
     digest,
@@ -123,7 +122,7 @@ def extract(element: dict[str, Any]) -> Extraction:
         action=_ACTIONS.get(kind, "updated"),
         provider_event_id=event_id,
         dedup_key=dedup,
-        payload_digest=digest(orjson.dumps(element, option=orjson.OPT_SORT_KEYS)),
+        payload_digest=digest(json_bytes(element, sort_keys=True)),
         provider_time_ns=time_value_ns(element.get("occurredAt")),
         changes=changes,
         snapshot=element,

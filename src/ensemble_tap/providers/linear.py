@@ -10,7 +10,7 @@ from typing import Any
 
 from ensemble_tap.config.models import ProviderConfig
 from ensemble_tap.providers import hmac_verifier
-from ensemble_tap.providers.base import Extraction, VerificationFailed, WebhookRequest
+from ensemble_tap.providers.base import BadPayload, Extraction, VerificationFailed, WebhookRequest
 from ensemble_tap.providers.common import (
     digest,
     extract_entity_id,
@@ -34,7 +34,11 @@ class LinearProvider:
             "hex",
         )
         body = parse_json_object(request.body)
-        timestamp = webhook_timestamp_ns(body.get("webhookTimestamp"))
+        try:
+            timestamp = webhook_timestamp_ns(body.get("webhookTimestamp"))
+        except BadPayload:
+            # The replay window cannot be checked: an authentication failure (401).
+            raise VerificationFailed("webhookTimestamp is not a valid time") from None
         if timestamp is not None:
             try:
                 hmac_verifier.check_window(timestamp, REPLAY_WINDOW_SECONDS, request.received_ns)
@@ -64,12 +68,16 @@ class LinearProvider:
 
 
 def webhook_timestamp_ns(value: Any) -> int | None:
-    """Milliseconds (Linear's format) or seconds; RFC3339 strings are accepted too."""
+    """Milliseconds (Linear's format) or seconds; RFC3339 strings are accepted too.
+
+    An unusable value raises BadPayload, so ``extract`` keeps its contract (BadPayload only);
+    ``verify`` turns it into VerificationFailed.
+    """
     if value is None:
         return None
     parsed = time_value_ns(value)
     if parsed is None:
-        raise VerificationFailed("webhookTimestamp is not a valid time")
+        raise BadPayload("webhookTimestamp is not a valid time")
     return parsed
 
 

@@ -31,7 +31,11 @@ class ShopifyProvider:
 
     def extract(self, request: WebhookRequest) -> list[Extraction]:
         body = parse_json_object(request.body)
-        topic = [part for part in request.header("x-shopify-topic").lower().split("/") if part]
+        topic = [
+            part.strip()
+            for part in request.header("x-shopify-topic").lower().split("/")
+            if part.strip()
+        ]
         if not topic:
             raise BadPayload("missing X-Shopify-Topic header")
         entity = ".".join(topic[:-1]) if len(topic) > 1 else topic[0]

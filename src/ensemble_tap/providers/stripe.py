@@ -89,7 +89,7 @@ def parse_signature_header(header: str) -> tuple[int, list[bytes]]:
 
 def split_type(value: object) -> tuple[str, str]:
     text = value.strip().lower() if isinstance(value, str) else ""
-    parts = [part for part in text.split(".") if part]
+    parts = [part.strip() for part in text.split(".") if part.strip()]
     if len(parts) >= 2:
         return ".".join(parts[:-1]), parts[-1]
     return (parts[0] if parts else "event"), "updated"
