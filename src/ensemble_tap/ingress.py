@@ -87,7 +87,7 @@ def envelope_for(
         entity_type=found.entity_type,
         entity_id=found.entity_id,
         action=found.action,
-        provider_time_ns=found.provider_time_ns or received_ns,
+        provider_time_ns=received_ns if found.provider_time_ns is None else found.provider_time_ns,
         provider_event_id=found.provider_event_id,
         tenant_id=tenant_id,
         request_id=request_id,
