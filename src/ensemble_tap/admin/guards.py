@@ -125,13 +125,16 @@ class ClientAddress:
 
     def requester_ip(self, peer: str, headers: Mapping[str, str]) -> str:
         """The peer, or — when the peer is a trusted proxy — the right-most untrusted hop of
-        ``X-Forwarded-For`` (else ``X-Real-IP``)."""
+        ``X-Forwarded-For`` (the left-most when every hop is trusted), else ``X-Real-IP``."""
         if not self.is_trusted(peer):
             return peer
         forwarded = [hop.strip() for hop in headers.get("x-forwarded-for", "").split(",")]
-        for hop in reversed([hop for hop in forwarded if hop]):
+        hops = [hop for hop in forwarded if hop]
+        for hop in reversed(hops):
             if not self.is_trusted(hop):
                 return hop
+        if hops:  # the client itself is inside a trusted range: it is the first hop
+            return hops[0]
         real_ip = headers.get("x-real-ip", "").strip()
         return real_ip or peer
 

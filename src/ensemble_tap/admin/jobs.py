@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -19,6 +20,8 @@ from typing import Any, Protocol
 from ensemble_tap.events import format_time_ns
 
 MAX_REPORTED_FAILURES = 20
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+_INT64 = re.compile(r"[+-]?[0-9]+")
 
 
 class JobStatus(StrEnum):
@@ -354,7 +357,9 @@ def encode_cursor(job: Job) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
-    if "=" in cursor:
+    """``(created_ns, job_id)`` of an unpadded base64url ``<created_ns>|<job_id>`` cursor."""
+    # The lenient decoder would skip characters outside the alphabet and accept padding.
+    if not _BASE64URL.fullmatch(cursor):
         raise InvalidCursor("invalid cursor: malformed encoding")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
@@ -363,7 +368,8 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     stamp, sep, job_id = raw.partition("|")
     if not sep:
         raise InvalidCursor("invalid cursor: malformed payload")
-    if not stamp.lstrip("-").isdigit():
+    # An int64, as strconv.ParseInt reads it (int() alone would also take "1_0" or "²").
+    if not _INT64.fullmatch(stamp) or not -(2**63) <= int(stamp) < 2**63:
         raise InvalidCursor("invalid cursor: bad timestamp")
     if not job_id.strip():
         raise InvalidCursor("invalid cursor: missing job id")

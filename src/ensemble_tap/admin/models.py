@@ -6,7 +6,11 @@ fields are left out of responses when unset.
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from ensemble_tap.admin.jobs import JobStatus
 
 
 class Model(BaseModel):
@@ -26,7 +30,7 @@ class RecordFailure(Model):
 
 class ReplayJob(Model):
     job_id: str
-    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    status: JobStatus
     requested_limit: int | None = None
     effective_limit: int
     max_limit: int
@@ -110,6 +114,12 @@ class PollerStatus(Model):
     last_error: str | None = None
     last_checkpoint: str | None = None
     consecutive_failures: int
+    stuck: bool | None = Field(None, description="failure budget used up, or no success lately")
+    circuit: Literal["closed", "open", "half_open"] | None = None
+    next_run_at: str | None = None
+    checkpoints: dict[str, str] | None = Field(None, description="checkpoint per stream")
+    checkpoint_lag_seconds: float | None = None
+    last_cycle: dict[str, Any] | None = Field(None, description="counts of the last cycle")
 
 
 class PollerStatusResponse(Model):

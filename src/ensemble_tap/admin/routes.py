@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ import orjson
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ensemble_tap import __version__
 from ensemble_tap.admin import models
@@ -53,6 +56,10 @@ DEFAULT_REPLAY_LIMIT = 100
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 500
 DLQ_MAX_PROBES = 5_000
+INT64_MAX = 2**63 - 1
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DIGITS = re.compile(r"[0-9]+")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 _BOOLEANS = {
     **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
     **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False", ""), False),
@@ -174,6 +181,14 @@ def admin_app(deps: AdminDependencies) -> FastAPI:
             raise AdminFailure(401, "unauthorized", "admin request unauthorized")
         return call
 
+    def unrouted_call(request: Request) -> Call:
+        """A call that never reached the guards (endpoint ``unknown``)."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        peer = request.client.host if request.client else ""
+        return Call(
+            resolve_request_id(headers, "admin"), "unknown", addresses.requester_ip(peer, headers)
+        )
+
     def respond(
         request: Request, status: int, body: dict[str, Any], log_msg: str, **fields: Any
     ) -> Response:
@@ -186,9 +201,8 @@ def admin_app(deps: AdminDependencies) -> FastAPI:
     async def on_failure(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AdminFailure)
         call = getattr(request.state, "call", None)
-        if call is None:  # failed before the guards ran (e.g. unknown route)
-            headers = {k.lower(): v for k, v in request.headers.items()}
-            call = Call(resolve_request_id(headers, "admin"), "unknown", "")
+        if call is None:  # failed before the guards ran (e.g. request validation)
+            call = unrouted_call(request)
         _audit(deps.metrics, request, call, exc.status, exc.log_msg, exc.fields)
         response = _json(
             exc.status, {"request_id": call.request_id, "error": exc.error}, call.request_id
@@ -199,13 +213,25 @@ def admin_app(deps: AdminDependencies) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        request_id = resolve_request_id(headers, "admin")
+        # No route matched (unknown path or wrong method): audited like every admin call.
+        call = unrouted_call(request)
+        request_id = call.request_id
         error = "method not allowed" if exc.status_code == 405 else "not found"
+        _audit(deps.metrics, request, call, exc.status_code, f"admin request {error}", {})
         response = _json(exc.status_code, {"request_id": request_id, "error": error}, request_id)
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            # Starlette names only the first route of the path; a path can have several.
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
         return response
+
+    def allowed_methods(request: Request) -> list[str]:
+        methods: set[str] = set()
+        for route in app.router.routes:
+            if isinstance(route, APIRoute) and route.matches(request.scope)[0] is not Match.NONE:
+                methods |= route.methods or set()
+        return sorted(methods)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: Exception) -> Response:
@@ -220,7 +246,14 @@ def admin_app(deps: AdminDependencies) -> FastAPI:
         "/admin/replay-dlq",
         status_code=202,
         response_model=models.ReplayJobEnvelope,
-        responses={200: {"model": models.ReplayJobEnvelope}, **error_responses},
+        response_description="Job accepted (status queued)",
+        responses={
+            200: {
+                "model": models.ReplayJobEnvelope,
+                "description": "Same Idempotency-Key and request: the existing job, unchanged",
+            },
+            **error_responses,
+        },
         summary="Create a replay job",
     )
     async def create_replay(
@@ -368,6 +401,7 @@ def admin_app(deps: AdminDependencies) -> FastAPI:
     @app.delete(
         "/admin/replay-dlq/{job_id}",
         response_model=models.ReplayJobEnvelope,
+        response_description="Job cancelled",
         responses=error_responses,
         summary="Cancel a queued replay job",
     )
@@ -524,12 +558,11 @@ def _positive_int(raw: str | None, name: str, log_msg: str) -> int:
     text = (raw or "").strip()
     if not text:
         return 0
-    try:
-        value = int(text)
-    except ValueError:
-        raise _rejected(
-            f"invalid {name} {_quoted(text)}: must be a positive integer", log_msg
-        ) from None
+    # Go's strconv.Atoi: ASCII digits with an optional sign, within int64 (Python's int()
+    # would also take "1_000", non-ASCII digits and numbers too large to serialise).
+    value = int(text) if _INTEGER.fullmatch(text) else None
+    if value is None or not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise _rejected(f"invalid {name} {_quoted(text)}: must be a positive integer", log_msg)
     if value <= 0:
         raise _rejected(f"invalid {name} {_quoted(text)}: must be greater than 0", log_msg)
     return value
@@ -538,7 +571,7 @@ def _positive_int(raw: str | None, name: str, log_msg: str) -> int:
 def _reason(raw: str | None, server: ServerConfig, log_msg: str) -> str:
     """The X-Admin-Reason: required when configured; when given, at least the minimum length
     (in characters)."""
-    text = (raw or "").strip()
+    text = _utf8((raw or "").strip())
     if not text:
         if server.admin_replay_require_reason:
             raise _rejected("X-Admin-Reason header is required", log_msg)
@@ -547,6 +580,15 @@ def _reason(raw: str | None, server: ServerConfig, log_msg: str) -> str:
     if len(text) < minimum:
         raise _rejected(f"X-Admin-Reason must be at least {minimum} characters", log_msg)
     return text
+
+
+def _utf8(header: str) -> str:
+    """A header value as the client wrote it: ASGI servers decode header bytes as Latin-1,
+    but clients send UTF-8 text (curl -H 'X-Admin-Reason: réparation')."""
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return header
 
 
 def _job_id(raw: str) -> str:
@@ -563,12 +605,14 @@ def _encode_sequence(sequence: int) -> str:
 def _sequence_cursor(cursor: str, log_msg: str) -> int | None:
     if not cursor:
         return None
+    if not _BASE64URL.fullmatch(cursor):  # the lenient decoder would skip such characters
+        raise _rejected("invalid cursor: malformed encoding", log_msg)
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise _rejected("invalid cursor: malformed encoding", log_msg) from None
     prefix, _, number = raw.partition("|")
-    if prefix != "seq" or not number.isdigit() or int(number) <= 0:
+    if prefix != "seq" or not _DIGITS.fullmatch(number) or int(number) <= 0:
         raise _rejected("invalid cursor: malformed payload", log_msg)
     return int(number)
 

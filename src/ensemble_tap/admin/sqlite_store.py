@@ -48,10 +48,16 @@ class SqliteJobStore:
                 f"({SCHEMA_VERSION})"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.executescript(_MIGRATIONS[target])
-                self.db.execute(f"PRAGMA user_version = {target}")
+            # One transaction per step. executescript() commits any open transaction before
+            # it runs, so BEGIN/COMMIT must be part of the script itself.
+            try:
+                self.db.executescript(
+                    f"BEGIN;\n{_MIGRATIONS[target]}\nPRAGMA user_version = {target};\nCOMMIT;"
+                )
+            except sqlite3.Error:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
 
     def load(self) -> list[Job]:
         rows = self.db.execute("SELECT body FROM admin_replay_jobs ORDER BY created_ns").fetchall()
