@@ -1,12 +1,13 @@
 # make run  : set up .venv and run the service on its embedded defaults
 # make test : set up .venv and run lint + the whole test suite
+# make openapi : regenerate docs/admin-openapi.yaml from the admin API code
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= $(if $(wildcard config.yaml),config.yaml,config.example.yaml)
 
-.PHONY: run test lint format unit bench clean
+.PHONY: run test lint format unit bench openapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingress.py
+
+# Regenerate the committed admin API document (a unit test fails when it is out of date).
+openapi: $(STAMP)
+	$(BIN)/python -m ensemble_tap.admin.openapi > docs/admin-openapi.yaml
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

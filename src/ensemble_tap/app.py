@@ -40,6 +40,8 @@ from ensemble_tap.config.models import Config
 from ensemble_tap.health import Readiness, health_router
 from ensemble_tap.ingress import Receive, Scope, Send, WebhookIngress
 from ensemble_tap.observability import Metrics, get_logger
+from ensemble_tap.poller.service import PollerService
+from ensemble_tap.sink import ClickHouseSink
 
 log = get_logger("ensemble_tap.app")
 # A NATS message must hold the CloudEvent (body + envelope) and, in the DLQ, its base64.
@@ -59,6 +61,8 @@ class TapApp:
         self.admin: FastAPI | None = None
         self.replay_runner: ReplayRunner | None = None
         self.job_store: JobStore | None = None
+        self.pollers: PollerService | None = None
+        self.sink: ClickHouseSink | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -82,10 +86,25 @@ class TapApp:
         publisher = Publisher(self.broker, cfg.nats, self.metrics)
         dlq = DeadLetterWriter(publisher, self.metrics)
         self.ingress = WebhookIngress(cfg, publisher, dlq, self.metrics)
+        if cfg.clickhouse.enabled:  # after the streams exist; ClickHouse itself may be down
+            self.sink = ClickHouseSink(cfg, self.broker, dlq, self.metrics)
+            try:
+                await self.sink.start()
+            except BaseException:
+                await self.stop()
+                raise
+        self.pollers = PollerService(cfg, publisher, dlq, self.metrics)
+        try:
+            await self.pollers.start()  # after the streams exist; first cycles run now
+        except BaseException:
+            await self.stop()
+            raise
         if admin_enabled(cfg.server):
             self.admin = self._build_admin(publisher)
         self.http = FastAPI(title="Ensemble Tap", version=__version__, openapi_url=None)
-        self.http.include_router(health_router(Readiness(self.broker, streams), self.metrics))
+        sink_detail = self.sink.readiness_detail if self.sink is not None else None
+        readiness = Readiness(self.broker, streams, details=sink_detail)
+        self.http.include_router(health_router(readiness, self.metrics))
         log.info(
             "ensemble-tap started",
             version=__version__,
@@ -95,10 +114,15 @@ class TapApp:
         )
 
     async def stop(self) -> None:
+        if self.pollers is not None:  # first: no new events while everything else stops
+            await self.pollers.stop()
         if self.replay_runner is not None:
             await self.replay_runner.stop()
         if self.job_store is not None:
             self.job_store.close()
+        if self.sink is not None:  # flush the last batch while NATS is still up
+            await self.sink.stop()
+            self.sink = None
         if self.broker is not None:
             await self.broker.close()
         if self.embedded is not None:
@@ -155,7 +179,7 @@ class TapApp:
                 runner=self.replay_runner,
                 dead_letters=dead_letters,
                 metrics=self.metrics,
-                poller_status=list,
+                poller_status=self.pollers.status if self.pollers is not None else list,
             )
         )
 

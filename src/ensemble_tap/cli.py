@@ -12,7 +12,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from ensemble_tap import __version__
+from ensemble_tap import __version__, admin_cli
 from ensemble_tap.config import ConfigError, LoadedConfig, load_config
 
 cli = typer.Typer(
@@ -21,6 +21,7 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+cli.add_typer(admin_cli.app, name="admin")
 
 ConfigOption = Annotated[
     str | None,
@@ -169,6 +170,35 @@ def _run(coro: object) -> None:
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+@cli.command()
+def query(
+    sql: Annotated[
+        str, typer.Argument(help="SQL to run, e.g. SELECT count() FROM ensemble.tap_events")
+    ],
+    data_dir: Annotated[
+        str,
+        typer.Option(
+            "--data-dir", help="The service's data_dir (its ClickHouse data is in DIR/clickhouse)."
+        ),
+    ] = "./data",
+    json_rows: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per row instead of a table.")
+    ] = False,
+) -> None:
+    """Run read-only SQL on the embedded ClickHouse data (while the service is stopped)."""
+    from ensemble_tap.sink.backends import BackendError, read_only_query
+
+    try:
+        output = read_only_query(
+            data_dir, sql, "JSONEachRow" if json_rows else "PrettyCompactMonoBlock"
+        )
+    except BackendError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    sys.stdout.buffer.write(output)
+    sys.stdout.buffer.flush()
 
 
 def main() -> None:

@@ -6,13 +6,15 @@ and serializes it with orjson; the ``cloudevents`` SDK is used as an oracle in t
 
 from __future__ import annotations
 
+import calendar
+import functools
 import hashlib
 import json
 import os
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -59,6 +61,7 @@ class Envelope:
     request_id: str
 
 
+@functools.lru_cache(maxsize=4096)
 def subject_token(value: str) -> str:
     """One NATS subject token: only ``[a-z0-9_]``, so input can add no tokens or wildcards."""
     token = _NON_TOKEN.sub("_", value.strip().lower())
@@ -88,15 +91,21 @@ def format_time_ns(ns: int) -> str:
     Raises ValueError for instants outside the years 0001-9999, which RFC3339 cannot express.
     """
     seconds, frac = divmod(ns, 1_000_000_000)
-    try:
-        moment = datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError):
-        raise ValueError(f"time {ns} ns is out of range") from None
-    # strftime("%Y") does not zero-pad years below 1000 on every platform.
-    text = f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"
+    text = _second_text(seconds)
     if frac:
         text += "." + f"{frac:09d}".rstrip("0")
     return text + "Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _second_text(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a Unix second; cached, as events cluster in time."""
+    try:
+        moment = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"time {seconds} s is out of range") from None
+    # strftime("%Y") does not zero-pad years below 1000 on every platform.
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"
 
 
 def parse_rfc3339_ns(value: str) -> int | None:
@@ -106,17 +115,21 @@ def parse_rfc3339_ns(value: str) -> int | None:
         return None
     year, month, day, hour, minute, second, frac, zone = match.groups()
     try:
-        moment = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC
-        )
+        # Validates the calendar date; timegm does not.
+        date(int(year), int(month), int(day))
     except ValueError:
         return None
+    if int(hour) > 23 or int(minute) > 59 or int(second) > 59:
+        return None
+    stamp = calendar.timegm(
+        (int(year), int(month), int(day), int(hour), int(minute), int(second), 0, 0, 0)
+    )
     offset = 0
     if zone != "Z":
         sign = -1 if zone[0] == "-" else 1
         offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
     nanos = int((frac or "0")[:9].ljust(9, "0"))
-    return (int(moment.timestamp()) - offset) * 1_000_000_000 + nanos
+    return (stamp - offset) * 1_000_000_000 + nanos
 
 
 def json_bytes(value: Any, *, sort_keys: bool = False) -> bytes:
@@ -161,12 +174,28 @@ def fallback_dedup_key(event: NormalizedEvent, payload_digest: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def build_envelope(event: NormalizedEvent, subject_prefix: str, tenant_scoped: bool) -> Envelope:
-    """Validate ``event`` and wrap it in a CloudEvent; raise NormalizeError when invalid."""
+def poll_dedup_id(
+    provider: str, tenant_id: str, entity_type: str, entity_id: str, action: str, version: str
+) -> str:
+    """The ``Nats-Msg-Id`` (and CloudEvent id) of a poll event: one record version is one
+    event, however often it is read or published. ``version`` is the provider's modification
+    time in RFC3339Nano (or a content hash when the record has none)."""
+    text = "|".join((provider, tenant_id, entity_type, entity_id, action, version))
+    return "poll_" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def build_envelope(
+    event: NormalizedEvent, subject_prefix: str, tenant_scoped: bool, event_id: str = ""
+) -> Envelope:
+    """Validate ``event`` and wrap it in a CloudEvent; raise NormalizeError when invalid.
+
+    ``event_id`` sets a deterministic CloudEvent id (poll events); by default it is the
+    provider's event id, else a random one.
+    """
     for name in ("provider", "entity_type", "entity_id", "action"):
         if not getattr(event, name).strip():
             raise NormalizeError(f"{name} is required")
-    event_id = event.provider_event_id.strip() or new_event_id()
+    event_id = event_id or event.provider_event_id.strip() or new_event_id()
     tenant = event.tenant_id.strip()
     type_ = event_type(event.provider, event.entity_type, event.action)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request, Response
@@ -24,6 +25,8 @@ class Readiness:
 
     broker: Broker
     streams: tuple[str, ...]
+    # Extra checks shown in the response without affecting readiness (the ClickHouse sink).
+    details: Callable[[], Awaitable[dict[str, str]]] | None = None
     _checked_at: float = 0.0
     _result: tuple[bool, dict[str, str]] = (False, {})
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -32,7 +35,10 @@ class Readiness:
         async with self._lock:
             if time.monotonic() - self._checked_at < READY_CACHE_SECONDS:
                 return self._result
-            self._result = await self._run()
+            ready, checks = await self._run()
+            if self.details is not None:
+                checks = {**checks, **await self.details()}
+            self._result = ready, checks
             self._checked_at = time.monotonic()
             return self._result
 

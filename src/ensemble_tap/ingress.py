@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
+from prometheus_client import Counter, Histogram
 
 from ensemble_tap.bus.dlq import DeadLetter, DeadLetterWriter, request_metadata
 from ensemble_tap.bus.publisher import Publisher, PublishError
@@ -49,18 +50,15 @@ Send = Callable[[Message], Awaitable[None]]
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 RETRY_AFTER_SECONDS = "5"
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Entity/action values come from senders; only so many label sets are kept at hand.
+MAX_CACHED_CHILDREN = 10_000
 log = get_logger("ensemble_tap.ingress")
 
 
 def new_request_id(prefix: str = "ing") -> str:
-    """``<prefix>-<ULID>``: sortable by time and unique across replicas (80 random bits)."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        value, index = divmod(value, 32)
-        chars.append(_CROCKFORD[index])
-    return f"{prefix}-{''.join(reversed(chars))}"
+    """``<prefix>-<32 hex>``: 48 bits of milliseconds then 80 random bits, so ids sort by
+    time (like a ULID) and are unique across replicas."""
+    return f"{prefix}-{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 def resolve_request_id(headers: dict[str, str], prefix: str = "ing") -> str:
@@ -139,6 +137,8 @@ class WebhookIngress:
             if settings.webhook_enabled
         }
         self._tenant_settings: dict[tuple[str, str], ProviderConfig] = {}
+        self._outcome_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._published_children: dict[tuple[str, str, str], Counter] = {}
 
     def matches(self, path: str) -> bool:
         return path.startswith("/" + "/".join(self.base_segments) + "/")
@@ -169,8 +169,9 @@ class WebhookIngress:
             outcome = "accepted"
             await _send(send, 202, body, b"application/json", request_id)
         if outcome is not None:
-            self.metrics.webhooks_received.labels(provider, outcome).inc()
-            self.metrics.webhook_duration.labels(provider).observe(time.perf_counter() - started)
+            received, duration = self._outcome_metrics(provider, outcome)
+            received.inc()
+            duration.observe(time.perf_counter() - started)
 
     async def _handle(
         self,
@@ -247,11 +248,18 @@ class WebhookIngress:
             if status == 400:
                 raise Reply(400, f"invalid payload: {exc}", "rejected") from None
             raise Reply(500, "normalization failed", "error") from None
-        results = await asyncio.gather(
-            *(self._publish_one(envelope, dedup, context) for envelope, dedup in envelopes),
-            return_exceptions=True,
-        )
-        failures = [r for r in results if isinstance(r, BaseException)]
+        if len(envelopes) == 1:  # the common case: no task per event
+            try:
+                await self._publish_one(*envelopes[0], context)
+                failures: list[BaseException] = []
+            except PublishError as exc:
+                failures = [exc]
+        else:
+            results = await asyncio.gather(
+                *(self._publish_one(envelope, dedup, context) for envelope, dedup in envelopes),
+                return_exceptions=True,
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             unavailable = all(isinstance(f, PublishError) and f.unavailable for f in failures)
             if unavailable:
@@ -286,11 +294,30 @@ class WebhookIngress:
                 )
             )
             raise
-        self.metrics.events_published.labels(
-            envelope.provider, envelope.entity_type, envelope.action
-        ).inc()
+        self._published_metric(envelope).inc()
         if result.duplicate:
             self.metrics.dedup_hits.labels(envelope.provider).inc()
+
+    def _outcome_metrics(self, provider: str, outcome: str) -> tuple[Counter, Histogram]:
+        """Labelled children are looked up once: ``labels()`` costs more than ``inc()``."""
+        key = (provider, outcome)
+        found = self._outcome_children.get(key)
+        if found is None:
+            found = (
+                self.metrics.webhooks_received.labels(provider, outcome),
+                self.metrics.webhook_duration.labels(provider),
+            )
+            self._outcome_children[key] = found
+        return found
+
+    def _published_metric(self, envelope: Envelope) -> Counter:
+        key = (envelope.provider, envelope.entity_type, envelope.action)
+        found = self._published_children.get(key)
+        if found is None:
+            found = self.metrics.events_published.labels(*key)
+            if len(self._published_children) < MAX_CACHED_CHILDREN:
+                self._published_children[key] = found
+        return found
 
     def _settings_for(self, route: Route, tenant_key: str) -> ProviderConfig:
         if not tenant_key:

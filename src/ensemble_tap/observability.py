@@ -130,6 +130,71 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        # ClickHouse sink. Its failures have their own counter: the reference counted them
+        # as tap_events_publish_failures_total{provider="clickhouse"}.
+        self.clickhouse_dedup_skipped = Counter(
+            "tap_clickhouse_dedup_skipped_total",
+            "Rows skipped by ClickHouse sink due to idempotency dedupe checks.",
+            registry=r,
+        )
+        self.clickhouse_insert_failures = Counter(
+            "tap_clickhouse_insert_failures_total",
+            "ClickHouse sink batches whose insert failed (their messages are redelivered).",
+            registry=r,
+        )
+        self.clickhouse_rows_inserted = Counter(
+            "tap_clickhouse_rows_inserted_total",
+            "Rows inserted into ClickHouse by the sink.",
+            registry=r,
+        )
+        self.clickhouse_batch_size = Histogram(
+            "tap_clickhouse_batch_size_rows",
+            "Rows per ClickHouse sink insert.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000),
+            registry=r,
+        )
+        self.clickhouse_flush_duration = Histogram(
+            "tap_clickhouse_flush_duration_seconds",
+            "Time to insert one ClickHouse sink batch.",
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.clickhouse_poison = Counter(
+            "tap_clickhouse_poison_total",
+            "Messages the ClickHouse sink cannot store, sent to the DLQ, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.clickhouse_redeliveries = Counter(
+            "tap_clickhouse_redeliveries_total",
+            "Messages the ClickHouse sink received more than once.",
+            registry=r,
+        )
+        self.clickhouse_fetch_errors = Counter(
+            "tap_clickhouse_fetch_errors_total",
+            "Failed pulls from the ClickHouse sink's JetStream consumer.",
+            registry=r,
+        )
+        self.clickhouse_consumer_pending = Gauge(
+            "tap_clickhouse_consumer_pending_messages",
+            "Messages in the stream not yet delivered to the ClickHouse sink.",
+            registry=r,
+        )
+        self.clickhouse_consumer_ack_pending = Gauge(
+            "tap_clickhouse_consumer_ack_pending_messages",
+            "Messages delivered to the ClickHouse sink and not yet acknowledged.",
+            registry=r,
+        )
+        self.clickhouse_consumer_lag = Gauge(
+            "tap_clickhouse_consumer_lag_seconds",
+            "Age (since stored in JetStream) of the oldest event of the last inserted batch.",
+            registry=r,
+        )
+        self.clickhouse_healthy = Gauge(
+            "tap_clickhouse_sink_healthy",
+            "ClickHouse sink state (1 inserting normally, 0 starting, degraded or stopped).",
+            registry=r,
+        )
 
 
 def configure_logging(level: str = "info") -> None:

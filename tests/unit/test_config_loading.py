@@ -500,8 +500,10 @@ def test_unknown_tap_section_is_ignored_but_works_as_placeholder(tmp_path: Path)
 
 
 def test_clickhouse_addr_override_reaches_validation(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, "", {"TAP_CLICKHOUSE_ADDR": "clickhouse:9000"})
-    assert problem.startswith("clickhouse.addr: the ClickHouse sink is not available")
+    problem = only_problem(tmp_path, "", {"TAP_CLICKHOUSE_ADDR": "clickhouse:0"})
+    assert problem == (
+        'clickhouse.addr: entry "clickhouse:0" has invalid port: port 0 must be in range 1..65535'
+    )
 
 
 def test_env_overrides_file_values(tmp_path: Path) -> None:

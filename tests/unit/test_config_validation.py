@@ -693,7 +693,8 @@ def test_tenant_only_secrets_satisfy_the_requirement() -> None:
 
 
 def test_poll_mode_needs_no_webhook_secret() -> None:
-    assert errors_of({"providers": {"salesforce": {"mode": "poll"}}}) == []
+    poll = {"mode": "poll", "base_url": "https://x.example.com", "access_token": "t"}
+    assert errors_of({"providers": {"salesforce": poll}}) == []
 
 
 @pytest.mark.parametrize(
@@ -741,12 +742,11 @@ def test_poll_mode_only_for_pollers(name: str, mode: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["hubspot", "salesforce", "quickbooks", "notion"])
-def test_poll_mode_accepted_with_warning(name: str) -> None:
-    warnings = warnings_of({"providers": {name: {"mode": "poll"}}})
-    assert warnings == [
-        f"providers.{name}.mode: polling is not available in this release; "
-        "only the webhook route is served"
-    ]
+def test_poll_mode_is_served_without_warning(name: str) -> None:
+    poll = {"mode": "poll", "base_url": "https://x.example.com", "access_token": "t"}
+    if name == "quickbooks":
+        poll["realm_id"] = "123"
+    assert warnings_of({"providers": {name: poll}}) == []
 
 
 @pytest.mark.parametrize("name", ["salesforce", "quickbooks", "notion"])
@@ -778,12 +778,11 @@ def test_inert_keys_warn(key: str, value: Any) -> None:
 def test_inert_keys_warn_through_load(tmp_path: Path) -> None:
     loaded = load_text(
         tmp_path,
-        "providers:\n  hubspot:\n    client_secret: s\n    app_id: 1\n    mode: webhook+poll\n",
+        "providers:\n  hubspot:\n    client_secret: s\n    app_id: 1\n    mode: webhook+poll\n"
+        "    base_url: https://api.hubapi.com\n    api_key: k\n",
     )
     assert loaded.warnings == [
         "providers.hubspot.app_id: is accepted for compatibility but has no effect",
-        "providers.hubspot.mode: polling is not available in this release; "
-        "only the webhook route is served",
     ]
 
 
@@ -873,6 +872,8 @@ def test_poll_tuning_zero_is_allowed_where_documented(tmp_path: Path) -> None:
         providers:
           hubspot:
             mode: poll
+            base_url: https://api.hubapi.com
+            access_token: t
             poll_failure_budget: 0
             poll_circuit_break_duration: 0
             poll_jitter_ratio: 0
@@ -889,12 +890,17 @@ def test_poll_tuning_zero_is_allowed_where_documented(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- clickhouse, vault
 
 
-@pytest.mark.parametrize("key", ["addr", "backend"])
-def test_clickhouse_not_available(tmp_path: Path, key: str) -> None:
-    assert only_problem(tmp_path, yaml_of("clickhouse", key, "clickhouse:9000")) == (
-        "clickhouse.addr: the ClickHouse sink is not available in this release; "
-        "leave clickhouse.addr and clickhouse.backend empty"
-    )
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        ("clickhouse:\n  addr: clickhouse:8123\n", "server"),
+        ("clickhouse:\n  backend: embedded\n", "embedded"),
+        ("clickhouse:\n  backend: SERVER\n  addr: ch\n", "server"),
+    ],
+)
+def test_clickhouse_sink_enabled(tmp_path: Path, text: str, mode: str) -> None:
+    """The sink's own rules are in tests/unit/test_sink_config.py."""
+    assert load_text(tmp_path, text).config.clickhouse.mode == mode
 
 
 def test_clickhouse_blank_addr_is_disabled(tmp_path: Path) -> None:
@@ -987,7 +993,7 @@ def test_many_rule_problems_reported_together(tmp_path: Path) -> None:
             secret: s
             signature_versions: [md5]
         clickhouse:
-          addr: ch:9000
+          addr: ch:0
         """,
     )
     assert problems == [
@@ -1002,8 +1008,7 @@ def test_many_rule_problems_reported_together(tmp_path: Path) -> None:
         "providers.linear.mode: poll mode is not supported for linear (pollers exist for "
         "hubspot, notion, quickbooks, salesforce)",
         "providers.github.signature_versions: must be a non-empty list of sha1|sha256|sha512",
-        "clickhouse.addr: the ClickHouse sink is not available in this release; "
-        "leave clickhouse.addr and clickhouse.backend empty",
+        'clickhouse.addr: entry "ch:0" has invalid port: port 0 must be in range 1..65535',
     ]
 
 

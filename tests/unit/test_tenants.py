@@ -56,6 +56,7 @@ def test_every_tenant_key_is_overridable() -> None:
         "client_id": "t-client",
         "scope": "t-scope",
         "objects": ["contacts", "tickets"],
+        "fields": ["email", "firstname"],
         "api_version": "v60.0",
         "query_per_page": 50,
         "poll_interval": "5m",
@@ -84,6 +85,7 @@ def test_every_tenant_key_is_overridable() -> None:
     assert merged.client_id == "t-client"
     assert merged.scope == "t-scope"
     assert merged.objects == ["contacts", "tickets"]
+    assert merged.fields == ["email", "firstname"]
     assert merged.api_version == "v60.0"
     assert merged.query_per_page == 50
     assert merged.poll_interval == 300.0

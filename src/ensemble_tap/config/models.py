@@ -27,6 +27,10 @@ TENANT_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PROVIDER_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SUBJECT_PREFIX_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
 STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+# ClickHouse identifiers we create; they are also backquoted in every statement.
+IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The server's rule for consumer names: printable, no whitespace, no subject/path tokens.
+CONSUMER_NAME_RE = re.compile(r"^[^\s.*>/\\\x00-\x1f\x7f]{1,200}$")
 DEDICATED_WEBHOOK_PROVIDERS = frozenset({"stripe", "github", "hubspot", "linear", "shopify"})
 POLL_PROVIDERS = frozenset({"hubspot", "salesforce", "quickbooks", "notion"})
 
@@ -162,6 +166,9 @@ class TenantOverride(Section):
     client_id: str = ""
     scope: str = ""
     objects: StringList | None = None
+    # Salesforce fields / HubSpot properties to read (default: all standard fields / HubSpot's
+    # default property set).
+    fields: StringList | None = None
     api_version: str = ""
     query_per_page: int | None = Field(None, gt=0)
     poll_interval: PositiveDuration | None = None
@@ -292,11 +299,19 @@ class NatsConfig(Section):
         return prefix
 
 
+ClickHouseBackend = Annotated[Literal["", "server", "embedded"], BeforeValidator(_lower)]
+
+
 class ClickHouseConfig(Section):
-    """Keys of the ClickHouse sink. The sink itself is not part of this release yet."""
+    """Keys of the ClickHouse sink (docs/clickhouse.md).
+
+    The sink runs against a ClickHouse server when ``addr`` is set (its HTTP interface) and
+    against the embedded engine (chdb, data under ``<data_dir>/clickhouse``) when ``backend``
+    is ``embedded``. Cross-field rules live in ``validate.py``.
+    """
 
     addr: str = ""
-    backend: str = ""
+    backend: ClickHouseBackend = ""
     database: str = "ensemble"
     table: str = "tap_events"
     username: str = "default"
@@ -325,9 +340,55 @@ class ClickHouseConfig(Section):
     insert_timeout: PositiveDuration = 10.0
     retention_ttl: PositiveDuration = 8760 * 3600.0
 
+    @field_validator("database", "table")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        name = value.strip()
+        if not IDENTIFIER_RE.match(name):
+            raise ValueError(
+                f"{value!r} must be a plain identifier: a letter or '_', then letters, "
+                "digits or '_'"
+            )
+        return name
+
+    @field_validator("consumer_name")
+    @classmethod
+    def _consumer_name(cls, value: str) -> str:
+        name = value.strip()
+        if not CONSUMER_NAME_RE.match(name):
+            raise ValueError(
+                f"{value!r} is not a valid JetStream consumer name (1-200 characters; no "
+                "whitespace, '.', '*', '>', '/' or '\\')"
+            )
+        return name
+
+    @field_validator("addr", "tls_server_name")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @property
+    def mode(self) -> Literal["server", "embedded"] | None:
+        """Which backend the sink uses, or None when the sink is off."""
+        if self.backend == "embedded":
+            return "embedded"
+        if self.addr or self.backend == "server":
+            return "server"
+        return None
+
     @property
     def enabled(self) -> bool:
-        return bool(self.addr.strip() or self.backend.strip())
+        return self.mode is not None
+
+    @property
+    def effective_ack_wait(self) -> float:
+        """JetStream replaces ``ack_wait`` by the first backoff step when a backoff is set."""
+        return self.consumer_backoff[0] if self.consumer_backoff else self.consumer_ack_wait
+
+    @property
+    def effective_max_idle_conns(self) -> int:
+        """An explicit ``max_idle_conns`` is validated; the default is clamped to the pool."""
+        return min(self.max_idle_conns, self.max_open_conns)
 
 
 class VaultConfig(Section):

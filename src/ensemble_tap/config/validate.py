@@ -5,6 +5,7 @@ Every rule names the key path it is about, and all problems are reported togethe
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -13,11 +14,13 @@ from ensemble_tap.config.models import (
     DEDICATED_WEBHOOK_PROVIDERS,
     POLL_PROVIDERS,
     PROVIDER_KEY_RE,
+    ClickHouseConfig,
     Config,
     NatsConfig,
     ProviderConfig,
     ServerConfig,
 )
+from ensemble_tap.config.poll_rules import poll_errors, poll_warnings
 
 SIGNATURE_VERSIONS = {
     "hubspot": ({"v1", "v2", "v3"}, ["v3"]),
@@ -42,14 +45,8 @@ def check(config: Config) -> tuple[list[Issue], list[Issue]]:
     for name, provider in config.providers.items():
         errors.extend(_provider(name, provider))
         warnings.extend(_provider_warnings(name, provider))
-    if config.clickhouse.enabled:
-        errors.append(
-            Issue(
-                "clickhouse.addr",
-                "the ClickHouse sink is not available in this release; "
-                "leave clickhouse.addr and clickhouse.backend empty",
-            )
-        )
+    errors.extend(_clickhouse(config.clickhouse))
+    warnings.extend(_clickhouse_warnings(config.clickhouse))
     errors.extend(_vault_refs(config))
     return errors, warnings
 
@@ -144,6 +141,7 @@ def _provider(name: str, provider: ProviderConfig) -> Iterator[Issue]:
             f"poll mode is not supported for {name} (pollers exist for "
             f"{', '.join(sorted(POLL_PROVIDERS))})",
         )
+    yield from (Issue(*problem) for problem in poll_errors(name, provider))
     if provider.signature_versions is not None:
         allowed = SIGNATURE_VERSIONS.get(name)
         if allowed is None:
@@ -171,17 +169,182 @@ def _provider_warnings(name: str, provider: ProviderConfig) -> Iterator[Issue]:
     for key in ("events", "app_id", "webhook_verifier_token"):
         if getattr(provider, key):
             yield Issue(f"{path}.{key}", "is accepted for compatibility but has no effect")
-    if provider.poll_enabled:
-        yield Issue(
-            f"{path}.mode",
-            "polling is not available in this release; only the webhook route is served",
-        )
+    yield from (Issue(*problem) for problem in poll_warnings(name, provider))
     if (
         provider.webhook_enabled
         and name not in DEDICATED_WEBHOOK_PROVIDERS
         and name in (POLL_PROVIDERS)
     ):
         yield Issue(path, "receives webhooks through the generic HMAC verifier (X-Signature)")
+
+
+# ---------------------------------------------------------------------------- clickhouse
+
+CLICKHOUSE_NATIVE_PORTS = frozenset({9000, 9440})
+# Keys that only mean something for a ClickHouse server (the embedded engine ignores them).
+_SERVER_ONLY_KEYS = (
+    "username",
+    "password",
+    "secure",
+    "insecure_skip_verify",
+    "tls_server_name",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "dial_timeout",
+    "max_open_conns",
+    "max_idle_conns",
+    "conn_max_lifetime",
+)
+
+
+def clickhouse_endpoints(addr: str, secure: bool) -> list[tuple[str, int]]:
+    """``host[:port]`` entries of ``clickhouse.addr`` (validated) as (host, port) pairs."""
+    default = 8443 if secure else 8123
+    endpoints = []
+    for entry in addr.split(","):
+        host, port, _ = _split_host_port(entry.strip())
+        endpoints.append((host, port or default))
+    return endpoints
+
+
+def _split_host_port(entry: str) -> tuple[str, int | None, str]:
+    """(host, port or None, problem); ``[v6]`` and ``[v6]:port`` are accepted."""
+    if "://" in entry or "/" in entry:
+        return "", None, "must be host:port (no scheme or path; clickhouse.secure selects https)"
+    if entry.startswith("["):
+        host, bracket, rest = entry[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            return "", None, "must be host:port (IPv6 addresses in brackets)"
+        port_text = rest[1:] if rest else None
+    else:
+        host, colon, port_text_ = entry.partition(":")
+        if ":" in port_text_:
+            return "", None, "must be host:port (IPv6 addresses in brackets)"
+        port_text = port_text_ if colon else None
+        if not host:
+            return "", None, "must be host:port"
+    if port_text is None:
+        return host, None, ""
+    if not port_text.isdigit():
+        return host, None, f'has invalid port: port "{port_text}" must be numeric'
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        return host, None, f"has invalid port: port {port} must be in range 1..65535"
+    return host, port, ""
+
+
+def _clickhouse(ch: ClickHouseConfig) -> Iterator[Issue]:
+    if ch.mode == "embedded":
+        if ch.addr:
+            yield Issue("clickhouse.addr", "must be empty when clickhouse.backend is embedded")
+    elif ch.mode == "server":
+        yield from _clickhouse_server(ch)
+    else:
+        return
+    yield from _clickhouse_consumer(ch)
+
+
+def _clickhouse_server(ch: ClickHouseConfig) -> Iterator[Issue]:
+    if not ch.addr:
+        yield Issue("clickhouse.addr", "is required when clickhouse.backend is server")
+    elif any(not entry.strip() for entry in ch.addr.split(",")):
+        yield Issue("clickhouse.addr", "must not contain empty entries")
+    else:
+        for entry in ch.addr.split(","):
+            _, _, problem = _split_host_port(entry.strip())
+            if problem:
+                yield Issue("clickhouse.addr", f'entry "{entry.strip()}" {problem}')
+    if not ch.username.strip():
+        yield Issue("clickhouse.username", "must not be empty when the sink uses a server")
+    if ch.insecure_skip_verify and not ch.secure:
+        yield Issue("clickhouse.insecure_skip_verify", "requires clickhouse.secure=true")
+    for key in ("tls_server_name", "ca_file", "cert_file", "key_file"):
+        if getattr(ch, key).strip() and not ch.secure:
+            yield Issue(f"clickhouse.{key}", "requires clickhouse.secure=true")
+    if any(char.isspace() for char in ch.tls_server_name):
+        yield Issue("clickhouse.tls_server_name", "must not contain whitespace")
+    if bool(ch.cert_file.strip()) != bool(ch.key_file.strip()):
+        yield Issue(
+            "clickhouse.cert_file",
+            "clickhouse.cert_file and clickhouse.key_file must be configured together",
+        )
+    # An explicit value is checked; the default (2) is clamped to a smaller pool at runtime.
+    if "max_idle_conns" in ch.model_fields_set and ch.max_idle_conns > ch.max_open_conns:
+        yield Issue(
+            "clickhouse.max_idle_conns",
+            "must be less than or equal to clickhouse.max_open_conns",
+        )
+
+
+def _clickhouse_consumer(ch: ClickHouseConfig) -> Iterator[Issue]:
+    backoff = ch.consumer_backoff
+    if any(later < earlier for earlier, later in itertools.pairwise(backoff)):
+        yield Issue("clickhouse.consumer_backoff", "must be non-decreasing")
+    if backoff and ch.consumer_max_deliver > 0 and ch.consumer_max_deliver < len(backoff):
+        yield Issue(
+            "clickhouse.consumer_max_deliver",
+            f"must be at least len(clickhouse.consumer_backoff) ({len(backoff)}) "
+            "when both are set (a JetStream rule)",
+        )
+    if ch.batch_size > ch.consumer_max_ack_pending:
+        yield Issue(
+            "clickhouse.batch_size",
+            "must be less than or equal to clickhouse.consumer_max_ack_pending "
+            "(JetStream stops delivering before a full batch is buffered)",
+        )
+    # With a backoff list JetStream uses its first step as the ack wait, so the timing rules
+    # are checked against that value.
+    ack_key = "consumer_backoff[0]" if backoff else "consumer_ack_wait"
+    ack_wait = ch.effective_ack_wait
+    for key, value in (
+        ("consumer_fetch_max_wait", ch.consumer_fetch_max_wait),
+        ("flush_interval", ch.flush_interval),
+        ("insert_timeout", ch.insert_timeout),
+    ):
+        if value >= ack_wait:
+            yield Issue(f"clickhouse.{key}", f"must be less than clickhouse.{ack_key}")
+    if ch.insert_timeout < ack_wait <= ch.insert_timeout + ch.flush_interval:
+        yield Issue(
+            "clickhouse.insert_timeout",
+            f"clickhouse.insert_timeout + clickhouse.flush_interval must be less than "
+            f"clickhouse.{ack_key}",
+        )
+
+
+def _clickhouse_warnings(ch: ClickHouseConfig) -> Iterator[Issue]:
+    if ch.mode == "embedded":
+        defaults = ClickHouseConfig()
+        for key in _SERVER_ONLY_KEYS:
+            if getattr(ch, key) != getattr(defaults, key):
+                yield Issue(f"clickhouse.{key}", "has no effect with clickhouse.backend=embedded")
+    elif ch.mode == "server" and ch.addr:
+        for entry in ch.addr.split(","):
+            _, port, problem = _split_host_port(entry.strip())
+            if not problem and port in CLICKHOUSE_NATIVE_PORTS:
+                yield Issue(
+                    "clickhouse.addr",
+                    f'entry "{entry.strip()}" uses a native-protocol port; the sink speaks '
+                    "ClickHouse's HTTP interface (8123, or 8443 with clickhouse.secure)",
+                )
+    if not ch.enabled:
+        return
+    if (
+        ch.consumer_backoff
+        and "consumer_ack_wait" in ch.model_fields_set
+        and ch.consumer_ack_wait != ch.consumer_backoff[0]
+    ):
+        yield Issue(
+            "clickhouse.consumer_ack_wait",
+            "has no effect while clickhouse.consumer_backoff is set: JetStream uses "
+            "consumer_backoff[0] as the ack wait",
+        )
+    if ch.consumer_max_deliver > 0:
+        yield Issue(
+            "clickhouse.consumer_max_deliver",
+            "messages still failing after this many deliveries (e.g. during a long ClickHouse "
+            "outage) are never inserted; 0 (unlimited) is recommended for the sink",
+        )
 
 
 def _vault_refs(config: Config) -> Iterator[Issue]:

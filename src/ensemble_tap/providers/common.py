@@ -186,3 +186,14 @@ def time_value_ns(value: Any) -> int | None:
     if isinstance(value, str):
         return parse_epoch_or_rfc3339_ns(value)
     return epoch_number_ns(value)
+
+
+def provider_time_ns(value: Any) -> int | None:
+    """A poll API's time value: RFC3339 (also Salesforce's ``+0000`` offsets), epoch digits
+    (13+ digits are milliseconds) or an epoch number."""
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit() and text[-3] != ":":
+            text = f"{text[:-2]}:{text[-2:]}"
+        return parse_epoch_or_rfc3339_ns(text)
+    return epoch_number_ns(value)

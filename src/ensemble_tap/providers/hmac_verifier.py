@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 from ensemble_tap.providers.base import VerificationFailed
@@ -19,11 +18,7 @@ from ensemble_tap.providers.common import parse_epoch_or_rfc3339_ns
 
 Encoding = Literal["hex", "base64"]
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
-_ALGORITHMS: dict[str, Callable[..., hashlib._Hash]] = {
-    "sha1": hashlib.sha1,
-    "sha256": hashlib.sha256,
-    "sha512": hashlib.sha512,
-}
+ALGORITHMS = frozenset({"sha1", "sha256", "sha512"})
 
 
 def decode_signature(value: str, encoding: Encoding, prefix: str = "") -> bytes:
@@ -44,10 +39,11 @@ def matches(
     secrets: Sequence[str], signed: bytes, signature: bytes, algorithm: str = "sha256"
 ) -> bool:
     """True when any secret's HMAC over ``signed`` equals ``signature`` (constant time)."""
-    digestmod = _ALGORITHMS[algorithm]
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unsupported HMAC algorithm {algorithm!r}")
     found = False
     for secret in secrets:
-        expected = hmac.new(secret.encode(), signed, digestmod).digest()
+        expected = hmac.digest(secret.encode(), signed, algorithm)
         found |= hmac.compare_digest(expected, signature)
     return found
 

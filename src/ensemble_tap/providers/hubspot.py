@@ -3,6 +3,8 @@
 A delivery is a JSON array of up to 100 events; each becomes its own CloudEvent. Signature
 v1 and v2 (plain SHA-256 with the client secret) are accepted only when listed in
 ``signature_versions``.
+
+The module also holds HubSpot's poller (``HubSpotPoller``, at the end).
 """
 
 from __future__ import annotations
@@ -10,14 +12,28 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from ensemble_tap.config.models import ProviderConfig
 from ensemble_tap.events import json_bytes
+from ensemble_tap.poller.http import ProviderHTTP, Response
+from ensemble_tap.poller.model import (
+    Page,
+    Position,
+    Record,
+    Stream,
+    StreamContext,
+    base_url,
+    dig,
+    objects_of,
+    scan_period,
+)
 from ensemble_tap.providers.base import BadPayload, Extraction, VerificationFailed, WebhookRequest
 from ensemble_tap.providers.common import (
     digest,
     parse_json,
+    provider_time_ns,
     require_secrets,
     time_value_ns,
     to_string,
@@ -127,3 +143,190 @@ def extract(element: dict[str, Any]) -> Extraction:
         changes=changes,
         snapshot=element,
     )
+
+
+# ------------------------------------------------------------------------------ polling
+#
+# CRM search (``POST /crm/v3/objects/{object}/search``) filtered on the object's modification
+# time (``GTE`` the stream position) and sorted ascending by it. Each next page is a new search
+# from the newest time seen (``after`` only pages through records sharing one time), which
+# keeps far below HubSpot's 10,000-result search window. Deletes: the archived list
+# ``GET /crm/v3/objects/{object}?archived=true``.
+
+HUBSPOT_OBJECTS = ("deals", "contacts", "companies", "tickets")
+HUBSPOT_PAGE_SIZE = 100
+HUBSPOT_LIST_PAGE_SIZE = 100  # the list endpoint's maximum
+SEARCH_WINDOW = 10_000
+# Contacts carry ``lastmodifieddate``; every other standard object ``hs_lastmodifieddate``.
+_CURSOR_PROPERTY = {"contacts": "lastmodifieddate"}
+# The names HubSpot webhooks use, so one record has one subject whichever path saw it.
+_ENTITY_TYPES = {
+    "deals": "deal",
+    "contacts": "contact",
+    "companies": "company",
+    "tickets": "ticket",
+    "line_items": "line_item",
+    "products": "product",
+    "quotes": "quote",
+    "calls": "call",
+    "emails": "email",
+    "meetings": "meeting",
+    "notes": "note",
+    "tasks": "task",
+}
+
+
+def poll_entity_type(object_name: str) -> str:
+    name = object_name.strip().lower()
+    return _ENTITY_TYPES.get(name, name)
+
+
+class HubSpotPoller:
+    name = "hubspot"
+    headers: Mapping[str, str] = {}
+    basic_token_auth = False
+    search_window = SEARCH_WINDOW
+
+    def streams(self, settings: ProviderConfig, context: StreamContext) -> list[Stream]:
+        base = base_url(settings)
+        page_size = settings.query_per_page or HUBSPOT_PAGE_SIZE
+        fields = tuple(name.strip() for name in (settings.fields or []) if name.strip())
+        streams: list[Stream] = []
+        for name in objects_of(settings, HUBSPOT_OBJECTS):
+            streams.append(HubSpotSearch(base, name, page_size, fields, self.search_window))
+            streams.append(
+                HubSpotArchived(
+                    base, name, min(page_size, HUBSPOT_LIST_PAGE_SIZE), context.interval
+                )
+            )
+        return streams
+
+    def rate_limit_hint(self, response: Response) -> float | None:
+        return None
+
+
+class HubSpotSearch:
+    period = 1
+
+    def __init__(
+        self, base: str, object_name: str, page_size: int, fields: tuple[str, ...], window: int
+    ) -> None:
+        self.name = object_name
+        self.url = f"{base}/crm/v3/objects/{object_name}/search"
+        self.entity_type = poll_entity_type(object_name)
+        self.cursor_property = _CURSOR_PROPERTY.get(object_name.lower(), "hs_lastmodifieddate")
+        self.page_size = page_size
+        # Without ``properties`` HubSpot returns its default set (which has the cursor
+        # property); with them, only those, so the cursor property is always added.
+        self.properties = list(dict.fromkeys((*fields, self.cursor_property))) if fields else None
+        self.window = window
+
+    def body(self, since_ns: int | None, after: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "limit": self.page_size,
+            "sorts": [{"propertyName": self.cursor_property, "direction": "ASCENDING"}],
+        }
+        if since_ns is not None:
+            body["filterGroups"] = [
+                {
+                    "filters": [
+                        {
+                            "propertyName": self.cursor_property,
+                            "operator": "GTE",
+                            "value": str(since_ns // 1_000_000),
+                        }
+                    ]
+                }
+            ]
+        if self.properties is not None:
+            body["properties"] = self.properties
+        if after:
+            body["after"] = after
+        return body
+
+    async def pages(self, start: Position, http: ProviderHTTP) -> AsyncGenerator[Page, None]:
+        position = start
+        while True:
+            since = position.since_ns
+            after = to_string(dig(position.token, "after"))
+            reply = await http.request("POST", self.url, json=self.body(since, after))
+            data = reply.json_object("hubspot")
+            results = data.get("results")
+            records = [
+                record
+                for item in (results if isinstance(results, list) else [])
+                if (record := self.record(item)) is not None
+            ]
+            newest = max((r.version_ns for r in records if r.version_ns is not None), default=None)
+            following = to_string(dig(data, "paging", "next", "after"))
+            after_next: Position | None
+            if not following or following == after:
+                after_next = None
+            elif newest is not None and (since is None or newest > since):
+                # Keyset paging: search again from the newest time seen, inclusive. ``after``
+                # is an offset, and a record updated mid-pass moves to the end of the order,
+                # so offsets would skip one; records sharing that time are read again instead
+                # (and found unchanged). It also keeps every search far from HubSpot's
+                # 10,000-result window.
+                after_next = Position(newest, None)
+            elif following.isdigit() and int(following) >= self.window:
+                # A whole search window shares one millisecond: step over it.
+                after_next = Position((since or 0) + 1_000_000, None)
+            else:  # the page shares one time: page through it by offset
+                after_next = Position(since, {"after": following})
+            yield Page(records, position, after_next, newest)
+            if after_next is None:
+                return
+            position = after_next
+
+    def record(self, item: Any) -> Record | None:
+        if not isinstance(item, dict):
+            return None
+        entity_id = to_string(item.get("id"))
+        properties = item.get("properties")
+        snapshot = dict(properties) if isinstance(properties, dict) else {}
+        snapshot["id"] = entity_id
+        version = provider_time_ns(snapshot.get(self.cursor_property))
+        if version is None:
+            version = provider_time_ns(item.get("updatedAt"))
+        return Record(self.entity_type, entity_id, snapshot, version)
+
+
+class HubSpotArchived:
+    """Archived (deleted) records; a full listing, so it runs as a periodic delete scan."""
+
+    def __init__(self, base: str, object_name: str, page_size: int, interval: float) -> None:
+        self.name = f"{object_name}#archived"
+        self.url = f"{base}/crm/v3/objects/{object_name}"
+        self.entity_type = poll_entity_type(object_name)
+        self.page_size = page_size
+        self.period = scan_period(interval)
+
+    async def pages(self, start: Position, http: ProviderHTTP) -> AsyncGenerator[Page, None]:
+        position = start
+        while True:
+            after = to_string(dig(position.token, "after"))
+            params = {"archived": "true", "limit": str(self.page_size)}
+            if after:
+                params["after"] = after
+            reply = await http.request("GET", self.url, params=params)
+            data = reply.json_object("hubspot")
+            results = data.get("results")
+            records = [
+                Record(
+                    self.entity_type,
+                    to_string(item.get("id")),
+                    None,
+                    provider_time_ns(item.get("archivedAt")),
+                    deleted=True,
+                )
+                for item in (results if isinstance(results, list) else [])
+                if isinstance(item, dict) and item.get("archived", True) is not False
+            ]
+            following = to_string(dig(data, "paging", "next", "after"))
+            done = not following or following == after
+            after_next = None if done else Position(None, {"after": following})
+            yield Page(records, position, after_next)
+            if after_next is None:
+                return
+            position = after_next

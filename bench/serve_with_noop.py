@@ -1,0 +1,84 @@
+"""Bench-only launcher: the real service plus ``POST /noop`` in one process.
+
+``/noop`` reads the request body and answers 202 with an empty body; it measures the HTTP
+floor of this very process (uvicorn + httptools + uvloop, the same settings), the ceiling the
+webhook route is compared with. Everything else goes to ``TapApp.asgi`` unchanged.
+
+Rather than a copy of ``ensemble_tap.app.serve`` that could drift from it, this runs the
+product's own ``ensemble-tap serve`` command (config loading, logging, uvloop runner,
+``TapApp`` start/stop, ``TapServer``) and changes exactly two things:
+
+* ``ensemble_tap.app.uvicorn_config`` is wrapped so the ASGI callable it configures is
+  ``with_noop(TapApp.asgi)``; every uvicorn option stays the product's;
+* SIGPIPE stays ignored (Python's default). ``ensemble_tap.cli.main`` resets it to SIG_DFL,
+  and then a response written to a connection the client has just closed kills the process
+  with signal 13; wrk closes its busy connections when its time is up.
+
+    .venv/bin/python bench/serve_with_noop.py --config FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvicorn
+
+import ensemble_tap.app as tap_app
+from ensemble_tap.cli import cli
+from ensemble_tap.ingress import Receive, Scope, Send
+
+NOOP_PATH = "/noop"
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def with_noop(app: ASGIApp) -> ASGIApp:
+    """``app`` with ``POST /noop`` answered 202 (empty body) before any routing."""
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == NOOP_PATH and scope["method"] == "POST":
+            more_body = True
+            while more_body:  # drain the body, as any real handler must
+                message = await receive()
+                more_body = message.get("more_body", False)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 202,
+                    "headers": [(b"content-length", b"0")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await app(scope, receive, send)
+
+    return dispatch
+
+
+def install_noop_route() -> None:
+    """Make ``ensemble_tap.app.serve`` serve ``with_noop(app.asgi)``."""
+    product_uvicorn_config = tap_app.uvicorn_config  # fails loudly if the product renames it
+
+    def uvicorn_config_with_noop(app: tap_app.TapApp, **overrides: Any) -> uvicorn.Config:
+        config = product_uvicorn_config(app, **overrides)
+        asgi: ASGIApp = app.asgi
+        if config.app != asgi:
+            raise RuntimeError("uvicorn_config no longer serves TapApp.asgi: update this file")
+        config.app = with_noop(app.asgi)
+        return config
+
+    tap_app.uvicorn_config = uvicorn_config_with_noop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="YAML config file")
+    args = parser.parse_args()
+    install_noop_route()
+    # The product's CLI entry minus its SIGPIPE reset (see the module docstring).
+    cli(["serve", "--config", args.config], prog_name="ensemble-tap")
+
+
+if __name__ == "__main__":
+    main()

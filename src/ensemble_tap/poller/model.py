@@ -1,0 +1,135 @@
+"""What provider pollers hand to the engine, and what the engine keeps between cycles.
+
+A *stream* is one ordered walk over a provider's changes (e.g. HubSpot deals sorted by
+modification time, or HubSpot's archived deals). A *pass* walks a stream from a lower bound to
+its end, page by page; a pass may span several cycles when a cycle's budget runs out. After
+every page the engine stores the page's snapshots together with the stream's checkpoint, so a
+pass always resumes exactly after the last page it finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ensemble_tap.config.models import ProviderConfig
+from ensemble_tap.poller.http import ProviderHTTP, Response
+from ensemble_tap.state.base import Position, StreamState
+
+__all__ = [
+    "KnownEntities",
+    "Page",
+    "Position",
+    "ProviderPoller",
+    "Record",
+    "Stream",
+    "StreamContext",
+    "StreamState",
+]
+
+
+@dataclass(slots=True, frozen=True)
+class Record:
+    """One record as the provider returned it.
+
+    ``version_ns`` is the provider's modification time (None when the record carries none:
+    such a record never moves a checkpoint, and its dedup id uses a content hash instead).
+    A record with ``deleted`` set reports that the entity is gone; its ``snapshot`` is unused.
+    """
+
+    entity_type: str
+    entity_id: str
+    snapshot: dict[str, Any] | None
+    version_ns: int | None
+    deleted: bool = False
+    time_ns: int | None = None  # event time when it differs from the version time
+
+    @property
+    def event_time_ns(self) -> int | None:
+        return self.time_ns if self.time_ns is not None else self.version_ns
+
+
+@dataclass(slots=True, frozen=True)
+class Page:
+    """One provider response worth of records.
+
+    ``start`` is where this page was read from (a pass resumes there if the page could not be
+    finished; None restarts the pass). ``next`` is where the pass continues after it; None
+    ends the pass. ``cursor_ns`` is the stream's new high-water mark once the page is done.
+    """
+
+    records: Sequence[Record]
+    start: Position | None
+    next: Position | None
+    cursor_ns: int | None = None
+
+
+class Stream(Protocol):
+    """One ordered walk over a provider's changes; ``name`` scopes its checkpoint."""
+
+    name: str
+    # Run a new pass only every ``period`` cycles (delete scans are full listings); a pass in
+    # progress always continues.
+    period: int
+
+    def pages(self, start: Position, http: ProviderHTTP) -> AsyncGenerator[Page, None]: ...
+
+
+# Entities of a target the store knows, for delete detection by absence (Notion).
+KnownEntities = Callable[[Sequence[str]], Awaitable[set[tuple[str, str]]]]
+
+
+@dataclass(slots=True, frozen=True)
+class StreamContext:
+    """What a provider needs from the runtime to build its streams."""
+
+    state_key: str
+    interval: float
+    known_entities: KnownEntities
+    now_ns: Callable[[], int]
+
+
+class ProviderPoller(Protocol):
+    """A provider's polling knowledge (one per provider module)."""
+
+    name: str
+    # Extra headers on every request (e.g. Notion-Version).
+    headers: Mapping[str, str]
+    # Client authentication at the token endpoint: HTTP Basic (Intuit) or the form body.
+    basic_token_auth: bool
+
+    def streams(self, settings: ProviderConfig, context: StreamContext) -> list[Stream]: ...
+
+    def rate_limit_hint(self, response: Response) -> float | None:
+        """A wait in seconds when a non-429 response means "rate limited", else None."""
+        ...
+
+
+def base_url(settings: ProviderConfig) -> str:
+    """``base_url`` without surrounding space and trailing slashes."""
+    return settings.base_url.strip().rstrip("/")
+
+
+# Delete scans that must list everything (HubSpot's archived records, Notion's full search)
+# run about this often rather than every cycle.
+DELETE_SCAN_SECONDS = 300.0
+
+
+def scan_period(interval: float) -> int:
+    """Cycles between two delete scans at this poll interval (at least every cycle)."""
+    return max(1, round(DELETE_SCAN_SECONDS / interval)) if interval > 0 else 1
+
+
+def dig(value: Any, *keys: str) -> Any:
+    """``value[k1][k2]…``, or None where the path does not exist."""
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def objects_of(settings: ProviderConfig, default: Sequence[str]) -> list[str]:
+    objects = [name.strip() for name in (settings.objects or []) if name.strip()]
+    return objects or list(default)

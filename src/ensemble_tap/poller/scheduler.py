@@ -1,0 +1,210 @@
+"""When a target's next cycle runs.
+
+* The first cycle runs at start-up (the reference waited one interval).
+* After a success the next cycle starts one interval after the last one started (a cycle that
+  overran starts the next at once); with ``poll_jitter_ratio`` every interval is jittered, so
+  targets with equal intervals do not fire in lock-step.
+* After a failure the next attempt waits — really waits, whatever the interval — for the
+  upstream's ``Retry-After`` (429), else for an exponential backoff (0.5 s × 1.5ⁿ, ±50 %,
+  at most 15 s). Jitter applies to the wait, but never shortens a ``Retry-After``.
+* ``poll_failure_budget`` consecutive failures open the circuit: the next attempt waits at
+  least ``poll_circuit_break_duration``, and is a single probe (half-open). The probe's success
+  closes the circuit; its failure opens it again at once. A budget of 0 never opens it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+
+from ensemble_tap.observability import get_logger
+from ensemble_tap.poller.clock import Clock
+from ensemble_tap.poller.engine import CycleStats, PollEngine, describe_error
+from ensemble_tap.poller.http import DEFAULT_RETRY_AFTER, RateLimited
+from ensemble_tap.poller.metrics import PollerMetrics
+from ensemble_tap.poller.status import PollerStatus
+from ensemble_tap.poller.targets import PollTarget
+
+BACKOFF_INITIAL = 0.5
+BACKOFF_MULTIPLIER = 1.5
+BACKOFF_RANDOMIZATION = 0.5
+BACKOFF_MAX = 15.0
+MIN_WAIT = 0.01
+# A cycle saves its progress page by page, so cutting a hung one short loses nothing.
+MIN_CYCLE_TIMEOUT = 600.0
+log = get_logger("ensemble_tap.poller")
+
+
+class RetryPolicy:
+    """Failure waits and the circuit breaker of one target."""
+
+    def __init__(self, target: PollTarget, rng: random.Random) -> None:
+        self.budget = target.failure_budget
+        self.circuit_break = target.circuit_break
+        self.jitter = target.jitter_ratio
+        self.rng = rng
+        self.failures = 0
+        self.circuit = "closed"
+        self._backoff = BACKOFF_INITIAL
+
+    def before_attempt(self) -> None:
+        if self.circuit == "open":
+            self.circuit = "half_open"
+
+    def on_success(self) -> None:
+        self.failures = 0
+        self.circuit = "closed"
+        self._backoff = BACKOFF_INITIAL
+
+    def on_failure(self, error: BaseException) -> float:
+        """The wait before the next attempt."""
+        self.failures += 1
+        if isinstance(error, RateLimited):
+            wait = error.retry_after if error.retry_after > 0 else DEFAULT_RETRY_AFTER
+            if self.jitter > 0:  # the server named the earliest time: only ever later
+                wait *= 1 + self.jitter * self.rng.random()
+        else:
+            wait = self._next_backoff()
+            if self.jitter > 0:
+                wait *= 1 + self.jitter * self.rng.uniform(-1, 1)
+        wait = max(wait, MIN_WAIT)
+        if self.circuit == "half_open" or (self.budget > 0 and self.failures >= self.budget):
+            self.circuit = "open"
+            self._backoff = BACKOFF_INITIAL
+            wait = max(wait, self.circuit_break)
+        return wait
+
+    def _next_backoff(self) -> float:
+        value = self._backoff * (1 + BACKOFF_RANDOMIZATION * self.rng.uniform(-1, 1))
+        self._backoff = min(self._backoff * BACKOFF_MULTIPLIER, BACKOFF_MAX)
+        return min(value, BACKOFF_MAX)
+
+    def interval(self, base: float) -> float:
+        if self.jitter <= 0:
+            return base
+        return base * (1 + self.jitter * self.rng.uniform(-1, 1))
+
+
+class PollScheduler:
+    def __init__(
+        self,
+        target: PollTarget,
+        engine: PollEngine,
+        status: PollerStatus,
+        metrics: PollerMetrics,
+        clock: Clock,
+        rng: random.Random | None = None,
+        gate: asyncio.Semaphore | None = None,
+    ) -> None:
+        self.target = target
+        self.engine = engine
+        self.status = status
+        self.metrics = metrics
+        self.clock = clock
+        self.policy = RetryPolicy(target, rng or random.Random())
+        self.gate = gate
+        self.cycle_timeout = max(MIN_CYCLE_TIMEOUT, 10 * target.interval)
+        self._labels = (target.provider, target.tenant_id)
+
+    async def run(self) -> None:
+        """Cycle until cancelled."""
+        next_at = self.clock.monotonic()
+        while True:
+            await self._sleep_until(next_at)
+            next_at = await self.run_once()
+
+    async def run_once(self) -> float:
+        """Run one attempt now; return the monotonic time of the next one."""
+        self.policy.before_attempt()
+        self.status.circuit = self.policy.circuit
+        async with self._slot():
+            started = self.clock.monotonic()
+            self.status.mark_run(self.clock.now_ns())
+            try:
+                async with asyncio.timeout(self.cycle_timeout):
+                    await self.engine.run_cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                wait = self.policy.on_failure(exc)
+                self._finished(exc)
+                next_at = self.clock.monotonic() + wait
+            else:
+                self.policy.on_success()
+                self._finished(None)
+                next_at = max(started + self.policy.interval(self.target.interval),
+                              self.clock.monotonic())  # fmt: skip
+        self.status.circuit = self.policy.circuit
+        self.status.next_run_ns = self.clock.now_ns() + int(
+            max(0.0, next_at - self.clock.monotonic()) * 1e9
+        )
+        return next_at
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self.gate is None:
+            yield
+            return
+        async with self.gate:
+            yield
+
+    async def _sleep_until(self, moment: float) -> None:
+        delay = moment - self.clock.monotonic()
+        if delay > 0:
+            await self.clock.sleep(delay)
+        else:
+            await asyncio.sleep(0)  # overran: run at once, but let other tasks in first
+
+    def _finished(self, error: BaseException | None) -> None:
+        stats = self.engine.last_stats
+        now = self.clock.now_ns()
+        self.status.checkpoints = dict(self.engine.cursors)
+        self.status.last_cycle = stats.to_json()
+        metrics = self.metrics
+        provider, tenant = self._labels
+        metrics.requests.labels(provider, tenant).inc(stats.requests)
+        metrics.pages.labels(provider, tenant).inc(stats.pages)
+        metrics.cycle_duration.labels(provider).observe(stats.duration)
+        for result in ("created", "updated", "deleted", "unchanged", "skipped", "dead_lettered"):
+            count = getattr(stats, result)
+            if count:
+                metrics.records.labels(provider, result).inc(count)
+        fields = _log_fields(self.target, stats)
+        if stats.truncated:
+            metrics.truncated.labels(provider, tenant).inc()
+            log.warning("poller fetch capped by budget", **fields)
+        if error is None:
+            self.status.mark_success(now)
+            metrics.cycles.labels(provider, tenant, "success").inc()
+            log.info("poll cycle finished", **fields)
+        else:
+            message = describe_error(error)
+            self.status.mark_error(now, message)
+            metrics.cycles.labels(provider, tenant, "failure").inc()
+            log.warning(
+                "poll cycle failed",
+                **fields,
+                error=message,
+                consecutive_failures=self.status.consecutive_failures,
+                circuit=self.policy.circuit,
+            )
+
+
+def _log_fields(target: PollTarget, stats: CycleStats) -> dict[str, object]:
+    return {
+        "provider": target.provider,
+        "tenant": target.tenant_id,
+        "fetched_entities": stats.fetched,
+        "published_entities": stats.published,
+        "created": stats.created,
+        "updated": stats.updated,
+        "deleted": stats.deleted,
+        "unchanged": stats.unchanged,
+        "dead_lettered": stats.dead_lettered,
+        "fetch_requests": stats.requests,
+        "fetch_pages": stats.pages,
+        "truncated": stats.truncated,
+        "duration_ms": round(stats.duration * 1000, 1),
+    }

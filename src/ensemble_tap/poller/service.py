@@ -1,0 +1,198 @@
+"""All pollers of one process: targets from config, one scheduler task per target.
+
+Built by ``app.py`` after the streams exist; stopped first on shutdown (tasks cancelled and
+awaited before the state store and the HTTP client are closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from ensemble_tap.bus.dlq import DeadLetterWriter
+from ensemble_tap.bus.publisher import Publisher
+from ensemble_tap.config.models import Config, ProviderConfig
+from ensemble_tap.observability import Metrics, get_logger
+from ensemble_tap.poller.clock import Clock, SystemClock
+from ensemble_tap.poller.engine import EventOutput, PollEngine
+from ensemble_tap.poller.http import ProviderHTTP, TokenBucket
+from ensemble_tap.poller.metrics import PollerMetrics
+from ensemble_tap.poller.model import ProviderPoller, StreamContext
+from ensemble_tap.poller.oauth import OAuthSettings, TokenSource
+from ensemble_tap.poller.scheduler import PollScheduler
+from ensemble_tap.poller.status import StatusRegistry
+from ensemble_tap.poller.targets import PollTarget, build_targets, oauth_enabled, token_of
+from ensemble_tap.providers import poll_provider
+from ensemble_tap.state import StateStore, open_state_store
+
+HTTP_TIMEOUT = 20.0
+# Cycles running at once across all targets: start-up (every target polls at once) and
+# outages stay bounded however many tenants are configured.
+MAX_CONCURRENT_CYCLES = 32
+# Cycles spend most of their time paced by their rate limit, so few requests are in flight at
+# once; httpcore checks every pooled connection on each request, so a small pool is cheaper.
+MAX_CONNECTIONS = 64
+MAX_IDLE_CONNECTIONS = 8
+log = get_logger("ensemble_tap.poller")
+
+
+def poll_targets(config: Config) -> list[PollTarget]:
+    """Every poll target of the config, in provider-name then tenant order."""
+    targets: list[PollTarget] = []
+    for name in sorted(config.providers):
+        provider = config.providers[name]
+        if provider.poll_enabled:
+            targets.extend(build_targets(name, provider))
+    return targets
+
+
+class PollerService:
+    def __init__(
+        self,
+        config: Config,
+        publisher: Publisher,
+        dlq: DeadLetterWriter,
+        metrics: Metrics,
+        *,
+        clock: Clock | None = None,
+        store: StateStore | None = None,
+        client: httpx.AsyncClient | None = None,
+        rng: random.Random | None = None,
+        max_concurrent_cycles: int = MAX_CONCURRENT_CYCLES,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.targets = poll_targets(config)
+        self.registry = StatusRegistry(self.clock)
+        self.metrics = PollerMetrics(metrics.registry, self.registry)
+        self.output = EventOutput(
+            publisher,
+            dlq,
+            metrics,
+            config.nats.subject_prefix,
+            config.nats.tenant_scoped_subjects,
+        )
+        self.store = store
+        self.client = client
+        self.rng = rng or random.Random()
+        self.max_concurrent_cycles = max_concurrent_cycles
+        self.schedulers: list[PollScheduler] = []
+        self._owns_store = store is None
+        self._owns_client = client is None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def status(self) -> list[dict[str, Any]]:
+        """The status entries for ``GET /admin/poller-status``."""
+        return self.registry.snapshot()
+
+    async def start(self, run: bool = True) -> None:
+        """Build one scheduler per target and (with ``run``) start them."""
+        if not self.targets:
+            return
+        if self.store is None:
+            self.store = open_state_store(self.config.state, self.config.data_dir)
+        if self.client is None:
+            self.client = httpx.AsyncClient(
+                timeout=HTTP_TIMEOUT,
+                follow_redirects=True,
+                limits=httpx.Limits(
+                    max_connections=MAX_CONNECTIONS,
+                    max_keepalive_connections=MAX_IDLE_CONNECTIONS,
+                ),
+            )
+        gate = asyncio.Semaphore(self.max_concurrent_cycles)
+        for target in self.targets:
+            poller = poll_provider(target.provider)
+            if poller is None:
+                log.warning("poll mode requested but provider poller not available",
+                            **target.describe())  # fmt: skip
+                continue
+            self.schedulers.append(self._scheduler(target, poller, self.store, self.client, gate))
+            log.info("starting provider poller", **target.describe())
+        if run:
+            self.start_tasks()
+
+    def start_tasks(self) -> None:
+        """Start one task per scheduler (``start(run=False)`` leaves that to the caller)."""
+        for scheduler in self.schedulers:
+            name = f"poller {scheduler.target.state_key}"
+            self._tasks.append(asyncio.create_task(scheduler.run(), name=name))
+
+    def _scheduler(
+        self,
+        target: PollTarget,
+        poller: ProviderPoller,
+        store: StateStore,
+        client: httpx.AsyncClient,
+        gate: asyncio.Semaphore,
+    ) -> PollScheduler:
+        settings = target.settings
+        status = self.registry.upsert(target)
+        refreshes = self.metrics.token_refreshes
+        auth = TokenSource(
+            target.provider,
+            target.state_key,
+            token_of(target.provider, settings),
+            _oauth(settings, poller.basic_token_auth),
+            store,
+            client,
+            self.clock,
+            on_refresh=lambda outcome: refreshes.labels(
+                target.provider, target.tenant_id, outcome
+            ).inc(),
+        )
+        http = ProviderHTTP(
+            target.provider,
+            client,
+            auth,
+            TokenBucket(target.rate_limit_per_sec, target.burst, self.clock),
+            self.clock,
+            headers=poller.headers,
+            rate_limit_hint=poller.rate_limit_hint,
+        )
+        context = StreamContext(
+            state_key=target.state_key,
+            interval=target.interval,
+            known_entities=functools.partial(store.known_entities, target.state_key),
+            now_ns=self.clock.now_ns,
+        )
+        engine = PollEngine(
+            target, poller.streams(settings, context), http, store, self.output, self.clock
+        )
+        return PollScheduler(target, engine, status, self.metrics, self.clock, self.rng, gate)
+
+    async def stop(self) -> None:
+        """Cancel and await every poller, then close the HTTP client and the store."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        results: Sequence[BaseException | None] = await asyncio.gather(
+            *tasks, return_exceptions=True
+        )
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("poller ended with an error", task=task.get_name(), error=str(result))
+        if self.client is not None and self._owns_client:
+            await self.client.aclose()
+            self.client = None
+        if self.store is not None and self._owns_store:
+            await self.store.close()
+            self.store = None
+
+
+def _oauth(settings: ProviderConfig, basic_auth: bool) -> OAuthSettings | None:
+    if not oauth_enabled(settings):
+        return None
+    return OAuthSettings(
+        token_url=settings.token_url.strip(),
+        client_id=settings.client_id.strip(),
+        client_secret=settings.client_secret.strip(),
+        refresh_token=settings.refresh_token.strip(),
+        scope=settings.scope.strip(),
+        basic_auth=basic_auth,
+    )

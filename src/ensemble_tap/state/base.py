@@ -1,0 +1,129 @@
+"""The state store contract and the value types it stores."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from ensemble_tap.events import format_time_ns, parse_rfc3339_ns
+
+
+class StateError(RuntimeError):
+    """The store could not be read or written. Never treated as "not found" (a transient
+    read error must not make a poller re-announce every record as created)."""
+
+
+@dataclass(slots=True, frozen=True)
+class Position:
+    """Where a pass of a stream (re)starts.
+
+    ``since_ns`` is the inclusive lower bound (provider version time) of the query in
+    progress; None means "from the very beginning". ``token`` is the provider's paging state
+    inside that query (JSON-serializable); None means "first page".
+    """
+
+    since_ns: int | None = None
+    token: Mapping[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class StreamState:
+    """The checkpoint of one stream: its high-water mark and the pass in progress, if any."""
+
+    cursor_ns: int | None = None
+    resume: Position | None = None
+
+    def to_json(self) -> bytes:
+        value: dict[str, Any] = {
+            "cursor": None if self.cursor_ns is None else format_time_ns(self.cursor_ns)
+        }
+        if self.resume is not None:
+            since = self.resume.since_ns
+            value["resume"] = {
+                "since": None if since is None else format_time_ns(since),
+                "token": dict(self.resume.token) if self.resume.token is not None else None,
+            }
+        return orjson.dumps(value)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> StreamState:
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise StateError(f"stored checkpoint is not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise StateError("stored checkpoint is not a JSON object")
+        state = cls(cursor_ns=_time(value.get("cursor")))
+        resume = value.get("resume")
+        if isinstance(resume, dict):
+            token = resume.get("token")
+            state.resume = Position(
+                since_ns=_time(resume.get("since")),
+                token=token if isinstance(token, dict) else None,
+            )
+        return state
+
+
+def _time(value: Any) -> int | None:
+    return parse_rfc3339_ns(value) if isinstance(value, str) else None
+
+
+@dataclass(slots=True, frozen=True)
+class StoredToken:
+    """A refresh token the provider rotated to, and the configured token it descends from."""
+
+    refresh_token: str
+    origin: str  # SHA-256 of the configured refresh token
+
+
+@dataclass(slots=True, frozen=True)
+class StoredSnapshot:
+    """A record's last published state: its canonical JSON and that JSON's SHA-256."""
+
+    digest: str
+    payload: bytes
+
+    def data(self) -> dict[str, Any]:
+        value = orjson.loads(self.payload)
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(slots=True, frozen=True)
+class SnapshotWrite:
+    """Store (``snapshot`` set) or forget (None, after a delete) one record's snapshot."""
+
+    entity_type: str
+    entity_id: str
+    snapshot: StoredSnapshot | None
+
+
+EntityKey = tuple[str, str]
+
+
+class StateStore(Protocol):
+    async def load_stream(self, state_key: str, stream: str) -> StreamState: ...
+
+    async def load_streams(self, state_key: str) -> dict[str, StreamState]: ...
+
+    async def get_snapshots(
+        self, state_key: str, keys: Sequence[EntityKey]
+    ) -> dict[EntityKey, StoredSnapshot]: ...
+
+    async def known_entities(
+        self, state_key: str, entity_types: Sequence[str]
+    ) -> set[EntityKey]: ...
+
+    async def commit(
+        self, state_key: str, stream: str, writes: Sequence[SnapshotWrite], state: StreamState
+    ) -> None:
+        """Write the snapshots of one page and the stream's checkpoint, all or nothing."""
+        ...
+
+    async def load_token(self, state_key: str) -> StoredToken | None: ...
+
+    async def save_token(self, state_key: str, token: StoredToken) -> None: ...
+
+    async def close(self) -> None: ...

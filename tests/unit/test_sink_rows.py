@@ -1,0 +1,236 @@
+"""Message → row: column mapping, id and time fallbacks, original JSON text, poison."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import orjson
+import pytest
+
+from ensemble_tap.events import NormalizedEvent, build_envelope
+from ensemble_tap.sink.rows import PoisonMessage, Row, convert
+from ensemble_tap.sink.schema import COLUMNS
+
+STREAM_NS = 1_764_000_000_123_000_000  # 2025-11-24T16:00:00.123Z
+
+
+def stored() -> int:
+    """When JetStream stored the message."""
+    return STREAM_NS
+
+
+def columns(row: Row) -> dict[str, Any]:
+    return dict(zip(COLUMNS, orjson.loads(row.line), strict=True))
+
+
+def cloudevent(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": "evt_1",
+        "source": "tap/acme/tenant-1",
+        "type": "ensemble.tap.acme.deal.updated",
+        "subject": "deal/42",
+        "datacontenttype": "application/json",
+        "time": "2026-03-01T10:00:00.123456789Z",
+        "data": {
+            "provider": "acme",
+            "entity_type": "deal",
+            "entity_id": "42",
+            "action": "updated",
+            "provider_event_id": "evt_1",
+            "tenant_id": "tenant-1",
+            "request_id": "req-1",
+            "changes": {"stage": {"from": "a", "to": "b"}},
+            "snapshot": {"stage": "b", "amount": 1200},
+        },
+    }
+    event.update(overrides)
+    return event
+
+
+def test_envelope_of_the_service_maps_to_every_column() -> None:
+    envelope = build_envelope(
+        NormalizedEvent(
+            "acme",
+            "deal",
+            "42",
+            "updated",
+            1_772_359_200_123_456_789,
+            provider_event_id="evt_blackbox_1",
+            tenant_id="tenant-1",
+            request_id="req-1",
+            changes={"stage": {"from": "a", "to": "b"}},
+            snapshot={"stage": "b"},
+        ),
+        "ensemble.tap",
+        False,
+    )
+    row = convert(envelope.body, stored)
+    assert columns(row) == {
+        "id": "evt_blackbox_1",
+        "type": "ensemble.tap.acme.deal.updated",
+        "source": "tap/acme/tenant-1",
+        "subject": "deal/42",
+        "time": "2026-03-01T10:00:00.123456789Z",
+        "provider": "acme",
+        "entity_type": "deal",
+        "entity_id": "42",
+        "action": "updated",
+        "changes": '{"stage":{"from":"a","to":"b"}}',
+        "snapshot": '{"stage":"b"}',
+        "provider_event_id": "evt_blackbox_1",
+        "tenant_id": "tenant-1",
+        "request_id": "req-1",
+    }
+    assert row.key == ("acme", "tenant-1", "evt_blackbox_1")
+
+
+def test_missing_parts_become_empty_or_null() -> None:
+    row = columns(convert(b'{"specversion":"1.0"}', stored))
+    assert row["changes"] == row["snapshot"] == "null"
+    assert row["tenant_id"] is None
+    assert row["provider"] == row["type"] == row["subject"] == ""
+
+
+def test_empty_tenant_is_null() -> None:
+    event = cloudevent()
+    event["data"]["tenant_id"] = ""
+    assert columns(convert(orjson.dumps(event), stored))["tenant_id"] is None
+
+
+def test_missing_time_is_the_stream_time_not_now() -> None:
+    """A redelivery converts to the same row (the reference used 'now', W-CH-15)."""
+    body = orjson.dumps(cloudevent(time=None))
+    first, second = convert(body, stored), convert(body, stored)
+    assert columns(first)["time"] == "2025-11-24T16:00:00.123Z"
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    ("ce_id", "provider_event_id", "expected"),
+    [
+        ("evt_1", "pe_1", "evt_1"),
+        ("  ", " pe_1 ", "pe_1"),
+        (None, "", None),
+    ],
+)
+def test_id_fallbacks(ce_id: str | None, provider_event_id: str, expected: str | None) -> None:
+    event = cloudevent(id=ce_id)
+    event["data"]["provider_event_id"] = provider_event_id
+    body = orjson.dumps(event)
+    row = columns(convert(body, stored))
+    assert row["id"] == (expected or "evt_" + hashlib.sha256(body).hexdigest())
+
+
+def test_request_id_falls_back_to_the_extension_attribute() -> None:
+    event = cloudevent(taprequestid="req-ext")
+    del event["data"]["request_id"]
+    assert columns(convert(orjson.dumps(event), stored))["request_id"] == "req-ext"
+
+
+def test_big_integers_and_html_characters_survive() -> None:
+    """W-CH-17: the reference re-encoded through float64 and escaped <, >, &."""
+    body = (
+        b'{"specversion":"1.0","id":"e","data":{"snapshot":'
+        b'{"id":123456789012345678901234567890,"note":"<b>&</b>","f":1.50}}}'
+    )
+    assert (
+        columns(convert(body, stored))["snapshot"]
+        == '{"id":123456789012345678901234567890,"note":"<b>&</b>","f":1.50}'
+    )
+
+
+def test_original_text_of_other_producers_is_kept() -> None:
+    """Spacing, escapes and key order of a body that orjson did not write stay as they were."""
+    body = (
+        b'{ "specversion" : "1.0", "id": "e",\n "data": { "changes" : {"a": {"to": 1, "from": 0}}'
+        b', "snapshot": {"x": "\\u00e9", "y": [1, 2.0, 1e3]} } }'
+    )
+    row = columns(convert(body, stored))
+    assert row["changes"] == '{"a": {"to": 1, "from": 0}}'
+    assert row["snapshot"] == '{"x": "\\u00e9", "y": [1, 2.0, 1e3]}'
+
+
+def test_duplicate_keys_keep_the_last_value_like_the_parser() -> None:
+    body = b'{"specversion":"1.0","data":{"snapshot": {"a": 1}, "snapshot": {"a":  2}}}'
+    assert columns(convert(body, stored))["snapshot"] == '{"a":  2}'
+
+
+@pytest.mark.parametrize(
+    "time_text",
+    ["2026-03-01T10:00:00Z", "2026-03-01T12:00:00.5+02:00", "1970-01-01T00:00:00.000000001Z"],
+)
+def test_rfc3339_times_pass_through(time_text: str) -> None:
+    assert columns(convert(orjson.dumps(cloudevent(time=time_text)), stored))["time"] == (time_text)
+
+
+POISON: list[tuple[bytes, str, str]] = [
+    (b"not json", "json", "not JSON"),
+    (b"\xff\xfe", "json", "not JSON"),
+    (b'{"id": 1', "json", "not JSON"),
+    (b"[1, 2]", "cloudevent", "not a CloudEvent: the body is not a JSON object"),
+    (b'{"id":"e"}', "cloudevent", "not a CloudEvent: specversion must be 1.0"),
+    (b'{"specversion":"2.0"}', "cloudevent", "not a CloudEvent: specversion must be 1.0"),
+    (b'{"specversion":"1.0","id":7}', "cloudevent", "not a CloudEvent: id must be a string"),
+    (
+        b'{"specversion":"1.0","time":"yesterday"}',
+        "cloudevent",
+        "not a CloudEvent: time is not RFC 3339",
+    ),
+    (
+        b'{"specversion":"1.0","time":"2026-02-30T00:00:00Z"}',
+        "cloudevent",
+        "not a CloudEvent: time is not a valid date",
+    ),
+    (
+        b'{"specversion":"1.0","time":"2026-01-01T00:00:00+24:00"}',
+        "cloudevent",
+        "not a CloudEvent: time is not RFC 3339",
+    ),
+    (
+        b'{"specversion":"1.0","time":"9999-01-01T00:00:00Z"}',
+        "time_range",
+        "time 9999-01-01T00:00:00Z is outside 1901…2298",
+    ),
+    (b'{"specversion":"1.0","data":"text"}', "data", "data must be a JSON object"),
+    (
+        b'{"specversion":"1.0","datacontenttype":"text/plain","data":{}}',
+        "data",
+        "data is not JSON (datacontenttype)",
+    ),
+    (
+        b'{"specversion":"1.0","data_base64":"e30="}',
+        "data",
+        "data_base64 is not a Tap data object",
+    ),
+    (b'{"specversion":"1.0","data":{"provider":1}}', "data", "data.provider must be a string"),
+    (
+        b'{"specversion":"1.0","data":{"changes":{"a":1}}}',
+        "data",
+        "data.changes must map fields to objects",
+    ),
+    (b'{"specversion":"1.0","data":{"snapshot":[1]}}', "data", "data.snapshot must be an object"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason", "detail"), POISON)
+def test_poison(body: bytes, reason: str, detail: str) -> None:
+    with pytest.raises(PoisonMessage) as info:
+        convert(body, stored)
+    assert (info.value.reason, info.value.detail) == (reason, detail)
+
+
+def test_poison_keeps_what_it_could_read_for_the_dead_letter() -> None:
+    body = b'{"specversion":"1.0","data":{"provider":"acme","tenant_id":"t","snapshot":[1]}}'
+    with pytest.raises(PoisonMessage) as info:
+        convert(body, stored)
+    assert info.value.field("data", "provider") == "acme"
+    assert info.value.field("data", "tenant_id") == "t"
+    assert info.value.field("data", "missing") == ""
+
+
+def test_json_content_types_are_accepted() -> None:
+    for content_type in ("application/json", "application/cloudevents+json; charset=utf-8"):
+        convert(json.dumps(cloudevent(datacontenttype=content_type)).encode(), stored)
