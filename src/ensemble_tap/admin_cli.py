@@ -539,6 +539,70 @@ def pollers(
     )
 
 
+# --------------------------------------------------------------------------- events
+
+
+@app.command("events")
+def events(
+    event_id: Annotated[str | None, typer.Option("--id", help="CloudEvent id.")] = None,
+    request_id: Annotated[
+        str | None, typer.Option(help='The webhook\'s X-Request-ID ("where is my webhook?").')
+    ] = None,
+    provider: Annotated[str | None, typer.Option(help="Only this provider.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    event_type: Annotated[str | None, typer.Option("--type", help="CloudEvent type.")] = None,
+    entity_id: Annotated[str | None, typer.Option(help="Only this entity id.")] = None,
+    since: Annotated[str | None, typer.Option(help="RFC 3339 time, inclusive.")] = None,
+    until: Annotated[str | None, typer.Option(help="RFC 3339 time, exclusive.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Events per page (max 1000).")] = None,
+    cursor: Annotated[str | None, typer.Option(help="Continue from a next_cursor.")] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = "",
+) -> None:
+    """Search the events stored by the ClickHouse sink, newest first."""
+    params = _params(
+        id=event_id,
+        request_id=request_id,
+        provider=provider,
+        tenant=tenant,
+        type=event_type,
+        entity_id=entity_id,
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=cursor,
+    )
+    with AdminClient(url, token) as client:
+        answer = client.call("GET", "/admin/events", params)
+    if as_json:
+        _print_json(answer)
+        return
+    found: list[dict[str, Any]] = answer.get("events", [])
+    if not found:
+        typer.echo("no stored event matches")
+        return
+    typer.echo(
+        _table(
+            ("TIME", "TYPE", "SUBJECT", "ID", "TENANT", "REQUEST_ID"),
+            [
+                (
+                    str(e.get("time", "")),
+                    str(e.get("type", "")),
+                    str(e.get("subject", "")),
+                    str(e.get("id", "")),
+                    str(e.get("tenant_id") or ""),
+                    str(e.get("request_id", "")),
+                )
+                for e in found
+            ],
+            widths={"SUBJECT": 40},
+        )
+    )
+    if answer.get("next_cursor"):
+        typer.echo(f"more: --cursor {answer['next_cursor']}")
+
+
 # --------------------------------------------------------------------------- following jobs
 
 

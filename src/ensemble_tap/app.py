@@ -65,53 +65,50 @@ class TapApp:
         self.sink: ClickHouseSink | None = None
 
     async def start(self) -> None:
-        cfg = self.config
+        """Start every part in order; a failure stops what already runs, then re-raises."""
         try:
-            if cfg.nats.url is None:
-                self.embedded = EmbeddedNatsServer(cfg.data_dir)
-                servers = [await self.embedded.start()]
-            else:
-                servers = [url.strip() for url in cfg.nats.url.split(",")]
-            self.broker = Broker(cfg.nats, servers, self.metrics)
-            await self.broker.connect()
-            js = self.broker.js
-            await ensure_stream(js, main_stream_config(cfg.nats))
-            await ensure_stream(js, dlq_stream_config(cfg.nats))
-            streams = (cfg.nats.stream, dlq_stream_name(cfg.nats))
-            await subscribe_advisories(self.broker, frozenset(streams), self.metrics)
+            await self._start()
         except BaseException:
             await self.stop()
             raise
+        assert self.ingress is not None
+        log.info(
+            "ensemble-tap started",
+            version=__version__,
+            base_path=self.config.server.base_path,
+            providers=sorted(self.ingress.routes),
+            stream=self.config.nats.stream,
+        )
+
+    async def _start(self) -> None:
+        cfg = self.config
+        if cfg.nats.url is None:
+            self.embedded = EmbeddedNatsServer(cfg.data_dir)
+            servers = [await self.embedded.start()]
+        else:
+            servers = [url.strip() for url in cfg.nats.url.split(",")]
+        self.broker = Broker(cfg.nats, servers, self.metrics)
+        await self.broker.connect()
+        js = self.broker.js
+        await ensure_stream(js, main_stream_config(cfg.nats))
+        await ensure_stream(js, dlq_stream_config(cfg.nats))
+        streams = (cfg.nats.stream, dlq_stream_name(cfg.nats))
+        await subscribe_advisories(self.broker, frozenset(streams), self.metrics)
         self._warn_payload_limit()
         publisher = Publisher(self.broker, cfg.nats, self.metrics)
         dlq = DeadLetterWriter(publisher, self.metrics)
         self.ingress = WebhookIngress(cfg, publisher, dlq, self.metrics)
         if cfg.clickhouse.enabled:  # after the streams exist; ClickHouse itself may be down
             self.sink = ClickHouseSink(cfg, self.broker, dlq, self.metrics)
-            try:
-                await self.sink.start()
-            except BaseException:
-                await self.stop()
-                raise
+            await self.sink.start()
         self.pollers = PollerService(cfg, publisher, dlq, self.metrics)
-        try:
-            await self.pollers.start()  # after the streams exist; first cycles run now
-        except BaseException:
-            await self.stop()
-            raise
+        await self.pollers.start()  # after the streams exist; first cycles run now
         if admin_enabled(cfg.server):
             self.admin = self._build_admin(publisher)
         self.http = FastAPI(title="Ensemble Tap", version=__version__, openapi_url=None)
         sink_detail = self.sink.readiness_detail if self.sink is not None else None
         readiness = Readiness(self.broker, streams, details=sink_detail)
         self.http.include_router(health_router(readiness, self.metrics))
-        log.info(
-            "ensemble-tap started",
-            version=__version__,
-            base_path=cfg.server.base_path,
-            providers=sorted(self.ingress.routes),
-            stream=cfg.nats.stream,
-        )
 
     async def stop(self) -> None:
         if self.pollers is not None:  # first: no new events while everything else stops
@@ -180,6 +177,7 @@ class TapApp:
                 dead_letters=dead_letters,
                 metrics=self.metrics,
                 poller_status=self.pollers.status if self.pollers is not None else list,
+                search_events=self.sink.search if self.sink is not None else None,
             )
         )
 

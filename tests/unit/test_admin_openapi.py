@@ -20,6 +20,7 @@ ROUTES = {
     ("get", "/admin/replay-dlq/{job_id}"),
     ("delete", "/admin/replay-dlq/{job_id}"),
     ("get", "/admin/dlq"),
+    ("get", "/admin/events"),
     ("get", "/admin/poller-status"),
 }
 

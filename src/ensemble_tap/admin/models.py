@@ -129,3 +129,13 @@ class PollerStatusResponse(Model):
     tenant: str
     count: int
     pollers: list[PollerStatus]
+
+
+class EventListResponse(Model):
+    request_id: str
+    events: list[dict[str, Any]] = Field(
+        description="rows of the events table: id, type, source, subject, time, provider, "
+        "entity_type, entity_id, action, changes, snapshot, provider_event_id, tenant_id, "
+        "request_id, received_at"
+    )
+    next_cursor: str

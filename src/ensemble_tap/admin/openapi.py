@@ -36,6 +36,7 @@ SCOPES = {
     ("get", "/admin/replay-dlq/{job_id}"): "read",
     ("delete", "/admin/replay-dlq/{job_id}"): "cancel",
     ("get", "/admin/dlq"): "read",
+    ("get", "/admin/events"): "read",
     ("get", "/admin/poller-status"): "read",
 }
 SLOTS_BY_SCOPE = {

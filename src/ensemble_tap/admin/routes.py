@@ -12,8 +12,9 @@ import binascii
 import ipaddress
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -48,9 +49,13 @@ from ensemble_tap.admin.jobs import (
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.bus.dlq_store import DeadLetterStore, LetterFilter, StoredLetter
 from ensemble_tap.config.models import ServerConfig
-from ensemble_tap.events import format_time_ns
+from ensemble_tap.events import format_time_ns, parse_rfc3339_ns
 from ensemble_tap.ingress import resolve_request_id
 from ensemble_tap.observability import Metrics, get_logger
+from ensemble_tap.sink.backends import BackendError
+from ensemble_tap.sink.search import DEFAULT_LIMIT as DEFAULT_EVENT_LIMIT
+from ensemble_tap.sink.search import MAX_LIMIT as MAX_EVENT_LIMIT
+from ensemble_tap.sink.search import EventFilters, InvalidSearch
 
 DEFAULT_REPLAY_LIMIT = 100
 DEFAULT_LIST_LIMIT = 50
@@ -65,6 +70,7 @@ _BOOLEANS = {
     **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False", ""), False),
 }
 _OUTCOMES = {
+    503: "unavailable",
     200: "success",
     202: "success",
     400: "bad_request",
@@ -78,6 +84,9 @@ _OUTCOMES = {
 log = get_logger("ensemble_tap.admin")
 
 PollerStatusSource = Callable[[], list[dict[str, Any]]]
+EventSearch = Callable[
+    [EventFilters, int, str | None], Awaitable[tuple[list[dict[str, Any]], str | None]]
+]
 
 
 class AdminFailure(Exception):
@@ -111,6 +120,8 @@ class AdminDependencies:
     dead_letters: DeadLetterStore
     metrics: Metrics
     poller_status: PollerStatusSource
+    # The ClickHouse sink's event search; None when the sink is not enabled.
+    search_events: EventSearch | None = None
 
 
 def _quoted(raw: str) -> str:
@@ -472,6 +483,61 @@ def admin_app(deps: AdminDependencies) -> FastAPI:
         )
 
     @app.get(
+        "/admin/events",
+        response_model=models.EventListResponse,
+        responses={**error_responses, 503: {"model": models.AdminError}},
+        summary="Search the events stored by the ClickHouse sink, newest first",
+    )
+    async def list_events(
+        request: Request,
+        id: Annotated[str | None, Query(description="CloudEvent id")] = None,
+        request_id: Annotated[str | None, Query(description="the webhook's X-Request-ID")] = None,
+        provider: Annotated[str | None, Query()] = None,
+        tenant: Annotated[str | None, Query()] = None,
+        type: Annotated[str | None, Query(description="CloudEvent type")] = None,
+        entity_id: Annotated[str | None, Query()] = None,
+        since: Annotated[str | None, Query(description="RFC 3339, inclusive")] = None,
+        until: Annotated[str | None, Query(description="RFC 3339, exclusive")] = None,
+        limit: Annotated[str | None, Query(description="page size (default 100, max 1000)")] = None,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    ) -> Response:
+        begin(request, "events", Scope.READ)
+        rejected = "admin events rejected"
+        if deps.search_events is None:
+            raise AdminFailure(
+                404,
+                "events are not stored: enable the ClickHouse sink "
+                "(clickhouse.backend: embedded or clickhouse.addr)",
+                rejected,
+            )
+        size = min(_positive_int(limit, "limit", rejected) or DEFAULT_EVENT_LIMIT, MAX_EVENT_LIMIT)
+        filters = EventFilters(
+            id=_blank_to_none(id),
+            request_id=_blank_to_none(request_id),
+            provider=_blank_to_none(provider),
+            tenant=_blank_to_none(tenant),
+            type=_blank_to_none(type),
+            entity_id=_blank_to_none(entity_id),
+            since=_instant(since, "since", rejected),
+            until=_instant(until, "until", rejected),
+        )
+        try:
+            events, next_cursor = await deps.search_events(filters, size, _blank_to_none(cursor))
+        except InvalidSearch as exc:
+            raise _rejected(str(exc), rejected) from None
+        except BackendError as exc:
+            raise AdminFailure(
+                503, f"event store unavailable: {exc}", "admin events failed"
+            ) from None
+        return respond(
+            request,
+            200,
+            {"events": events, "next_cursor": next_cursor or ""},
+            "admin events fetched",
+            count=len(events),
+        )
+
+    @app.get(
         "/admin/poller-status",
         response_model=models.PollerStatusResponse,
         responses=error_responses,
@@ -589,6 +655,26 @@ def _utf8(header: str) -> str:
         return header.encode("latin-1").decode("utf-8")
     except UnicodeError:
         return header
+
+
+def _blank_to_none(raw: str | None) -> str | None:
+    text = (raw or "").strip()
+    return text or None
+
+
+def _instant(raw: str | None, name: str, log_msg: str) -> datetime | None:
+    """An RFC 3339 time (offset required) as an aware datetime, or a 400 naming it."""
+    text = (raw or "").strip()
+    if not text:
+        return None
+    ns = parse_rfc3339_ns(text)
+    if ns is None:
+        raise _rejected(
+            f"invalid {name} {_quoted(text)}: must be an RFC 3339 time such as "
+            "2026-11-28T10:00:00Z",
+            log_msg,
+        )
+    return datetime.fromtimestamp(ns / 1e9, UTC)
 
 
 def _job_id(raw: str) -> str:
