@@ -22,6 +22,7 @@ from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from nats.errors import Error as NatsError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -440,7 +441,7 @@ def admin_app(deps: AdminDependencies) -> FastAPI:
     @app.get(
         "/admin/dlq",
         response_model=models.DeadLetterListResponse,
-        responses=error_responses,
+        responses={**error_responses, 503: {"model": models.AdminError}},
         summary="List dead-letter records, newest first",
     )
     async def list_dead_letters(
@@ -464,12 +465,17 @@ def admin_app(deps: AdminDependencies) -> FastAPI:
         letter_filter = LetterFilter(
             (stage or "").strip().lower(), (provider or "").strip().lower(), (tenant or "").strip()
         )
-        letters, next_before = await deps.dead_letters.newest_first(
-            letter_filter, before, size, DLQ_MAX_PROBES
-        )
-        summary = await deps.dead_letters.counts_by_stage(
-            LetterFilter(letter_filter.stage, letter_filter.provider)
-        )
+        try:
+            letters, next_before = await deps.dead_letters.newest_first(
+                letter_filter, before, size, DLQ_MAX_PROBES
+            )
+            summary = await deps.dead_letters.counts_by_stage(
+                LetterFilter(letter_filter.stage, letter_filter.provider)
+            )
+        except (NatsError, TimeoutError, OSError) as exc:
+            raise AdminFailure(
+                503, f"dead-letter stream unavailable: {exc or type(exc).__name__}", rejected
+            ) from None
         return respond(
             request,
             200,
