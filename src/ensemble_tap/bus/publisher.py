@@ -4,15 +4,22 @@ Transient failures (no responder, timeouts, 5xx API errors, a lost connection) a
 with exponential backoff and jitter inside ``publish_timeout``; each attempt gets a share of
 the remaining budget so one hung attempt cannot use it all. Re-sending is safe because the
 ``Nats-Msg-Id`` makes JetStream drop a second copy.
+
+Acks come back on one wildcard reply subscription and are matched to their publish by a
+token (what nats.go calls async publish): half the CPU of nats-py's request-per-message
+``js.publish``, which is the largest cost on the webhook path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from dataclasses import dataclass
 
+import orjson
+from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError, NoStreamResponseError
@@ -21,6 +28,7 @@ from ensemble_tap.bus.connection import Broker
 from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import Metrics
 
+NO_RESPONDERS = "503"
 MAX_BACKOFF = 2.0
 MIN_ATTEMPT_TIMEOUT = 0.5
 # JetStream error codes that are not worth retrying although their status is 5xx/4xx.
@@ -48,6 +56,16 @@ class Publisher:
         self.broker = broker
         self.config = config
         self.metrics = metrics
+        self._router: AckRouter | None = None
+        self._router_lock = asyncio.Lock()
+
+    async def _start_router(self) -> AckRouter:
+        async with self._router_lock:
+            if self._router is None:
+                router = AckRouter(self.broker)
+                await router.subscribe()
+                self._router = router
+            return self._router
 
     async def publish(
         self,
@@ -76,9 +94,8 @@ class Publisher:
             left = attempts - attempt
             attempt_timeout = min(remaining, max(remaining / left, MIN_ATTEMPT_TIMEOUT))
             try:
-                ack = await self.broker.js.publish(
-                    subject, payload, timeout=attempt_timeout, headers=headers or None
-                )
+                router = self._router or await self._start_router()
+                ack = await router.publish(subject, payload, headers, attempt_timeout)
             except APIError as exc:
                 reason = _retry_reason(exc)
                 last_error = f"publish nats message: {exc.description or exc}"
@@ -94,7 +111,7 @@ class Publisher:
                 last_error = f"publish nats message: {exc or type(exc).__name__}"
                 unavailable = True
             else:
-                return PublishResult(ack.stream, ack.seq, bool(ack.duplicate))
+                return ack
             if attempt == attempts - 1:
                 break
             delay = _backoff(self.config.publish_retry_backoff, attempt)
@@ -104,6 +121,68 @@ class Publisher:
             self.metrics.publish_retry_delay.observe(delay)
             await asyncio.sleep(delay)
         raise PublishError(last_error, unavailable=unavailable)
+
+
+class AckRouter:
+    """Publishes with a reply subject ``<inbox>.<token>`` and resolves the publish's future
+    when JetStream's ack (or a no-responders status) arrives on the one subscription."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.prefix = broker.nc.new_inbox() + "."
+        self._pending: dict[str, asyncio.Future[PublishResult]] = {}
+        self._tokens = itertools.count()
+
+    async def subscribe(self) -> None:
+        await self.broker.nc.subscribe(self.prefix + "*", cb=self._on_reply)
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
+    ) -> PublishResult:
+        loop = asyncio.get_running_loop()
+        token = str(next(self._tokens))
+        future: asyncio.Future[PublishResult] = loop.create_future()
+        self._pending[token] = future
+        expiry = loop.call_later(timeout, self._expire, token)
+        try:
+            await self.broker.nc.publish(
+                subject, payload, reply=self.prefix + token, headers=headers or None
+            )
+            return await future
+        finally:
+            expiry.cancel()
+            self._pending.pop(token, None)
+
+    def _expire(self, token: str) -> None:
+        future = self._pending.pop(token, None)
+        if future is not None and not future.done():
+            future.set_exception(NatsTimeoutError())
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._pending.pop(msg.subject[len(self.prefix) :], None)
+        if future is None or future.done():
+            return  # a late ack of a publish that already timed out
+        if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
+            future.set_exception(NoStreamResponseError())
+            return
+        try:
+            ack = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            future.set_exception(APIError(description="invalid JetStream ack"))
+            return
+        error = ack.get("error") if isinstance(ack, dict) else None
+        if error is not None:
+            future.set_exception(
+                APIError(
+                    code=error.get("code"),
+                    err_code=error.get("err_code"),
+                    description=error.get("description"),
+                )
+            )
+        else:
+            future.set_result(
+                PublishResult(str(ack["stream"]), int(ack["seq"]), bool(ack.get("duplicate")))
+            )
 
 
 def _retry_reason(exc: APIError) -> str | None:
