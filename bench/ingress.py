@@ -287,11 +287,17 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def system_busy_seconds() -> float:
-    """CPU time all processes of the machine used so far (all cores), from /proc/stat."""
+def system_cpu_seconds() -> tuple[float, float]:
+    """CPU time (all cores) the machine's processes used so far, and the time the hypervisor
+    gave to other guests instead (steal), from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / ticks, steal / ticks
+
+
+def system_busy_seconds() -> float:
+    return system_cpu_seconds()[0]
 
 
 def wait_for_idle_machine(limit: float) -> None:
@@ -477,14 +483,16 @@ def run_measured(
     pids = {child.name: child.pid for child in children}
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     wrk_before = children_cpu_seconds()
-    system_before = system_busy_seconds()
+    system_before, steal_before = system_cpu_seconds()
     run = run_wrk(label, opts, url, prefix, mode, duration)
-    system = system_busy_seconds() - system_before
+    system_after, steal_after = system_cpu_seconds()
+    system = system_after - system_before
     for child in children:
         child.check_alive()
     run.cpu_s = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     run.cpu_s["wrk"] = children_cpu_seconds() - wrk_before
     run.cpu_s["other"] = max(0.0, system - sum(run.cpu_s.values()))
+    run.cpu_s["steal"] = steal_after - steal_before
     return run
 
 
@@ -658,6 +666,7 @@ def py_spy_binary() -> str | None:
 
 
 def start_profile(pid: int, duration: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` for ``duration`` s into a collapsed-stack file."""
     binary = py_spy_binary()
     if binary is None:
         raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
@@ -666,22 +675,33 @@ def start_profile(pid: int, duration: int, output: Path) -> subprocess.Popen[byt
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def finish_profile(profile: subprocess.Popen[bytes]) -> None:
+    """Let py-spy write its file (it stops by itself), else stop it."""
+    try:
+        _, err = profile.communicate(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        profile.kill()
+        profile.communicate()
+        return
+    if profile.returncode != 0:
+        progress(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+
+
 # Where a sample of the service goes: the first stage (in this order) with a frame in the
 # stack. The names follow the current code; samples of renamed code fall into "other".
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("metrics (prometheus_client)", ("prometheus_client/",)),
     ("nats-py: write to the socket (flusher)", ("Client._flusher",)),
     ("nats-py: read + dispatch acks", ("Client._read_loop", "Subscription._wait_for_msgs")),
-    ("nats-py: request (inbox, future, HPUB, wait_for)", ("Client.request ",)),
-    ("nats-py: JetStream ack parsing", ("JetStreamContext.publish",)),
-    ("Publisher.publish (own code)", ("Publisher.publish",)),
+    ("nats-py: js.publish request path", ("Client.request ", "JetStreamContext.publish")),
+    ("publish: Publisher + AckRouter + nc.publish", ("Publisher.publish", "AckRouter.")),
     ("asyncio.gather around the publish", ("gather (asyncio", "_ensure_future")),
     ("CloudEvent envelope (envelope_for)", ("envelope_for ", "build_envelope ")),
     ("extract (JSON parse, entity, time, digest)", (".extract (",)),
     ("verify (HMAC)", (".verify (",)),
     ("read body (asyncio.timeout + receive)", ("_read_body ",)),
     ("response (_send -> uvicorn send)", ("_send ", "_send_text ")),
-    ("request id (ULID)", ("resolve_request_id ",)),
+    ("request id", ("resolve_request_id ",)),
     ("ingress: rest of the handler", ("WebhookIngress.", "TapApp.asgi")),
     ("uvicorn: HTTP parsing, ASGI task start", ("HttpToolsProtocol.", "RequestResponseCycle.")),
 )
@@ -798,7 +818,7 @@ def render(
                 f"{webhooks.latency_ms[key]:.2f} ms",
             )
         )
-    for name in ("service", "nats-server", "wrk", "other"):
+    for name in ("service", "nats-server", "wrk", "other", "steal"):
         lines.append(row(f"CPU {name}", cpu(ceiling, name), cpu(webhooks, name)))
     lines += ["", "  verification (measured webhook run)"]
     for name, ok, detail in verification.checks():
@@ -830,131 +850,106 @@ def distinct_ports(count: int) -> list[int]:
     return ports
 
 
-def run(opts: Options, workdir: Path, command: str) -> int:
-    started = datetime.now(UTC)
-    machine = machine_info()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_")}
-    nats_port, http_port = distinct_ports(2)
-    nats_url = f"nats://127.0.0.1:{nats_port}"
-    base_url = f"http://127.0.0.1:{http_port}"
-    host = f"127.0.0.1:{http_port}"
-    stream = f"BENCH_{started:%Y%m%d_%H%M%S}"
-    requests_dir = workdir / "requests"
-    requests_dir.mkdir()
-
-    t0 = time.monotonic()
+def generate_requests(opts: Options, directory: Path, host: str) -> None:
+    """The request files of the three runs: measured webhooks, warm-up webhooks, /noop."""
+    started = time.monotonic()
     per_thread = opts.webhook_requests_per_thread
     size = write_request_files(
-        requests_dir / "webhook", opts.threads, per_thread, host, WEBHOOK_PATH, "bench"
+        directory / "webhook", opts.threads, per_thread, host, WEBHOOK_PATH, "bench"
     )
     if opts.warmup:
+        warm_per_thread = opts.warmup_requests_per_thread
         size += write_request_files(
-            requests_dir / "warmup",
-            opts.threads,
-            opts.warmup_requests_per_thread,
-            host,
-            WEBHOOK_PATH,
-            "warm",
+            directory / "warmup", opts.threads, warm_per_thread, host, WEBHOOK_PATH, "warm"
         )
     size += write_request_files(
-        requests_dir / "noop", opts.threads, NOOP_POOL_PER_THREAD, host, NOOP_PATH, "noop"
+        directory / "noop", opts.threads, NOOP_POOL_PER_THREAD, host, NOOP_PATH, "noop"
     )
     progress(
         f"pre-generated {per_thread * opts.threads:,} unique signed webhooks "
         f"({per_thread:,} per wrk thread, {size / 2**20:,.0f} MiB with warm-up and /noop "
-        f"pools) in {time.monotonic() - t0:.1f} s"
+        f"pools) in {time.monotonic() - started:.1f} s"
     )
 
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    ceiling: WrkRun
+    webhooks: WrkRun
+    verification: Verification
+
+
+def measure(opts: Options, workdir: Path, started: datetime, profile_path: Path) -> Measurement:
+    """Start nats-server and the service, run wrk three times, verify; stop both again."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAP_")}
+    nats_port, http_port = distinct_ports(2)
+    nats_url = f"nats://127.0.0.1:{nats_port}"
+    base_url = f"http://127.0.0.1:{http_port}"
+    stream = f"BENCH_{started:%Y%m%d_%H%M%S}"
+    requests = workdir / "requests"
+    requests.mkdir()
+    generate_requests(opts, requests, f"127.0.0.1:{http_port}")
     if opts.wait_idle:
         wait_for_idle_machine(opts.wait_idle)
-    with contextlib.ExitStack() as stack:
+
+    with contextlib.ExitStack() as stack:  # stops in reverse: py-spy, service, nats-server
         nats_child = start_nats(workdir / "nats", nats_port, env)
         stack.callback(nats_child.stop)
         config_path = workdir / "tap.yaml"
         write_service_config(config_path, workdir / "tap-data", http_port, nats_url, stream)
         service = start_service(opts.launcher, config_path, workdir / "service.log", base_url, env)
-        stack.callback(service.stop)  # LIFO: the service drains before nats-server stops
-        progress(f"nats-server pid {nats_child.pid}, service pid {service.pid} ready on {host}")
+        stack.callback(service.stop)
+        progress(f"nats-server pid {nats_child.pid}, service pid {service.pid} ready")
         children = [service, nats_child]
 
-        progress(f"ceiling: wrk → POST {NOOP_PATH} for {opts.duration} s")
-        ceiling = run_measured(
-            "noop",
-            opts,
-            base_url + NOOP_PATH,
-            requests_dir / "noop",
-            "cycle",
-            opts.duration,
-            children,
-        )
-        progress(f"ceiling: {ceiling.rate:,.0f} 2xx/s")
-
-        if opts.warmup:
-            progress(f"warm-up: wrk → POST {WEBHOOK_PATH} for {opts.warmup} s")
-            warm = run_measured(
-                "warmup",
-                opts,
-                base_url + WEBHOOK_PATH,
-                requests_dir / "warmup",
-                "once",
-                opts.warmup,
-                children,
+        def wrk(label: str, path: str, pool: str, mode: str, duration: int) -> WrkRun:
+            progress(f"{label}: wrk → POST {path} for {duration} s")
+            run = run_measured(
+                label, opts, base_url + path, requests / pool, mode, duration, children
             )
+            progress(f"{label}: {run.rate:,.0f} 2xx/s")
+            return run
+
+        ceiling = wrk("ceiling", NOOP_PATH, "noop", "cycle", opts.duration)
+        if opts.warmup:
+            warm = wrk("warm-up", WEBHOOK_PATH, "warmup", "once", opts.warmup)
             if warm.exhausted:
-                progress("warm-up ran out of pre-generated requests (harmless, raise --max-rate)")
+                progress("the warm-up ran out of pre-generated requests (harmless)")
         before = settled_counters(base_url)
         stream_before = asyncio.run(stream_state(nats_url, stream))
-
-        profile: subprocess.Popen[bytes] | None = None
-        profile_path = RESULTS_DIR / f"ingress-{started:%Y%m%dT%H%M%SZ}.pyspy.txt"
         if opts.profile:
-            RESULTS_DIR.mkdir(exist_ok=True)
             profile = start_profile(service.pid, opts.duration, profile_path)
-        progress(f"measured: wrk → POST {WEBHOOK_PATH} for {opts.duration} s")
-        webhooks = run_measured(
-            "webhooks",
-            opts,
-            base_url + WEBHOOK_PATH,
-            requests_dir / "webhook",
-            "once",
-            opts.duration,
-            children,
-        )
-        progress(f"measured: {webhooks.rate:,.0f} 2xx/s; verifying the stream")
+            stack.callback(finish_profile, profile)
+        webhooks = wrk("measured", WEBHOOK_PATH, "webhook", "once", opts.duration)
+        progress("verifying the stream")
         after = settled_counters(base_url)
         stream_after = asyncio.run(stream_state(nats_url, stream, check_sample=True))
-        if profile is not None:
-            _, profile_err = profile.communicate(timeout=STOP_TIMEOUT)
-            if profile.returncode != 0:
-                progress(f"py-spy failed: {profile_err.decode(errors='replace')[-500:]}")
-
-        verification = Verification(
-            stored=stream_after.messages - stream_before.messages,
-            server=after.minus(before),
-            client_accepted=webhooks.accepted,
-            issued=webhooks.issued,
-            unanswered=webhooks.unanswered,
-            dlq_messages=stream_after.dlq_messages,
-            sample_problems=stream_after.sample_problems,
-        )
         progress("stopping the service and nats-server")
-        # ExitStack stops the service, then nats-server.
 
-    report = render(opts, started, machine, ceiling, webhooks, verification, command)
-    if opts.profile and profile_path.exists():
-        cpu_us = 1e6 * webhooks.cpu_s["service"] / max(1, verification.server.handled)
-        summary = summarize_collapsed(profile_path, cpu_us)
-        report += f"\n\n  py-spy, service process, measured run ({profile_path.name}):\n"
-        report += "\n".join("    " + line for line in summary.splitlines())
+    verification = Verification(
+        stored=stream_after.messages - stream_before.messages,
+        server=after.minus(before),
+        client_accepted=webhooks.accepted,
+        issued=webhooks.issued,
+        unanswered=webhooks.unanswered,
+        dlq_messages=stream_after.dlq_messages,
+        sample_problems=stream_after.sample_problems,
+    )
+    return Measurement(ceiling, webhooks, verification)
+
+
+def assess(opts: Options, result: Measurement) -> tuple[list[str], list[str]]:
+    """Problems (the run does not count) and warnings (figures understate the machine)."""
+    ceiling, webhooks = result.ceiling, result.webhooks
     problems = []
     if webhooks.exhausted:
         problems.append(
             "the measured run ran out of pre-generated webhooks: rerun with a higher "
-            f"--max-rate or --requests (had {per_thread * opts.threads:,})"
+            f"--max-rate or --requests (had {opts.webhook_requests_per_thread * opts.threads:,})"
         )
     if not webhooks.clean or not ceiling.clean:
         problems.append("the run is not clean (non-2xx, socket errors or exhaustion)")
-    if not verification.ok:
+    if not result.verification.ok:
         problems.append("verification FAILED")
     warnings = [
         f"{run.label}: other processes used {share:.0%} of a CPU during the run; "
@@ -962,11 +957,28 @@ def run(opts: Options, workdir: Path, command: str) -> int:
         for run in (ceiling, webhooks)
         if (share := run.cpu_s["other"] / run.duration_s) > BACKGROUND_CPU_WARNING
     ]
+    return problems, warnings
+
+
+def run(opts: Options, workdir: Path, command: str) -> int:
+    started = datetime.now(UTC)
+    machine = machine_info()
+    stem = RESULTS_DIR / f"ingress-{started:%Y%m%dT%H%M%SZ}"
+    profile_path = stem.with_suffix(".pyspy.txt")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    result = measure(opts, workdir, started, profile_path)
+    ceiling, webhooks, verification = result.ceiling, result.webhooks, result.verification
+
+    report = render(opts, started, machine, ceiling, webhooks, verification, command)
+    if opts.profile and profile_path.exists():
+        cpu_us = 1e6 * webhooks.cpu_s["service"] / max(1, verification.server.handled)
+        summary = summarize_collapsed(profile_path, cpu_us)
+        report += f"\n\n  py-spy, service process, measured run ({profile_path.name}):\n"
+        report += "\n".join("    " + line for line in summary.splitlines())
+    problems, warnings = assess(opts, result)
     if problems or warnings:
         report += "\n\n" + "\n".join(f"  !! {p}" for p in problems + warnings)
 
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stem = RESULTS_DIR / f"ingress-{started:%Y%m%dT%H%M%SZ}"
     stem.with_suffix(".txt").write_text(report + "\n", encoding="utf-8")
     record = {
         "started": started.isoformat(),
@@ -1008,7 +1020,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tap-bench-"))
     try:
         return run(opts, workdir, command)
-    except (BenchError, OSError) as exc:
+    except (BenchError, OSError, subprocess.SubprocessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -6,13 +6,9 @@ webhook route is compared with. Everything else goes to ``TapApp.asgi`` unchange
 
 Rather than a copy of ``ensemble_tap.app.serve`` that could drift from it, this runs the
 product's own ``ensemble-tap serve`` command (config loading, logging, uvloop runner,
-``TapApp`` start/stop, ``TapServer``) and changes exactly two things:
-
-* ``ensemble_tap.app.uvicorn_config`` is wrapped so the ASGI callable it configures is
-  ``with_noop(TapApp.asgi)``; every uvicorn option stays the product's;
-* SIGPIPE stays ignored (Python's default). ``ensemble_tap.cli.main`` resets it to SIG_DFL,
-  and then a response written to a connection the client has just closed kills the process
-  with signal 13; wrk closes its busy connections when its time is up.
+``TapApp`` start/stop, ``TapServer``) and changes exactly one thing:
+``ensemble_tap.app.uvicorn_config`` is wrapped so the ASGI callable it configures is
+``with_noop(TapApp.asgi)``; every uvicorn option stays the product's.
 
     .venv/bin/python bench/serve_with_noop.py --config FILE
 """
@@ -76,7 +72,6 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="YAML config file")
     args = parser.parse_args()
     install_noop_route()
-    # The product's CLI entry minus its SIGPIPE reset (see the module docstring).
     cli(["serve", "--config", args.config], prog_name="ensemble-tap")
 
 

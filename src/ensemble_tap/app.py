@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -246,6 +247,7 @@ async def serve(config: Config) -> None:
     with _signal_handlers(on_signal):
         try:
             await app.start()
+            _tune_gc()
             await server.serve()
             if not server.started and not stopping.is_set():
                 raise RuntimeError(
@@ -258,6 +260,15 @@ async def serve(config: Config) -> None:
         finally:
             await asyncio.shield(app.stop())
             log.info("ensemble-tap stopped")
+
+
+def _tune_gc() -> None:
+    """Move start-up objects out of the collector's view and collect less often: full
+    collections over them paused the event loop for ~55 ms several times a minute, which
+    was the p99 of webhook latency."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)
 
 
 @contextlib.contextmanager

@@ -85,6 +85,7 @@ def tail(
     ] = False,
 ) -> None:
     """Print the CloudEvents arriving on the stream, one JSON object per line."""
+    _quiet_on_closed_pipe()
     loaded = _load(config)
     try:
         _run(_tail(loaded, subject, all_events, count, dlq))
@@ -188,6 +189,7 @@ def query(
     ] = False,
 ) -> None:
     """Run read-only SQL on the embedded ClickHouse data (while the service is stopped)."""
+    _quiet_on_closed_pipe()
     from ensemble_tap.sink.backends import BackendError, read_only_query
 
     try:
@@ -201,8 +203,13 @@ def query(
     sys.stdout.buffer.flush()
 
 
-def main() -> None:
+def _quiet_on_closed_pipe() -> None:
+    """For printing commands only (``| head``): a closed pipe ends them without a traceback.
+    Never for ``serve``: a client closing its connection must not kill the service."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
+def main() -> None:
     cli(prog_name=Path(sys.argv[0]).name if sys.argv else "ensemble-tap")
 
 

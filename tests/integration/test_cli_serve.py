@@ -81,6 +81,12 @@ def test_serve_with_embedded_nats_accepts_and_stops_cleanly(
         headers=generic_headers("s3cret", body, "deal.updated", "evt_cli"),
     )
     assert response.status_code == 202
+    # A client closing its connection mid-response must not kill the service (SIGPIPE).
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    ignored = int(
+        next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16
+    )
+    assert ignored & (1 << (signal.SIGPIPE - 1)), "serve must ignore SIGPIPE"
     nats_url = (tmp_path / "data" / "nats" / "url").read_text().strip()
     assert nats_url.startswith("nats://127.0.0.1:")
 
