@@ -190,19 +190,8 @@ def dlq(
         params["include_payload"] = "true"
     with AdminClient(url, token) as client:
         pages = list(_pages(client, "/admin/dlq", params, cursor, all_pages))
-    records = [record for page in pages for record in page.get("records", [])]
-    last = pages[-1]
+    records, last = _merged(pages, "records", as_json)
     if as_json:
-        if len(pages) == 1:
-            _print_json(last)
-        else:
-            _print_json(
-                {
-                    "records": records,
-                    "next_cursor": last.get("next_cursor", ""),
-                    "summary": last.get("summary", {}),
-                }
-            )
         return
     if records:
         typer.echo(
@@ -367,20 +356,8 @@ def jobs(
     params = _params(status=status, limit=limit)
     with AdminClient(url, token) as client:
         pages = list(_pages(client, "/admin/replay-dlq", params, cursor, all_pages))
-    found = [job for page in pages for job in page.get("jobs", [])]
-    last = pages[-1]
+    found, last = _merged(pages, "jobs", as_json)
     if as_json:
-        if len(pages) == 1:
-            _print_json(last)
-        else:
-            _print_json(
-                {
-                    "jobs": found,
-                    "count": len(found),
-                    "next_cursor": last.get("next_cursor", ""),
-                    "summary": last.get("summary", {}),
-                }
-            )
         return
     if found:
         typer.echo(
@@ -820,6 +797,22 @@ def _describe_error(response: httpx.Response, url: str) -> str:
     elif status in _HINTS:
         line += ": " + _HINTS[status]
     return line
+
+
+def _merged(
+    pages: list[dict[str, Any]], key: str, as_json: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The items under ``key`` of every page, and the last page; with ``as_json`` also print
+    them as one answer (the single page as it came, or the pages merged)."""
+    items = [item for page in pages for item in page.get(key, [])]
+    last = pages[-1]
+    if as_json:
+        if len(pages) == 1:
+            _print_json(last)
+        else:
+            merged = {key: items, "count": len(items), "next_cursor": last.get("next_cursor", "")}
+            _print_json({**merged, "summary": last.get("summary", {})})
+    return items, last
 
 
 def _params(**values: object) -> dict[str, str]:
