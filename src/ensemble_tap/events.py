@@ -33,7 +33,7 @@ class NormalizeError(ValueError):
     """The event cannot become a valid CloudEvent."""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class NormalizedEvent:
     provider: str
     entity_type: str
@@ -47,7 +47,7 @@ class NormalizedEvent:
     snapshot: dict[str, Any] | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Envelope:
     """A CloudEvent ready to publish: its attributes dict, serialized body and routing."""
 

@@ -44,7 +44,7 @@ class PublishError(Exception):
         self.unavailable = unavailable
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class PublishResult:
     stream: str
     sequence: int

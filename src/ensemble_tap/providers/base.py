@@ -34,7 +34,7 @@ class BadPayload(WebhookError):
     public_message = "invalid payload"
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class WebhookRequest:
     """One delivery as the provider sees it. ``headers`` keys are lower-case (first value)."""
 
@@ -51,7 +51,7 @@ class WebhookRequest:
         return self.headers.get(name, "").strip()
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Extraction:
     """One event found in a delivery, before tenant, request id and envelope are added.
 
