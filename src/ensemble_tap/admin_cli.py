@@ -73,6 +73,12 @@ TokenOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print the API's JSON instead of a table.")
 ]
+CursorOption = Annotated[
+    str | None, typer.Option(help="Continue after a previous page (its next cursor).")
+]
+AllPagesOption = Annotated[
+    bool, typer.Option("--all-pages", help="Fetch every page, not only the first.")
+]
 IntervalOption = Annotated[
     float,
     typer.Option("--poll-interval", min=0.05, help="Seconds between job status checks."),
@@ -171,12 +177,8 @@ def dlq(
     limit: Annotated[
         int, typer.Option(min=1, max=500, help="Records per page (the server allows 500).")
     ] = 50,
-    cursor: Annotated[
-        str | None, typer.Option(help="Continue after a previous page (its next cursor).")
-    ] = None,
-    all_pages: Annotated[
-        bool, typer.Option("--all-pages", help="Fetch every page, not only the first.")
-    ] = False,
+    cursor: CursorOption = None,
+    all_pages: AllPagesOption = False,
     include_payload: Annotated[
         bool,
         typer.Option("--include-payload", help="With --json: add each record's payload (base64)."),
@@ -333,12 +335,8 @@ def jobs(
     limit: Annotated[
         int, typer.Option(min=1, max=500, help="Jobs per page (the server allows 500).")
     ] = 50,
-    cursor: Annotated[
-        str | None, typer.Option(help="Continue after a previous page (its next cursor).")
-    ] = None,
-    all_pages: Annotated[
-        bool, typer.Option("--all-pages", help="Fetch every page, not only the first.")
-    ] = False,
+    cursor: CursorOption = None,
+    all_pages: AllPagesOption = False,
     as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
