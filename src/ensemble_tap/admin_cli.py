@@ -530,7 +530,7 @@ def events(
     since: Annotated[str | None, typer.Option(help="RFC 3339 time, inclusive.")] = None,
     until: Annotated[str | None, typer.Option(help="RFC 3339 time, exclusive.")] = None,
     limit: Annotated[int | None, typer.Option(help="Events per page (max 1000).")] = None,
-    cursor: Annotated[str | None, typer.Option(help="Continue from a next_cursor.")] = None,
+    cursor: CursorOption = None,
     as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
