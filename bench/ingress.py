@@ -98,6 +98,7 @@ class Options:
     wait_idle: int
     keep: bool
     launcher: Path
+    workers: int
 
     @property
     def webhook_requests_per_thread(self) -> int:
@@ -143,6 +144,12 @@ def parse_options(argv: list[str] | None = None) -> Options:
         metavar="SECONDS",
         help="first wait up to this long for other processes to leave the CPUs idle (0: don't)",
     )
+    add(
+        "--workers",
+        type=int,
+        default=2,
+        help="server.workers of the service: processes serving the port (default 2, one per CPU)",
+    )
     add("--keep", action="store_true", help="keep the temp dir (configs, logs, store)")
     add(
         "--launcher",
@@ -156,6 +163,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
         parser.error("--connections must be a positive multiple of --threads")
     if ns.duration < 1 or ns.warmup < 0 or ns.max_rate < 1 or ns.timeout < 1:
         parser.error("--duration, --max-rate and --timeout must be positive, --warmup >= 0")
+    if ns.workers < 1:
+        parser.error("--workers must be at least 1")
     if ns.requests is not None and ns.requests < ns.threads:
         parser.error("--requests must be at least --threads")
     return Options(
@@ -170,6 +179,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         wait_idle=ns.wait_idle,
         keep=ns.keep,
         launcher=ns.launcher.resolve(),
+        workers=ns.workers,
     )
 
 
@@ -275,10 +285,30 @@ class Child:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a running process and its descendants (the service's
+    worker processes), from /proc."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])  # ppid (field 4)
+    tree = {root}
+    grew = True
+    while grew:
+        found = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+        tree |= found
+        grew = bool(found)
+    return tree
 
 
 def children_cpu_seconds() -> float:
@@ -345,12 +375,17 @@ def port_open(port: int) -> bool:
 
 
 def write_service_config(
-    path: Path, data_dir: Path, http_port: int, nats_url: str, stream: str
+    path: Path, data_dir: Path, http_port: int, nats_url: str, stream: str, workers: int
 ) -> None:
     config = {
         "data_dir": str(data_dir),
         "log_level": "warning",
-        "server": {"host": "127.0.0.1", "port": http_port, "base_path": "/webhooks"},
+        "server": {
+            "host": "127.0.0.1",
+            "port": http_port,
+            "base_path": "/webhooks",
+            "workers": workers,
+        },
         "providers": {PROVIDER: {"secret": SECRET}},
         "nats": {"url": nats_url, "stream": stream, "stream_storage": "file"},
     }
@@ -795,6 +830,7 @@ def render(
         f"  machine: {machine['nproc']} × {machine['cpu']}, Linux {machine['kernel']}, "
         f"Python {machine['python']}, {machine['nats_server']}, {machine['wrk']}",
         f"  command: {command}  (source {machine['commit']})",
+        f"  service: server.workers = {opts.workers}\n"
         f"  wrk: {opts.threads} threads, {opts.connections} connections, {opts.duration} s "
         f"per run, timeout {opts.timeout} s; JetStream file storage",
         "",
@@ -896,7 +932,9 @@ def measure(opts: Options, workdir: Path, started: datetime, profile_path: Path)
         nats_child = start_nats(workdir / "nats", nats_port, env)
         stack.callback(nats_child.stop)
         config_path = workdir / "tap.yaml"
-        write_service_config(config_path, workdir / "tap-data", http_port, nats_url, stream)
+        write_service_config(
+            config_path, workdir / "tap-data", http_port, nats_url, stream, opts.workers
+        )
         service = start_service(opts.launcher, config_path, workdir / "service.log", base_url, env)
         stack.callback(service.stop)
         progress(f"nats-server pid {nats_child.pid}, service pid {service.pid} ready")

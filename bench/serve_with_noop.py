@@ -77,3 +77,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+elif __name__ == "__mp_main__":
+    # A worker process of server.workers: multiprocessing re-imports this script under
+    # this name before running the worker, so its uvicorn_config gets the route too.
+    install_noop_route()

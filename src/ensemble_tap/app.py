@@ -1,22 +1,24 @@
 """Composition root: builds every part from Config and owns the start/stop order.
 
 Start: embedded nats-server (when ``nats.url`` is unset) → NATS connection → streams →
-advisories → HTTP. Stop: stop accepting and finish in-flight requests (uvicorn) → drain NATS
-→ stop the embedded server.
+advisories → sink, pollers, admin → worker processes (``server.workers``) → HTTP. Stop:
+stop accepting and finish in-flight requests (uvicorn, workers) → pollers, replay, sink →
+drain NATS → stop the embedded server.
+
+A worker process (``worker`` set) builds only NATS, ingress and health; it forwards admin
+and metrics requests to the primary (ensemble_tap.workers).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
-import signal
-from collections.abc import Callable, Iterator
+import socket
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import generate_latest
 
 from ensemble_tap import __version__
 from ensemble_tap.admin.guards import admin_enabled
@@ -42,7 +44,11 @@ from ensemble_tap.health import Readiness, health_router
 from ensemble_tap.ingress import Receive, Scope, Send, WebhookIngress
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.poller.service import PollerService
+from ensemble_tap.serving import TapServer, bind_listener, signal_handlers, tune_gc
 from ensemble_tap.sink import ClickHouseSink
+from ensemble_tap.workers.metrics import MetricsEndpoint, merge_expositions
+from ensemble_tap.workers.pool import WorkerPool, WorkerSpec
+from ensemble_tap.workers.proxy import PrimaryProxy, forwarded_to_primary
 
 log = get_logger("ensemble_tap.app")
 # A NATS message must hold the CloudEvent (body + envelope) and, in the DLQ, its base64.
@@ -52,9 +58,12 @@ ENVELOPE_OVERHEAD = 64 * 1024
 class TapApp:
     """One running service. ``asgi`` is valid between ``start()`` and ``stop()``."""
 
-    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, config: Config, metrics: Metrics | None = None, worker: WorkerSpec | None = None
+    ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
+        self.worker = worker
         self.embedded: EmbeddedNatsServer | None = None
         self.broker: Broker | None = None
         self.ingress: WebhookIngress | None = None
@@ -64,6 +73,9 @@ class TapApp:
         self.job_store: JobStore | None = None
         self.pollers: PollerService | None = None
         self.sink: ClickHouseSink | None = None
+        self.pool: WorkerPool | None = None
+        self.proxy: PrimaryProxy | None = None
+        self.metrics_endpoint: MetricsEndpoint | None = None
 
     async def start(self) -> None:
         """Start every part in order; a failure stops what already runs, then re-raises."""
@@ -90,15 +102,22 @@ class TapApp:
             servers = [url.strip() for url in cfg.nats.url.split(",")]
         self.broker = Broker(cfg.nats, servers, self.metrics)
         await self.broker.connect()
-        js = self.broker.js
-        await ensure_stream(js, main_stream_config(cfg.nats))
-        await ensure_stream(js, dlq_stream_config(cfg.nats))
         streams = (cfg.nats.stream, dlq_stream_name(cfg.nats))
-        await subscribe_advisories(self.broker, frozenset(streams), self.metrics)
-        self._warn_payload_limit()
         publisher = Publisher(self.broker, cfg.nats, self.metrics)
         dlq = DeadLetterWriter(publisher, self.metrics)
         self.ingress = WebhookIngress(cfg, publisher, dlq, self.metrics)
+        self.http = FastAPI(title="Ensemble Tap", version=__version__, openapi_url=None)
+        if self.worker is not None:  # the primary provisioned the streams and runs the rest
+            self.proxy = PrimaryProxy(self.worker.primary_socket)
+            self.http.include_router(
+                health_router(Readiness(self.broker, streams), self._exposition)
+            )
+            return
+        js = self.broker.js
+        await ensure_stream(js, main_stream_config(cfg.nats))
+        await ensure_stream(js, dlq_stream_config(cfg.nats))
+        await subscribe_advisories(self.broker, frozenset(streams), self.metrics)
+        self._warn_payload_limit()
         if cfg.clickhouse.enabled:  # after the streams exist; ClickHouse itself may be down
             self.sink = ClickHouseSink(cfg, self.broker, dlq, self.metrics)
             await self.sink.start()
@@ -106,12 +125,43 @@ class TapApp:
         await self.pollers.start()  # after the streams exist; first cycles run now
         if admin_enabled(cfg.server):
             self.admin = self._build_admin(publisher)
-        self.http = FastAPI(title="Ensemble Tap", version=__version__, openapi_url=None)
         sink_detail = self.sink.readiness_detail if self.sink is not None else None
         readiness = Readiness(self.broker, streams, details=sink_detail)
-        self.http.include_router(health_router(readiness, self.metrics))
+        self.http.include_router(health_router(readiness, self._exposition))
+
+    async def listen(self) -> list[socket.socket] | None:
+        """After ``start()``: the sockets to serve, or None for uvicorn's own (one process).
+        With ``server.workers`` > 1 the primary binds the port and starts the workers; a
+        worker serves the primary's socket and answers metrics scrapes."""
+        server = self.config.server
+        if self.worker is not None:
+            self.metrics_endpoint = MetricsEndpoint(
+                self.metrics.registry, self.worker.metrics_socket
+            )
+            await self.metrics_endpoint.start()
+            return [self.worker.listener]
+        if server.workers == 1:
+            return None
+        listener = bind_listener(server.host, server.port)
+        assert self.broker is not None
+        nats = self.config.nats.model_copy(update={"url": ",".join(self.broker.servers)})
+        self.pool = WorkerPool(self.config.model_copy(update={"nats": nats}), self.asgi, listener)
+        await self.pool.start()
+        return [listener]
+
+    def stopping(self) -> None:
+        """A stop signal arrived: workers start finishing their requests now."""
+        if self.pool is not None:
+            self.pool.terminate()
 
     async def stop(self) -> None:
+        if self.pool is not None:  # first: workers publish through the embedded server
+            await self.pool.stop()
+            self.pool = None
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.stop()
+        if self.proxy is not None:
+            await self.proxy.close()
         if self.pollers is not None:  # first: no new events while everything else stops
             await self.pollers.stop()
         if self.replay_runner is not None:
@@ -132,10 +182,19 @@ class TapApp:
         path = scope.get("path", "")
         if scope["type"] == "http" and self.ingress.matches(path):
             await self.ingress(scope, receive, send)
+        elif self.proxy is not None and forwarded_to_primary(path):
+            await self.proxy(scope, receive, send)
         elif self.admin is not None and (path == "/admin" or path.startswith("/admin/")):
             await self.admin(scope, receive, send)
         else:
             await self.http(scope, receive, send)
+
+    async def _exposition(self) -> bytes:
+        """This process's metrics, merged with every worker's on the primary."""
+        own = generate_latest(self.metrics.registry)
+        if self.pool is None:
+            return own
+        return merge_expositions([own, *await self.pool.collect_metrics()])
 
     def _build_admin(self, publisher: Publisher) -> FastAPI:
         cfg = self.config
@@ -195,15 +254,6 @@ class TapApp:
             )
 
 
-class TapServer(uvicorn.Server):
-    """uvicorn whose signal handling is left to ``serve()``: uvicorn would re-raise a caught
-    SIGTERM after its own shutdown and kill the process before NATS is drained."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:
     server = app.config.server
     options: dict[str, Any] = {
@@ -225,13 +275,20 @@ def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:
 
 
 async def serve(config: Config) -> None:
-    """Run until SIGINT/SIGTERM; then finish in-flight requests and shut down in order.
-
-    A signal during start-up stops start-up too, so the embedded nats-server never outlives
-    the service.
-    """
+    """Run until SIGINT/SIGTERM; then finish in-flight requests and shut down in order."""
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-    app = TapApp(config)
+    await _serve(TapApp(config))
+
+
+async def serve_worker(config: Config, worker: WorkerSpec) -> None:
+    """A worker process of ``server.workers`` (see ensemble_tap.workers)."""
+    await _serve(TapApp(config, worker=worker))
+
+
+async def _serve(app: TapApp) -> None:
+    """A signal during start-up stops start-up too, so the embedded nats-server never
+    outlives the service."""
+    config = app.config
     server = TapServer(uvicorn_config(app))
     stopping = asyncio.Event()
     main_task = asyncio.current_task()
@@ -241,14 +298,16 @@ async def serve(config: Config) -> None:
             server.force_exit = True  # a second signal: stop waiting for in-flight requests
         stopping.set()
         server.should_exit = True
+        app.stopping()
         if not server.started and main_task is not None:
             main_task.cancel()
 
-    with _signal_handlers(on_signal):
+    with signal_handlers(on_signal):
         try:
             await app.start()
-            _tune_gc()
-            await server.serve()
+            sockets = await app.listen()
+            tune_gc()
+            await server.serve(sockets=sockets)
             if not server.started and not stopping.is_set():
                 raise RuntimeError(
                     f"could not listen on {config.server.host}:{config.server.port} "
@@ -259,25 +318,4 @@ async def serve(config: Config) -> None:
                 raise
         finally:
             await asyncio.shield(app.stop())
-            log.info("ensemble-tap stopped")
-
-
-def _tune_gc() -> None:
-    """Move start-up objects out of the collector's view and collect less often: full
-    collections over them paused the event loop for ~55 ms several times a minute, which
-    was the p99 of webhook latency."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 50, 100)
-
-
-@contextlib.contextmanager
-def _signal_handlers(callback: Callable[[], None]) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, callback)
-    try:
-        yield
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+            log.info("ensemble-tap stopped", worker=app.worker.index if app.worker else 0)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -32,6 +32,12 @@ ConfigOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    from ensemble_tap.serving import run
+
+    run(coro)
 
 
 def _load(path: str | None) -> LoadedConfig:
@@ -153,18 +159,6 @@ async def _tail(
         await done.wait()
     finally:
         await nc.close()
-
-
-def _run(coro: object) -> None:
-    """Run ``coro`` on uvloop when available; SIGINT/SIGTERM end it cleanly."""
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        runner = asyncio.Runner()
-    with runner, contextlib.suppress(KeyboardInterrupt):
-        runner.run(coro)  # type: ignore[arg-type]
 
 
 @cli.command()

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ensemble_tap.bus.connection import Broker
-from ensemble_tap.observability import Metrics
 
 READY_CACHE_SECONDS = 1.0
 MAX_CHECK_SECONDS = 2.0
@@ -64,7 +63,7 @@ class Readiness:
         return True, checks
 
 
-def health_router(readiness: Readiness, metrics: Metrics) -> APIRouter:
+def health_router(readiness: Readiness, exposition: Callable[[], Awaitable[bytes]]) -> APIRouter:
     router = APIRouter()
 
     @router.get("/livez", include_in_schema=False)
@@ -83,6 +82,6 @@ def health_router(readiness: Readiness, metrics: Metrics) -> APIRouter:
 
     @router.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(await exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router

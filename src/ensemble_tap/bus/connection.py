@@ -6,9 +6,9 @@ import asyncio
 import ssl
 from typing import Any
 
-from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from ensemble_tap.bus.client import TapClient
 from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import Metrics, get_logger
 
@@ -26,7 +26,7 @@ class Broker:
         self.config = config
         self.servers = servers
         self.metrics = metrics
-        self.nc: Client = Client()
+        self.nc = TapClient()
         self._connected = asyncio.Event()
 
     @property

@@ -16,6 +16,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from ensemble_tap.lifetime import exit_with_parent
 from ensemble_tap.observability import get_logger
 
 PREFERRED_PORT = 4222
@@ -89,7 +90,8 @@ class EmbeddedNatsServer:
                 str(config),
                 stdout=log_file,
                 stderr=log_file,
-                start_new_session=True,
+                start_new_session=True,  # a Ctrl-C reaches it through our orderly stop
+                preexec_fn=exit_with_parent,
             )
         await self._wait_ready(log_path)
         url_file(self.root.parent).write_text(self.url + "\n", encoding="utf-8")

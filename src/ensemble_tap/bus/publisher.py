@@ -19,16 +19,16 @@ import time
 from dataclasses import dataclass
 
 import orjson
-from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError, NoStreamResponseError
 
+from ensemble_tap.bus.client import encode_headers
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import Metrics
 
-NO_RESPONDERS = "503"
+NO_RESPONDERS = b"NATS/1.0 503"  # the status line of a no-responders reply
 MAX_BACKOFF = 2.0
 MIN_ATTEMPT_TIMEOUT = 0.5
 # JetStream error codes that are not worth retrying although their status is 5xx/4xx.
@@ -79,6 +79,7 @@ class Publisher:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else {}
         if request_id:
             headers["X-Request-ID"] = request_id
+        header_block = encode_headers(headers)
         budget = self.config.publish_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         attempts = self.config.publish_max_retries + 1
@@ -88,14 +89,14 @@ class Publisher:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            if not await self.broker.wait_connected(remaining):
+            if not self.broker.is_connected and not await self.broker.wait_connected(remaining):
                 raise PublishError("nats not connected", unavailable=True)
             remaining = deadline - time.monotonic()
             left = attempts - attempt
             attempt_timeout = min(remaining, max(remaining / left, MIN_ATTEMPT_TIMEOUT))
             try:
                 router = self._router or await self._start_router()
-                ack = await router.publish(subject, payload, headers, attempt_timeout)
+                ack = await router.publish(subject, payload, header_block, attempt_timeout)
             except APIError as exc:
                 reason = _retry_reason(exc)
                 last_error = f"publish nats message: {exc.description or exc}"
@@ -125,64 +126,66 @@ class Publisher:
 
 class AckRouter:
     """Publishes with a reply subject ``<inbox>.<token>`` and resolves the publish's future
-    when JetStream's ack (or a no-responders status) arrives on the one subscription."""
+    when JetStream's ack (or a no-responders status) arrives on the one subscription, whose
+    messages the client hands over directly (bus/client.py)."""
 
     def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.prefix = broker.nc.new_inbox() + "."
-        self._pending: dict[str, asyncio.Future[PublishResult]] = {}
+        self.nc = broker.nc
+        self.prefix = (broker.nc.new_inbox() + ".").encode()
+        self._pending: dict[bytes, asyncio.Future[PublishResult]] = {}
         self._tokens = itertools.count()
 
     async def subscribe(self) -> None:
-        await self.broker.nc.subscribe(self.prefix + "*", cb=self._on_reply)
+        subscription = await self.nc.subscribe(self.prefix.decode() + "*")
+        self.nc.direct[subscription._id] = self._on_reply
 
     async def publish(
-        self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
+        self, subject: str, payload: bytes, headers: bytes, timeout: float
     ) -> PublishResult:
         loop = asyncio.get_running_loop()
-        token = str(next(self._tokens))
+        token = b"%d" % next(self._tokens)
         future: asyncio.Future[PublishResult] = loop.create_future()
         self._pending[token] = future
         expiry = loop.call_later(timeout, self._expire, token)
         try:
-            await self.broker.nc.publish(
-                subject, payload, reply=self.prefix + token, headers=headers or None
-            )
+            await self.nc.publish_frame(subject.encode(), self.prefix + token, headers, payload)
             return await future
         finally:
             expiry.cancel()
             self._pending.pop(token, None)
 
-    def _expire(self, token: str) -> None:
+    def _expire(self, token: bytes) -> None:
         future = self._pending.pop(token, None)
         if future is not None and not future.done():
             future.set_exception(NatsTimeoutError())
 
-    async def _on_reply(self, msg: Msg) -> None:
-        future = self._pending.pop(msg.subject[len(self.prefix) :], None)
+    def _on_reply(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        future = self._pending.pop(subject[len(self.prefix) :], None)
         if future is None or future.done():
             return  # a late ack of a publish that already timed out
-        if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
+        if headers and headers.startswith(NO_RESPONDERS):
             future.set_exception(NoStreamResponseError())
             return
         try:
-            ack = orjson.loads(msg.data)
-        except orjson.JSONDecodeError:
+            ack = orjson.loads(data)
+            error = ack.get("error")
+            if error is None:
+                result = PublishResult(
+                    str(ack["stream"]), int(ack["seq"]), bool(ack.get("duplicate"))
+                )
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             future.set_exception(APIError(description="invalid JetStream ack"))
             return
-        error = ack.get("error") if isinstance(ack, dict) else None
-        if error is not None:
-            future.set_exception(
-                APIError(
-                    code=error.get("code"),
-                    err_code=error.get("err_code"),
-                    description=error.get("description"),
-                )
+        if error is None:
+            future.set_result(result)
+            return
+        future.set_exception(
+            APIError(
+                code=error.get("code"),
+                err_code=error.get("err_code"),
+                description=error.get("description"),
             )
-        else:
-            future.set_result(
-                PublishResult(str(ack["stream"]), int(ack["seq"]), bool(ack.get("duplicate")))
-            )
+        )
 
 
 def _retry_reason(exc: APIError) -> str | None:

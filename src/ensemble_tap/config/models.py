@@ -97,6 +97,8 @@ class Section(BaseModel):
 class ServerConfig(Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
+    # Processes serving the port (SO_REUSEPORT); one of them also runs pollers, sink, admin.
+    workers: int = Field(1, ge=1, le=64)
     base_path: str = "/webhooks"
     read_timeout: PositiveDuration = 10.0
     write_timeout: PositiveDuration = 15.0

@@ -2,8 +2,8 @@
 
 The sink reads on a connection of its own, so a burst of deliveries never queues in front of
 the publish acknowledgements that webhook requests wait for. Deliveries to the pull inbox
-skip nats-py's per-message objects, queue and task (about 15 µs per message, the largest
-cost of the whole sink); everything else on the connection is handled by nats-py as usual.
+go straight to the sink (``TapClient.direct``: no per-message objects, queue or task, about
+15 µs per message); everything else on the connection is handled by nats-py as usual.
 Pull requests, acks and consumer management use the documented JetStream wire API.
 """
 
@@ -18,6 +18,7 @@ import orjson
 from nats.aio.client import Client
 from nats.errors import ConnectionClosedError
 
+from ensemble_tap.bus.client import TapClient
 from ensemble_tap.config.models import ClickHouseConfig
 from ensemble_tap.observability import get_logger
 
@@ -41,13 +42,8 @@ class FetchError(RuntimeError):
         self.consumer_gone = consumer_gone
 
 
-class PullConnection(Client):
-    """A nats-py client that hands deliveries to one subscription straight to a callback."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.delivery_sid = -1
-        self.on_delivery: Any = None
+class PullConnection(TapClient):
+    """The sink's client: deliveries go straight to the sink (``direct``), acks in bulk."""
 
     async def respond_all(self, replies: list[bytes], payload: bytes) -> None:
         """Publish ``payload`` to every reply subject as one buffered write: the ack of a
@@ -61,15 +57,6 @@ class PullConnection(Client):
         await self._send_command(b"".join([b"PUB " + reply + tail for reply in replies]))
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-    ) -> None:
-        if sid == self.delivery_sid and self.on_delivery is not None:
-            self.on_delivery(subject, reply, data, headers)
-            return
-        # nats-py passes None for a message without headers, despite its annotation.
-        await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
@@ -271,8 +258,7 @@ class Puller:
 
         self._inbox = self.nc.new_inbox()
         subscription = await self.nc.subscribe(f"{self._inbox}.*", cb=unused)
-        self.nc.on_delivery = self._on_delivery
-        self.nc.delivery_sid = subscription._id
+        self.nc.direct[subscription._id] = self._on_delivery
 
     async def fetch(self, batch: int, wait: float) -> list[Delivery]:
         """Up to about ``batch`` messages (a prefetched pull may bring one more batch),

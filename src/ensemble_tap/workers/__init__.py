@@ -1,0 +1,1 @@
+"""Worker processes of ``server.workers``: see pool.py."""

@@ -1,0 +1,118 @@
+"""Requests a worker does not serve itself (``/admin/…``, ``/metrics``) go to the primary.
+
+The admin API keeps state in one place (jobs, rate limits, the audit log) and ``/metrics``
+is merged there, so a worker forwards those requests over the primary's internal unix
+socket. The client's address travels in ``PEER_HEADER``; only the primary's internal
+listener (a socket in a private directory) reads it, and a worker always overwrites it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+from ensemble_tap.ingress import Receive, Scope, Send
+from ensemble_tap.observability import get_logger
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+PEER_HEADER = b"x-ensemble-tap-peer"
+MAX_FORWARDED_BODY = 1024 * 1024
+FORWARD_TIMEOUT = 30.0
+# Hop-by-hop headers (RFC 9110 §7.6.1) and the length, which httpx sets itself.
+_NOT_FORWARDED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        PEER_HEADER,
+    }
+)
+log = get_logger("ensemble_tap.workers")
+
+
+def forwarded_to_primary(path: str) -> bool:
+    return path in ("/metrics", "/admin") or path.startswith("/admin/")
+
+
+class PrimaryProxy:
+    """ASGI app forwarding each request to the primary process and relaying its answer."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self._client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(socket_path)),
+            base_url="http://primary",
+            timeout=FORWARD_TIMEOUT,
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            await _answer(send, 413, b'{"error":"request body too large"}')
+            return
+        client = scope.get("client")
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _NOT_FORWARDED]
+        headers.append((PEER_HEADER, (client[0] if client else "").encode("latin-1")))
+        query = scope.get("query_string", b"")
+        target = scope.get("raw_path") or scope["path"].encode()
+        if query:
+            target += b"?" + query
+        try:
+            response = await self._client.request(
+                scope["method"], target.decode("latin-1"), headers=headers, content=body
+            )
+        except httpx.HTTPError as exc:
+            log.error("forward to the primary process failed", path=scope["path"], error=repr(exc))
+            await _answer(send, 503, b'{"error":"primary process unavailable"}')
+            return
+        relayed = [(k, v) for k, v in response.headers.raw if k.lower() not in _NOT_FORWARDED]
+        await _answer(send, response.status_code, response.content, relayed)
+
+
+def trust_peer_header(app: ASGIApp) -> ASGIApp:
+    """The primary's internal listener: the client address is the one the worker saw."""
+
+    async def with_peer(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            peer = next((v for k, v in scope["headers"] if k == PEER_HEADER), b"")
+            scope = dict(scope)
+            scope["client"] = (peer.decode("latin-1"), 0) if peer else None
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != PEER_HEADER]
+        await app(scope, receive, send)
+
+    return with_peer
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_FORWARDED_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _answer(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    if headers is None:
+        headers = [(b"content-type", b"application/json")]
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,35 @@
+"""A worker process's entry point (the target the primary spawns)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+
+from ensemble_tap.config.models import Config
+from ensemble_tap.lifetime import exit_with_parent
+from ensemble_tap.workers.pool import WorkerSpec
+
+
+def run_worker(config: Config, spec: WorkerSpec) -> None:
+    """Serve webhooks on the shared listener until SIGTERM/SIGINT or the primary's death."""
+    from ensemble_tap.app import serve_worker
+    from ensemble_tap.observability import configure_logging
+    from ensemble_tap.serving import run
+
+    exit_with_parent()
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid != os.getppid():
+        return  # the primary died before exit_with_parent() took effect
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    configure_logging(config.log_level)
+    try:
+        run(serve_worker(config, spec))
+    except Exception as exc:
+        from ensemble_tap.observability import get_logger
+
+        get_logger("ensemble_tap.workers").error(
+            "worker failed", worker=spec.index, error=str(exc) or type(exc).__name__
+        )
+        sys.exit(1)

@@ -1,0 +1,87 @@
+"""The client shortcuts of bus/client.py against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, MaxPayloadError
+
+from ensemble_tap.bus.client import TapClient, encode_headers
+from tests.support.nats_server import NatsServer
+
+
+async def test_frames_arrive_as_nats_py_publishes_would(nats_server: NatsServer) -> None:
+    client = TapClient()
+    await client.connect(nats_server.url)
+    received: list[Msg] = []
+    try:
+        subscription = await client.subscribe("frames.test", cb=_collect(received))
+        headers = encode_headers({"Nats-Msg-Id": "a\r\nPUB x 1", "X-Request-ID": " rid "})
+        await client.publish_frame(b"frames.test", b"reply.to", headers, b"with headers")
+        await client.publish_frame(b"frames.test", b"", b"", b"plain")
+        await client.flush()
+        await _until(lambda: len(received) == 2)
+        await subscription.unsubscribe()
+    finally:
+        await client.close()
+    first, second = received
+    assert first.data == b"with headers"
+    assert first.reply == "reply.to"
+    # A CR/LF in a value cannot start a protocol line of its own.
+    assert first.headers == {"Nats-Msg-Id": "a  PUB x 1", "X-Request-ID": "rid"}
+    assert second.data == b"plain"
+    assert not second.headers
+
+
+async def test_direct_handlers_get_raw_messages_others_go_through_nats_py(
+    nats_server: NatsServer,
+) -> None:
+    client = TapClient()
+    await client.connect(nats_server.url)
+    raw: list[tuple[bytes, bytes, bytes, bytes | None]] = []
+    regular: list[Msg] = []
+    try:
+        direct = await client.subscribe("direct.*")
+        client.direct[direct._id] = lambda *message: raw.append(message)
+        await client.subscribe("regular", cb=_collect(regular))
+        await client.publish("direct.one", b"1", reply="r", headers={"K": "v"})
+        await client.publish("regular", b"2")
+        await client.flush()
+        await _until(lambda: raw and regular)
+    finally:
+        await client.close()
+    assert raw == [(b"direct.one", b"r", b"1", b"NATS/1.0\r\nK: v\r\n\r\n")]
+    assert [m.data for m in regular] == [b"2"]
+
+
+async def test_frames_keep_the_client_checks(nats_server: NatsServer) -> None:
+    client = TapClient()
+    await client.connect(nats_server.url)
+    try:
+        with pytest.raises(MaxPayloadError):
+            await client.publish_frame(b"x", b"", b"", b"0" * (client.max_payload + 1))
+    finally:
+        await client.close()
+    with pytest.raises(ConnectionClosedError):
+        await client.publish_frame(b"x", b"", b"", b"late")
+
+
+def test_encode_headers() -> None:
+    assert encode_headers({}) == b""
+    assert encode_headers({"A": "é"}) == "NATS/1.0\r\nA: é\r\n\r\n".encode()
+
+
+def _collect(into: list[Msg]):  # type: ignore[no-untyped-def]
+    async def collect(msg: Msg) -> None:
+        into.append(msg)
+
+    return collect
+
+
+async def _until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)

@@ -1,0 +1,172 @@
+"""``server.workers``: several processes serve the port as one service."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ensemble_tap.bus.embedded import free_port
+from tests.support.signing import generic_headers
+
+CLI = str(Path(sys.executable).parent / "ensemble-tap")
+TOKEN = "admin-token-for-workers-test"
+SECRET = "s3cret"
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def log_lines(self) -> list[dict[str, object]]:
+        lines = []
+        for line in self.log.read_text().splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+    def worker_pids(self) -> list[int]:
+        """The worker pids the primary logged at start-up."""
+        started = [e for e in self.log_lines() if e.get("msg") == "workers started"]
+        assert started, self.log.read_text()
+        return list(started[-1]["pids"])  # type: ignore[call-overload]
+
+
+def _post(url: str, event_id: str) -> int:
+    body = json.dumps({"id": event_id}).encode()
+    headers = generic_headers(SECRET, body, "deal.updated", event_id)
+    with httpx.Client() as client:  # a new connection per request: any process may take it
+        return client.post(f"{url}/webhooks/acme", content=body, headers=headers).status_code
+
+
+def _accepted(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    match = re.search(
+        r'tap_webhooks_received_total\{provider="acme",status="accepted"\} (\S+)', text
+    )
+    return float(match.group(1)) if match else 0.0
+
+
+def _wait(condition: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+data_dir: {tmp_path / "data"}
+server:
+  host: 127.0.0.1
+  port: {port}
+  workers: 3
+  admin_token: {TOKEN}
+  admin_allowed_cidrs: [127.0.0.1/32]
+providers:
+  acme:
+    secret: {SECRET}
+""",
+        encoding="utf-8",
+    )
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [CLI, "serve", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT
+        )
+    service = Service(process, f"http://127.0.0.1:{port}", log)
+    try:
+        _wait(lambda: '"workers started"' in log.read_text() or process.poll() is not None)
+        assert process.poll() is None, log.read_text()
+        yield service
+    finally:
+        if process.poll() is None:
+            process.terminate()  # not kill: the embedded nats-server would outlive it
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_workers_serve_webhooks_while_the_primary_is_paused(service: Service) -> None:
+    pids = service.worker_pids()
+    assert len(pids) == 2
+    os.kill(service.process.pid, signal.SIGSTOP)
+    try:
+        statuses = [_post(service.url, f"paused_{i}") for i in range(10)]
+    finally:
+        os.kill(service.process.pid, signal.SIGCONT)
+    assert statuses == [202] * 10
+    statuses = [_post(service.url, f"running_{i}") for i in range(10)]
+    assert statuses == [202] * 10
+    # Whichever process answers, /metrics counts the whole service.
+    assert {_accepted(service.url) for _ in range(6)} == {20.0}
+    assert httpx.get(f"{service.url}/readyz").status_code == 200
+
+
+def test_admin_requests_reach_the_primary_from_any_process(service: Service) -> None:
+    headers = {"X-Admin-Token": TOKEN}
+    answers = [httpx.get(f"{service.url}/admin/dlq", headers=headers) for _ in range(8)]
+    assert [a.status_code for a in answers] == [200] * 8
+    assert all(a.json()["records"] == [] for a in answers)
+    # The client address a worker forwards cannot be set by the client.
+    spoofed = {**headers, "X-Ensemble-Tap-Peer": "10.9.9.9"}
+    assert {
+        httpx.get(f"{service.url}/admin/dlq", headers=spoofed).status_code for _ in range(8)
+    } == {200}
+    replay = httpx.post(
+        f"{service.url}/admin/replay-dlq", headers=headers, json={"limit": 10, "dry_run": True}
+    )
+    assert replay.status_code == 202, replay.text
+    job_id = replay.json()["job"]["job_id"]
+    for _ in range(6):  # the job registry is the primary's, whoever answers
+        found = httpx.get(f"{service.url}/admin/replay-dlq/{job_id}", headers=headers)
+        assert found.status_code == 200, found.text
+
+
+def test_a_dead_worker_is_restarted_and_sigterm_stops_every_process(service: Service) -> None:
+    first, second = service.worker_pids()
+    os.kill(first, signal.SIGKILL)
+    _wait(lambda: any(e.get("msg") == "worker restarted" for e in service.log_lines()), 60)
+    restarted = next(e for e in service.log_lines() if e.get("msg") == "worker restarted")
+    assert restarted["worker"] == 1
+    assert restarted["pid"] not in (first, second)
+    exits = [e for e in service.log_lines() if e.get("msg") == "worker exited: restarting"]
+    assert exits[0]["exit_code"] == -signal.SIGKILL
+    children = Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children")
+    statuses = [_post(service.url, f"after_restart_{i}") for i in range(10)]
+    assert statuses == [202] * 10
+    tree = set(map(int, children.read_text().split()))
+
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(60) == 0
+    assert not [pid for pid in tree if _alive(pid)], "a child process outlived the service"
+    stopped = [e for e in service.log_lines() if e.get("msg") == "ensemble-tap stopped"]
+    assert sorted(e["worker"] for e in stopped) == [0, 1, 2]  # type: ignore[type-var]
