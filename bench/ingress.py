@@ -54,6 +54,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ensemble_tap.bus.embedded import free_port, nats_server_binary
+from proc import tree_cpu_seconds
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -284,33 +285,6 @@ class Child:
                 self.process.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running process and its descendants (the service's
-    worker processes), from /proc."""
-    total = 0
-    for member in process_tree(pid):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def process_tree(root: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry.name)] = int(fields[1])  # ppid (field 4)
-    tree = {root}
-    grew = True
-    while grew:
-        found = {pid for pid, ppid in parents.items() if ppid in tree} - tree
-        tree |= found
-        grew = bool(found)
-    return tree
-
-
 def children_cpu_seconds() -> float:
     """CPU time of waited-for children (here: the wrk runs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -516,7 +490,7 @@ def run_measured(
     """``run_wrk`` plus the CPU seconds each child, wrk and everything else used meanwhile
     ("other": processes outside the benchmark, which make the figures unrepresentative)."""
     pids = {child.name: child.pid for child in children}
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
     wrk_before = children_cpu_seconds()
     system_before, steal_before = system_cpu_seconds()
     run = run_wrk(label, opts, url, prefix, mode, duration)
@@ -524,7 +498,7 @@ def run_measured(
     system = system_after - system_before
     for child in children:
         child.check_alive()
-    run.cpu_s = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    run.cpu_s = {name: tree_cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     run.cpu_s["wrk"] = children_cpu_seconds() - wrk_before
     run.cpu_s["other"] = max(0.0, system - sum(run.cpu_s.values()))
     run.cpu_s["steal"] = steal_after - steal_before
