@@ -83,7 +83,10 @@ def encode_headers(headers: dict[str, str]) -> bytes:
     """A NATS header block; values lose CR/LF (they could inject protocol lines)."""
     if not headers:
         return b""
-    lines = [b"NATS/1.0"]
+    block = b"NATS/1.0\r\n"
     for key, value in headers.items():
-        lines.append(f"{key}: {value.strip().translate(_HEADER_VALUE_UNSAFE)}".encode())
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+        value = value.strip()
+        if "\r" in value or "\n" in value:
+            value = value.translate(_HEADER_VALUE_UNSAFE)
+        block += b"%s: %s\r\n" % (key.encode(), value.encode())
+    return block + b"\r\n"
