@@ -44,7 +44,13 @@ from ensemble_tap.health import Readiness, health_router
 from ensemble_tap.ingress import Receive, Scope, Send, WebhookIngress
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.poller.service import PollerService
-from ensemble_tap.serving import TapServer, bind_listener, signal_handlers, tune_gc
+from ensemble_tap.serving import (
+    TapHttpProtocol,
+    TapServer,
+    bind_listener,
+    signal_handlers,
+    tune_gc,
+)
 from ensemble_tap.sink import ClickHouseSink
 from ensemble_tap.workers.metrics import MetricsEndpoint, merge_expositions
 from ensemble_tap.workers.pool import WorkerPool, WorkerSpec
@@ -184,6 +190,10 @@ class TapApp:
             await self.ingress(scope, receive, send)
         elif self.proxy is not None and forwarded_to_primary(path):
             await self.proxy(scope, receive, send)
+        elif scope["type"] == "http" and scope["method"] == "HEAD":
+            # Answered as GET; uvicorn sends the headers only (probes and admin GET routes
+            # answer HEAD as the reference's do).
+            await self.asgi({**scope, "method": "GET"}, receive, send)
         elif self.admin is not None and (path == "/admin" or path.startswith("/admin/")):
             await self.admin(scope, receive, send)
         else:
@@ -261,6 +271,7 @@ def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:
         "port": server.port,
         "lifespan": "off",
         "interface": "asgi3",
+        "http": TapHttpProtocol,
         # The service decides what to trust from X-Forwarded-* itself; uvicorn must not
         # rewrite the client address from them.
         "proxy_headers": False,

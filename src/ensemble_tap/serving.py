@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class TapServer(uvicorn.Server):
@@ -21,6 +22,53 @@ class TapServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class CoalescedWrites:
+    """A transport whose writes within one event-loop iteration go out as one ``write``.
+
+    uvicorn writes a response's status line and headers, then its body, with a system call
+    each; on loopback every one also costs the kernel a TCP segment and the client a read.
+    Joined, a webhook's 202 is one segment. Everything else is the wrapped transport's."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()  # the response before the FIN
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = None
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class TapHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol on a ``CoalescedWrites`` transport."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(CoalescedWrites(transport, self.loop))  # type: ignore[arg-type]
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:

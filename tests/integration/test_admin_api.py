@@ -176,6 +176,21 @@ def test_wrong_methods_and_unknown_paths_get_json_errors(start_app: StartApp) ->
     assert app.metric("tap_admin_requests_total", endpoint="unknown", outcome="not_found") == 1
 
 
+def test_probes_and_admin_get_routes_answer_head(start_app: StartApp) -> None:
+    app = start_app(server=server())
+    with httpx.Client(base_url=app.url) as client:
+        for path in ("/livez", "/readyz", "/metrics"):
+            head = client.head(path)
+            assert head.status_code == 200, path
+            assert head.content == b""
+        head = client.head("/admin/dlq", headers=ADMIN)
+        assert head.status_code == 200
+        assert head.content == b""
+        assert int(head.headers["content-length"]) > 0  # the length a GET gets
+        assert client.head("/admin/dlq").status_code == 401
+        assert client.head("/webhooks/acme").status_code == 405
+
+
 # --- request ids ---------------------------------------------------------------------------
 
 

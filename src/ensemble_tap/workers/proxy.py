@@ -75,7 +75,10 @@ class PrimaryProxy:
             await _answer(send, 503, b'{"error":"primary process unavailable"}')
             return
         relayed = [(k, v) for k, v in response.headers.raw if k.lower() not in _NOT_FORWARDED]
-        await _answer(send, response.status_code, response.content, relayed)
+        length = len(response.content)
+        if scope["method"] == "HEAD":  # the length of the body a GET would get
+            length = int(response.headers.get("content-length", "0") or 0)
+        await _answer(send, response.status_code, response.content, relayed, length)
 
 
 def trust_peer_header(app: ASGIApp) -> ASGIApp:
@@ -109,10 +112,15 @@ async def _read_body(receive: Receive) -> bytes | None:
 
 
 async def _answer(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    length: int | None = None,
 ) -> None:
     if headers is None:
         headers = [(b"content-type", b"application/json")]
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    size = len(body) if length is None else length
+    headers = [*headers, (b"content-length", str(size).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
