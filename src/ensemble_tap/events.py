@@ -113,23 +113,31 @@ def parse_rfc3339_ns(value: str) -> int | None:
     match = _RFC3339.fullmatch(value)
     if match is None:
         return None
-    year, month, day, hour, minute, second, frac, zone = match.groups()
-    try:
-        # Validates the calendar date; timegm does not.
-        date(int(year), int(month), int(day))
-    except ValueError:
+    stamp = _epoch_second(value[:19])  # the pattern fixes the shape of the first 19 characters
+    if stamp is None:
         return None
-    if int(hour) > 23 or int(minute) > 59 or int(second) > 59:
-        return None
-    stamp = calendar.timegm(
-        (int(year), int(month), int(day), int(hour), int(minute), int(second), 0, 0, 0)
-    )
+    frac, zone = match.group(7, 8)
     offset = 0
     if zone != "Z":
         sign = -1 if zone[0] == "-" else 1
         offset = sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-    nanos = int((frac or "0")[:9].ljust(9, "0"))
+    nanos = int(frac[:9].ljust(9, "0")) if frac else 0
     return (stamp - offset) * 1_000_000_000 + nanos
+
+
+@functools.lru_cache(maxsize=1024)
+def _epoch_second(text: str) -> int | None:
+    """``YYYY-MM-DDTHH:MM:SS`` as Unix seconds, None when not a real date and time; cached,
+    as events cluster in time."""
+    year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    try:
+        date(year, month, day)  # validates the calendar date; timegm does not
+    except ValueError:
+        return None
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
 
 
 def json_bytes(value: Any, *, sort_keys: bool = False) -> bytes:

@@ -8,6 +8,7 @@ only once JetStream has acknowledged every event of the delivery.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import time
@@ -139,6 +140,7 @@ class WebhookIngress:
         self._tenant_settings: dict[tuple[str, str], ProviderConfig] = {}
         self._outcome_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._published_children: dict[tuple[str, str, str], Counter] = {}
+        self.log_accepted = log.is_enabled_for(logging.INFO)
 
     def matches(self, path: str) -> bool:
         return path.startswith("/" + "/".join(self.base_segments) + "/")
@@ -265,12 +267,13 @@ class WebhookIngress:
             if unavailable:
                 raise Reply(503, "event broker unavailable", "error", retry_after=True)
             raise Reply(500, "publish failed", "error")
-        log.info(
-            "webhook accepted",
-            **context.log_fields(),
-            events=len(envelopes),
-            event_id=envelopes[0][0].event_id,
-        )
+        if self.log_accepted:  # skips building the fields when info lines are filtered out
+            log.info(
+                "webhook accepted",
+                **context.log_fields(),
+                events=len(envelopes),
+                event_id=envelopes[0][0].event_id,
+            )
         return _accepted_body([envelope for envelope, _ in envelopes], context.request_id)
 
     async def _publish_one(self, envelope: Envelope, dedup: str, context: _Context) -> None:
