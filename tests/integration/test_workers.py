@@ -59,6 +59,15 @@ def _accepted(url: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def _stored(url: str) -> int:
+    """Events in the sink's table, asked through whichever process takes the request."""
+    response = httpx.get(
+        f"{url}/admin/events", params={"limit": 100}, headers={"X-Admin-Token": TOKEN}
+    )
+    assert response.status_code == 200, response.text
+    return len(response.json()["events"])
+
+
 def _wait(condition: object, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -92,6 +101,9 @@ server:
 providers:
   acme:
     secret: {SECRET}
+clickhouse:
+  backend: embedded
+  flush_interval: 100ms
 """,
         encoding="utf-8",
     )
@@ -126,6 +138,9 @@ def test_workers_serve_webhooks_while_the_primary_is_paused(service: Service) ->
     assert statuses == [202] * 10
     statuses = [_post(service.url, f"running_{i}") for i in range(10)]
     assert statuses == [202] * 10
+    # The sink runs in the primary only and stores what every process accepted, once.
+    _wait(lambda: _stored(service.url) == 20)
+    assert {_stored(service.url) for _ in range(6)} == {20}
     # Whichever process answers, /metrics counts the whole service.
     assert {_accepted(service.url) for _ in range(6)} == {20.0}
     assert httpx.get(f"{service.url}/readyz").status_code == 200
