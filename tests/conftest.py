@@ -1,11 +1,26 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.support.nats_server import NatsServer
+
+
+class _CurrentStdout:
+    """structlog's default logger keeps the stdout of the moment it was first used, so lines
+    of background tasks landed outside pytest's capture; this one writes to the current one."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stdout)
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+structlog.configure(logger_factory=lambda *_: _CurrentStdout(), cache_logger_on_first_use=False)
 
 
 @pytest.fixture(scope="session")
