@@ -187,5 +187,7 @@ def test_a_dead_worker_is_restarted_and_sigterm_stops_every_process(service: Ser
     service.process.send_signal(signal.SIGTERM)
     assert service.process.wait(60) == 0
     assert not [pid for pid in tree if _alive(pid)], "a child process outlived the service"
+    started = [e for e in service.log_lines() if e.get("msg") == "ensemble-tap started"]
+    assert sorted(e.get("worker", 0) for e in started) == [0, 1, 1, 2]  # worker 1 twice
     stopped = [e for e in service.log_lines() if e.get("msg") == "ensemble-tap stopped"]
     assert sorted(e["worker"] for e in stopped) == [0, 1, 2]  # type: ignore[type-var]

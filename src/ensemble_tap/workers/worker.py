@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 
+import structlog
+
 from ensemble_tap.config.models import Config
 from ensemble_tap.lifetime import exit_with_parent
 from ensemble_tap.workers.pool import WorkerSpec
@@ -24,6 +26,7 @@ def run_worker(config: Config, spec: WorkerSpec) -> None:
         return  # the primary died before exit_with_parent() took effect
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     configure_logging(config.log_level)
+    structlog.contextvars.bind_contextvars(worker=spec.index)  # on every line of this process
     try:
         run(serve_worker(config, spec))
     except Exception as exc:
