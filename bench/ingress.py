@@ -34,6 +34,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,7 @@ class Options:
     keep: bool
     launcher: Path
     workers: int
+    repeat: int
 
     @property
     def webhook_requests_per_thread(self) -> int:
@@ -151,6 +153,12 @@ def parse_options(argv: list[str] | None = None) -> Options:
         default=2,
         help="server.workers of the service: processes serving the port (default 2, one per CPU)",
     )
+    add(
+        "--repeat",
+        type=int,
+        default=1,
+        help="whole runs one after the other, with a summary of their medians (default 1)",
+    )
     add("--keep", action="store_true", help="keep the temp dir (configs, logs, store)")
     add(
         "--launcher",
@@ -164,8 +172,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
         parser.error("--connections must be a positive multiple of --threads")
     if ns.duration < 1 or ns.warmup < 0 or ns.max_rate < 1 or ns.timeout < 1:
         parser.error("--duration, --max-rate and --timeout must be positive, --warmup >= 0")
-    if ns.workers < 1:
-        parser.error("--workers must be at least 1")
+    if ns.workers < 1 or ns.repeat < 1:
+        parser.error("--workers and --repeat must be at least 1")
     if ns.requests is not None and ns.requests < ns.threads:
         parser.error("--requests must be at least --threads")
     return Options(
@@ -181,6 +189,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         keep=ns.keep,
         launcher=ns.launcher.resolve(),
         workers=ns.workers,
+        repeat=ns.repeat,
     )
 
 
@@ -972,7 +981,7 @@ def assess(opts: Options, result: Measurement) -> tuple[list[str], list[str]]:
     return problems, warnings
 
 
-def run(opts: Options, workdir: Path, command: str) -> int:
+def run(opts: Options, workdir: Path, command: str) -> tuple[int, dict[str, Any]]:
     started = datetime.now(UTC)
     machine = machine_info()
     stem = RESULTS_DIR / f"ingress-{started:%Y%m%dT%H%M%SZ}"
@@ -1012,7 +1021,27 @@ def run(opts: Options, workdir: Path, command: str) -> int:
     )
     print(report)
     print(f"\n  results: {stem}.txt / .json")
-    return 1 if problems else 0
+    return (1 if problems else 0), record
+
+
+def summarize_runs(records: list[dict[str, Any]]) -> str:
+    """Medians over repeated runs: on a VM one run can be off by ±20 %."""
+    rates = [r["webhooks"]["rate"] for r in records]
+    ceilings = [r["ceiling"]["rate"] for r in records]
+    ratios = [r["ratio"] or 0.0 for r in records]
+    p99s = [r["webhooks"]["latency_ms"]["p99"] for r in records]
+    lines = [
+        f"Summary of {len(records)} runs (median, then every run):",
+        f"  webhooks/s   {statistics.median(rates):>9,.0f}   "
+        + " ".join(f"{v:,.0f}" for v in rates),
+        f"  ceiling/s    {statistics.median(ceilings):>9,.0f}   "
+        + " ".join(f"{v:,.0f}" for v in ceilings),
+        f"  share        {statistics.median(ratios):>9.1%}   "
+        + " ".join(f"{v:.1%}" for v in ratios),
+        f"  p99 ms       {statistics.median(p99s):>9.2f}   " + " ".join(f"{v:.2f}" for v in p99s),
+        f"  verified     {sum(r['verification']['ok'] for r in records)} of {len(records)}",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1029,17 +1058,25 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     command = " ".join([os.path.relpath(sys.executable), *sys.argv])
-    workdir = Path(tempfile.mkdtemp(prefix="tap-bench-"))
-    try:
-        return run(opts, workdir, command)
-    except (BenchError, OSError, subprocess.SubprocessError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if opts.keep:
-            progress(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    records: list[dict[str, Any]] = []
+    status = 0
+    for _ in range(opts.repeat):
+        workdir = Path(tempfile.mkdtemp(prefix="tap-bench-"))
+        try:
+            code, record = run(opts, workdir, command)
+        except (BenchError, OSError, subprocess.SubprocessError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            if opts.keep:
+                progress(f"kept {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+        status = max(status, code)
+        records.append(record)
+    if len(records) > 1:
+        print("\n" + summarize_runs(records))
+    return status
 
 
 if __name__ == "__main__":
