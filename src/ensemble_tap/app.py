@@ -59,17 +59,30 @@ from ensemble_tap.workers.proxy import PrimaryProxy, forwarded_to_primary
 log = get_logger("ensemble_tap.app")
 # A NATS message must hold the CloudEvent (body + envelope) and, in the DLQ, its base64.
 ENVELOPE_OVERHEAD = 64 * 1024
+# What one process can run; ``serve --role`` picks a subset, by default all of them.
+ROLES = ("ingress", "poller", "sink", "admin")
+ALL_ROLES = frozenset(ROLES)
 
 
 class TapApp:
     """One running service. ``asgi`` is valid between ``start()`` and ``stop()``."""
 
     def __init__(
-        self, config: Config, metrics: Metrics | None = None, worker: WorkerSpec | None = None
+        self,
+        config: Config,
+        metrics: Metrics | None = None,
+        worker: WorkerSpec | None = None,
+        roles: frozenset[str] = ALL_ROLES,
     ) -> None:
+        unknown = sorted(roles - ALL_ROLES)
+        if unknown or not roles:
+            raise ValueError(f"roles must be some of {', '.join(ROLES)}, not {unknown or 'none'}")
+        if config.server.workers > 1 and "ingress" not in roles:
+            raise ValueError("server.workers > 1 needs the ingress role: workers serve webhooks")
         self.config = config
         self.metrics = metrics or Metrics()
         self.worker = worker
+        self.roles = roles if worker is None else frozenset({"ingress"})
         self.embedded: EmbeddedNatsServer | None = None
         self.broker: Broker | None = None
         self.ingress: WebhookIngress | None = None
@@ -90,12 +103,12 @@ class TapApp:
         except BaseException:
             await self.stop()
             raise
-        assert self.ingress is not None
         log.info(
             "ensemble-tap started",
             version=__version__,
+            roles=sorted(self.roles),
             base_path=self.config.server.base_path,
-            providers=sorted(self.ingress.routes),
+            providers=sorted(self.ingress.routes) if self.ingress is not None else [],
             stream=self.config.nats.stream,
         )
 
@@ -111,7 +124,8 @@ class TapApp:
         streams = (cfg.nats.stream, dlq_stream_name(cfg.nats))
         publisher = Publisher(self.broker, cfg.nats, self.metrics)
         dlq = DeadLetterWriter(publisher, self.metrics)
-        self.ingress = WebhookIngress(cfg, publisher, dlq, self.metrics)
+        if "ingress" in self.roles:
+            self.ingress = WebhookIngress(cfg, publisher, dlq, self.metrics)
         self.http = FastAPI(title="Ensemble Tap", version=__version__, openapi_url=None)
         if self.worker is not None:  # the primary provisioned the streams and runs the rest
             self.proxy = PrimaryProxy(self.worker.primary_socket)
@@ -124,12 +138,13 @@ class TapApp:
         await ensure_stream(js, dlq_stream_config(cfg.nats))
         await subscribe_advisories(self.broker, frozenset(streams), self.metrics)
         self._warn_payload_limit()
-        if cfg.clickhouse.enabled:  # after the streams exist; ClickHouse itself may be down
+        if "sink" in self.roles and cfg.clickhouse.enabled:  # ClickHouse itself may be down
             self.sink = ClickHouseSink(cfg, self.broker, dlq, self.metrics)
             await self.sink.start()
-        self.pollers = PollerService(cfg, publisher, dlq, self.metrics)
-        await self.pollers.start()  # after the streams exist; first cycles run now
-        if admin_enabled(cfg.server):
+        if "poller" in self.roles:
+            self.pollers = PollerService(cfg, publisher, dlq, self.metrics)
+            await self.pollers.start()  # after the streams exist; first cycles run now
+        if "admin" in self.roles and admin_enabled(cfg.server):
             self.admin = self._build_admin(publisher)
         sink_detail = self.sink.readiness_detail if self.sink is not None else None
         readiness = Readiness(self.broker, streams, details=sink_detail)
@@ -184,9 +199,9 @@ class TapApp:
 
     async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Webhook paths go straight to the ingress handler; the rest to FastAPI."""
-        assert self.ingress is not None and self.http is not None
+        assert self.http is not None
         path = scope.get("path", "")
-        if scope["type"] == "http" and self.ingress.matches(path):
+        if scope["type"] == "http" and self.ingress is not None and self.ingress.matches(path):
             await self.ingress(scope, receive, send)
         elif self.proxy is not None and forwarded_to_primary(path):
             await self.proxy(scope, receive, send)
@@ -285,10 +300,10 @@ def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:
     return uvicorn.Config(app.asgi, **options)
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, roles: frozenset[str] = ALL_ROLES) -> None:
     """Run until SIGINT/SIGTERM; then finish in-flight requests and shut down in order."""
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-    await _serve(TapApp(config))
+    await _serve(TapApp(config, roles=roles))
 
 
 async def serve_worker(config: Config, worker: WorkerSpec) -> None:

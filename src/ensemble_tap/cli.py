@@ -48,12 +48,31 @@ def _load(path: str | None) -> LoadedConfig:
         raise typer.Exit(1) from None
 
 
+RoleOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--role",
+        help="Run only this role; repeat for several: ingress, poller, sink, admin "
+        "(default: all). Processes with different roles meet in one NATS (set nats.url).",
+        show_default=False,
+    ),
+]
+
+
 @cli.command()
-def serve(config: ConfigOption = None) -> None:
+def serve(config: ConfigOption = None, role: RoleOption = None) -> None:
     """Run the service until SIGINT or SIGTERM."""
+    from ensemble_tap.app import ALL_ROLES, ROLES
     from ensemble_tap.app import serve as run_service
     from ensemble_tap.observability import configure_logging, get_logger
 
+    unknown = sorted(set(role or ()) - ALL_ROLES)
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown role {', '.join(unknown)}: choose from {', '.join(ROLES)}",
+            param_hint="--role",
+        )
+    roles = frozenset(role) if role else ALL_ROLES
     loaded = _load(config)
     configure_logging(loaded.config.log_level)
     log = get_logger("ensemble_tap.cli")
@@ -61,7 +80,7 @@ def serve(config: ConfigOption = None) -> None:
     for warning in loaded.warnings:
         log.warning("config warning", detail=warning)
     try:
-        _run(run_service(loaded.config))
+        _run(run_service(loaded.config, roles))
     except Exception as exc:
         log.error("tap runtime failed", error=str(exc) or type(exc).__name__)
         raise typer.Exit(1) from None

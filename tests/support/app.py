@@ -6,7 +6,7 @@ import asyncio
 import threading
 from typing import Any
 
-from ensemble_tap.app import TapApp, TapServer, uvicorn_config
+from ensemble_tap.app import ALL_ROLES, TapApp, TapServer, uvicorn_config
 from ensemble_tap.bus.embedded import free_port
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics
@@ -32,11 +32,11 @@ def make_config(nats_url: str | None, data_dir: str, **sections: Any) -> Config:
 
 
 class RunningApp:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, roles: frozenset[str] = ALL_ROLES) -> None:
         self.port = free_port()
         self.config = config
         self.metrics = Metrics()
-        self.app = TapApp(config, self.metrics)
+        self.app = TapApp(config, self.metrics, roles=roles)
         self._server: TapServer | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()

@@ -512,8 +512,9 @@ def admin_app(deps: AdminDependencies) -> FastAPI:
         if deps.search_events is None:
             raise AdminFailure(
                 404,
-                "events are not stored: enable the ClickHouse sink "
-                "(clickhouse.backend: embedded or clickhouse.addr)",
+                "events are not stored here: enable the ClickHouse sink "
+                "(clickhouse.backend: embedded or clickhouse.addr) in a process that also "
+                "runs the admin role",
                 rejected,
             )
         size = min(_positive_int(limit, "limit", rejected) or DEFAULT_EVENT_LIMIT, MAX_EVENT_LIMIT)
