@@ -5,8 +5,9 @@ advisories → sink, pollers, admin → worker processes (``server.workers``) �
 stop accepting and finish in-flight requests (uvicorn, workers) → pollers, replay, sink →
 drain NATS → stop the embedded server.
 
-A worker process (``worker`` set) builds only NATS, ingress and health; it forwards admin
-and metrics requests to the primary (ensemble_tap.workers).
+``roles`` (``serve --role``) leave out the parts a process does not run. A worker process
+(``worker`` set) builds only NATS, ingress and health; it forwards admin and metrics
+requests to the primary (ensemble_tap.workers).
 """
 
 from __future__ import annotations
