@@ -184,6 +184,8 @@ class TapApp:
             await self.metrics_endpoint.stop()
         if self.proxy is not None:
             await self.proxy.close()
+        if self.ingress is not None:
+            self.ingress.close()
         if self.pollers is not None:  # then no new events while everything else stops
             await self.pollers.stop()
         if self.replay_runner is not None:

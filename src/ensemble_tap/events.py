@@ -68,6 +68,7 @@ def subject_token(value: str) -> str:
     return token or "unknown"
 
 
+@functools.lru_cache(maxsize=4096)
 def event_type(provider: str, entity_type: str, action: str) -> str:
     return (
         f"{TYPE_PREFIX}.{subject_token(provider)}.{subject_token(entity_type)}"
@@ -75,6 +76,7 @@ def event_type(provider: str, entity_type: str, action: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def nats_subject(
     prefix: str, provider: str, entity_type: str, action: str, tenant_id: str = ""
 ) -> str:

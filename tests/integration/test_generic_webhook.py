@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import httpx
 
@@ -324,3 +326,23 @@ async def test_health_and_metrics_endpoints(start_app: StartApp) -> None:
     assert readyz.json()["status"] == "ready"
     assert "tap_nats_connected 1.0" in metrics.text
     assert "tap_nats_publish_retry_delay_seconds_bucket" in metrics.text
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408(start_app: StartApp) -> None:
+    app = start_app(providers={"acme": {"secret": "s"}}, server={"read_timeout": "300ms"})
+    with socket.create_connection(("127.0.0.1", app.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /webhooks/acme HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 50\r\n\r\n{"id":'  # then nothing more
+        )
+        started = time.monotonic()
+        answer = conn.recv(4096)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"request body not received in time" in answer
+    assert 0.25 < waited < 5
+    assert app.metric("tap_webhooks_received_total", provider="acme", status="rejected") == 1
+    # Reads that complete in time are unaffected, before and after a timeout.
+    body = b'{"id":"deal_1"}'
+    headers = generic_headers("s", body, "deal.updated", "evt_after_408")
+    assert httpx.post(f"{app.url}/webhooks/acme", content=body, headers=headers).status_code == 202

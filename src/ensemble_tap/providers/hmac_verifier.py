@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import re
 from collections.abc import Sequence
@@ -43,9 +44,16 @@ def matches(
         raise ValueError(f"unsupported HMAC algorithm {algorithm!r}")
     found = False
     for secret in secrets:
-        expected = hmac.digest(secret.encode(), signed, algorithm)
-        found |= hmac.compare_digest(expected, signature)
+        mac = _keyed(secret, algorithm).copy()
+        mac.update(signed)
+        found |= hmac.compare_digest(mac.digest(), signature)
     return found
+
+
+@functools.lru_cache(maxsize=256)
+def _keyed(secret: str, algorithm: str) -> hmac.HMAC:
+    """An HMAC with the key already absorbed; copies of it skip the key setup."""
+    return hmac.new(secret.encode(), digestmod=algorithm)
 
 
 def verify(

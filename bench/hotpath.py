@@ -1,0 +1,171 @@
+"""Instructions per webhook on the service's own code path, counted by callgrind.
+
+Wall-clock figures on this VM move by ±20 % from run to run (bench/README.md), far more than
+most hot-path changes. Instruction counts do not: this script drives signed generic
+webhooks straight into ``TapApp.asgi`` (no HTTP server, no client; ingress, verification,
+the CloudEvent, the JetStream publish and its ack, metrics) against a real nats-server, under
+``valgrind --tool=callgrind``, twice with different counts, and reports the difference per
+webhook, so start-up and import costs cancel out. Use it to A/B a change of the hot path.
+
+    .venv/bin/python bench/hotpath.py                 # ~2 minutes; needs valgrind
+    .venv/bin/python bench/hotpath.py --native        # the same loop without valgrind: µs/webhook
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ensemble_tap.bus.embedded import free_port, nats_server_binary
+
+SECRET = "hotpath-secret"
+CONCURRENCY = 64  # requests in flight, as wrk's connections keep them
+REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def request(index: int) -> tuple[dict[str, Any], bytes]:
+    body = (
+        f'{{"id":"deal_{index}","sequence":{index},"amount":{1000 + index % 97},'
+        f'"timestamp":"2026-11-28T12:00:{index % 60:02d}.{index % 1000:03d}Z"}}'
+    ).encode()
+    signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = [
+        (b"host", b"127.0.0.1:8080"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-signature", f"sha256={signature}".encode()),
+        (b"x-event-type", b"deal.updated"),
+        (b"x-event-id", f"evt_{index:09d}".encode()),
+    ]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/acme",
+        "raw_path": b"/webhooks/acme",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8080),
+    }
+    return scope, body
+
+
+async def drive(nats_url: str, count: int, data_dir: str) -> float:
+    """Send ``count`` webhooks through TapApp.asgi; return CPU seconds of the loop."""
+    from ensemble_tap.app import TapApp
+    from ensemble_tap.config.models import Config
+    from ensemble_tap.observability import configure_logging
+    from ensemble_tap.serving import tune_gc
+
+    config = Config.model_validate(
+        {
+            "data_dir": data_dir,
+            "log_level": "warning",
+            "providers": {"acme": {"secret": SECRET}},
+            "nats": {"url": nats_url, "stream": "HOTPATH"},
+        }
+    )
+    configure_logging("warning")
+    app = TapApp(config, roles=frozenset({"ingress"}))
+    await app.start()
+    requests = [request(i) for i in range(count)]
+    statuses: list[int] = []
+
+    async def one(scope: dict[str, Any], body: bytes) -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app.asgi(scope, receive, send)
+
+    tune_gc()
+    started = time.process_time()
+    for first in range(0, count, CONCURRENCY):
+        await asyncio.gather(*(one(s, b) for s, b in requests[first : first + CONCURRENCY]))
+    used = time.process_time() - started
+    await app.stop()
+    if statuses != [202] * count:
+        raise SystemExit(f"not every webhook was accepted: {sorted(set(statuses))}")
+    return used
+
+
+def inner(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nats-url", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--data-dir", required=True)
+    args = parser.parse_args(argv)
+    import uvloop
+
+    used = uvloop.run(drive(args.nats_url, args.count, args.data_dir))
+    print(f"cpu_seconds={used:.6f}", flush=True)
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--inner"]:
+        inner(sys.argv[2:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--counts", type=int, nargs=2, default=(300, 1500), metavar=("A", "B"))
+    parser.add_argument("--native", action="store_true", help="no valgrind: CPU µs/webhook")
+    args = parser.parse_args()
+    if not args.native and shutil.which("valgrind") is None:
+        print("error: valgrind is not on PATH (apt-get install -y valgrind)", file=sys.stderr)
+        return 2
+    results = {count: run_inner(count, args.native) for count in args.counts}
+    (a, value_a), (b, value_b) = sorted(results.items())
+    per_webhook = (value_b - value_a) / (b - a)
+    unit = "µs of CPU" if args.native else "instructions"
+    print(f"{per_webhook:,.0f} {unit} per webhook  ({a:,} → {b:,} webhooks: {results})")
+    return 0
+
+
+def run_inner(count: int, native: bool) -> float:
+    """One measured process with a nats-server of its own (file storage in a temp dir)."""
+    workdir = Path(tempfile.mkdtemp(prefix="tap-hotpath-"))
+    port = free_port()
+    nats = subprocess.Popen(
+        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        command = [sys.executable, __file__, "--inner", "--count", str(count)]
+        command += ["--nats-url", f"nats://127.0.0.1:{port}", "--data-dir", str(workdir / "d")]
+        if not native:
+            out = workdir / "callgrind.out"
+            command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    finally:
+        nats.terminate()
+        nats.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    if done.returncode != 0:
+        raise SystemExit(f"run of {count} failed:\n{done.stdout}\n{done.stderr[-3000:]}")
+    if native:
+        return float(done.stdout.strip().rsplit("=", 1)[1]) * 1e6
+    match = REFS.search(done.stderr)
+    if match is None:
+        raise SystemExit(f"no instruction count in valgrind's output:\n{done.stderr[-2000:]}")
+    return float(match.group(1).replace(",", ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
