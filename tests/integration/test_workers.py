@@ -144,6 +144,8 @@ def test_workers_serve_webhooks_while_the_primary_is_paused(service: Service) ->
     # Whichever process answers, /metrics counts the whole service.
     assert {_accepted(service.url) for _ in range(6)} == {20.0}
     assert httpx.get(f"{service.url}/readyz").status_code == 200
+    for _ in range(6):  # one Date header, whichever process answers
+        assert len(httpx.get(f"{service.url}/metrics").headers.get_list("date")) == 1
     for _ in range(6):  # probes and forwarded GET routes answer HEAD in every process
         head = httpx.head(f"{service.url}/metrics")
         assert (head.status_code, head.content) == (200, b"")

@@ -34,6 +34,8 @@ _NOT_FORWARDED = frozenset(
         PEER_HEADER,
     }
 )
+# The worker's own server adds these to the answer it relays.
+_NOT_RELAYED = _NOT_FORWARDED | {b"date", b"server"}
 log = get_logger("ensemble_tap.workers")
 
 
@@ -74,7 +76,7 @@ class PrimaryProxy:
             log.error("forward to the primary process failed", path=scope["path"], error=repr(exc))
             await _answer(send, 503, b'{"error":"primary process unavailable"}')
             return
-        relayed = [(k, v) for k, v in response.headers.raw if k.lower() not in _NOT_FORWARDED]
+        relayed = [(k, v) for k, v in response.headers.raw if k.lower() not in _NOT_RELAYED]
         length = len(response.content)
         if scope["method"] == "HEAD":  # the length of the body a GET would get
             length = int(response.headers.get("content-length", "0") or 0)
