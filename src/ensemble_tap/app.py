@@ -347,4 +347,4 @@ async def _serve(app: TapApp) -> None:
                 raise
         finally:
             await asyncio.shield(app.stop())
-            log.info("ensemble-tap stopped", worker=app.worker.index if app.worker else 0)
+            log.info("ensemble-tap stopped")  # a worker's lines carry its index

@@ -192,4 +192,4 @@ def test_a_dead_worker_is_restarted_and_sigterm_stops_every_process(service: Ser
     started = [e for e in service.log_lines() if e.get("msg") == "ensemble-tap started"]
     assert sorted(e.get("worker", 0) for e in started) == [0, 1, 1, 2]  # worker 1 twice
     stopped = [e for e in service.log_lines() if e.get("msg") == "ensemble-tap stopped"]
-    assert sorted(e["worker"] for e in stopped) == [0, 1, 2]  # type: ignore[type-var]
+    assert sorted(e.get("worker", 0) for e in stopped) == [0, 1, 2]  # type: ignore[type-var]
