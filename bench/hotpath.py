@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ensemble_tap.bus.embedded import free_port, nats_server_binary
+from proc import nats_server
 
 SECRET = "hotpath-secret"
 CONCURRENCY = 64  # requests in flight, as wrk's connections keep them
@@ -139,23 +139,15 @@ def main() -> int:
 def run_inner(count: int, native: bool) -> float:
     """One measured process with a nats-server of its own (file storage in a temp dir)."""
     workdir = Path(tempfile.mkdtemp(prefix="tap-hotpath-"))
-    port = free_port()
-    nats = subprocess.Popen(
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        time.sleep(0.5)
-        command = [sys.executable, __file__, "--inner", "--count", str(count)]
-        command += ["--nats-url", f"nats://127.0.0.1:{port}", "--data-dir", str(workdir / "d")]
-        if not native:
-            out = workdir / "callgrind.out"
-            command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+        with nats_server(workdir / "nats") as (url, _):
+            command = [sys.executable, __file__, "--inner", "--count", str(count)]
+            command += ["--nats-url", url, "--data-dir", str(workdir / "d")]
+            if not native:
+                out = workdir / "callgrind.out"
+                command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     finally:
-        nats.terminate()
-        nats.wait()
         shutil.rmtree(workdir, ignore_errors=True)
     if done.returncode != 0:
         raise SystemExit(f"run of {count} failed:\n{done.stdout}\n{done.stderr[-3000:]}")

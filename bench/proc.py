@@ -1,10 +1,37 @@
-"""CPU time of a process and its descendants (a service with worker processes), from /proc."""
+"""Process helpers of the benchmarks: a throwaway nats-server, and CPU time of a process with
+its descendants (a service with worker processes), from /proc."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from ensemble_tap.bus.embedded import free_port, nats_server_binary
+
+
+@contextlib.contextmanager
+def nats_server(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.05)
+        yield f"nats://127.0.0.1:{port}", process
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 def tree_cpu_seconds(pid: int) -> float:

@@ -30,20 +30,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,7 +51,7 @@ import yaml
 
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.dlq import DeadLetterWriter
-from ensemble_tap.bus.embedded import free_port, nats_server_binary
+from ensemble_tap.bus.embedded import free_port
 from ensemble_tap.bus.publisher import Publisher
 from ensemble_tap.bus.streams import dlq_stream_config, ensure_stream, main_stream_config
 from ensemble_tap.config.models import Config
@@ -63,7 +60,7 @@ from ensemble_tap.observability import Metrics, configure_logging
 from ensemble_tap.sink import ClickHouseSink
 from ensemble_tap.sink.backends import read_only_query
 from ensemble_tap.sink.jetstream import consumer_info
-from proc import tree_cpu_seconds
+from proc import nats_server, tree_cpu_seconds
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CLI = str(Path(sys.executable).parent / "ensemble-tap")
@@ -98,26 +95,6 @@ def wait_for_idle(limit: float) -> None:
             return
         progress(f"waiting for an idle machine: {busy:.0%} of a CPU busy")
     progress("the machine did not go idle; running anyway")
-
-
-@contextlib.contextmanager
-def nats_server(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(root)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}", process
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 # ------------------------------------------------------------------------------ phase 1
