@@ -97,6 +97,19 @@ def wait_for_idle(limit: float) -> None:
     progress("the machine did not go idle; running anyway")
 
 
+async def connected_broker(config: Config, url: str, metrics: Metrics) -> Broker:
+    """A broker on ``url`` with the service's two streams in place."""
+    broker = Broker(config.nats, [url], metrics)
+    await broker.connect()
+    try:
+        await ensure_stream(broker.js, main_stream_config(config.nats))
+        await ensure_stream(broker.js, dlq_stream_config(config.nats))
+    except BaseException:
+        await broker.close()
+        raise
+    return broker
+
+
 # ------------------------------------------------------------------------------ phase 1
 
 
@@ -166,11 +179,8 @@ async def drain(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
             }
         )
         metrics = Metrics()
-        broker = Broker(config.nats, [url], metrics)
-        await broker.connect()
+        broker = await connected_broker(config, url, metrics)
         try:
-            await ensure_stream(broker.js, main_stream_config(config.nats))
-            await ensure_stream(broker.js, dlq_stream_config(config.nats))
             progress(f"pre-filling JetStream with {opts.events:,} events")
             filled = await prefill(broker, config, opts.events)
             progress(f"pre-filled at {filled['rate']:,.0f}/s; starting the sink")
@@ -435,11 +445,8 @@ async def lag_jetstream(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
             }
         )
         metrics = Metrics()
-        broker = Broker(config.nats, [url], metrics)
-        await broker.connect()
+        broker = await connected_broker(config, url, metrics)
         try:
-            await ensure_stream(broker.js, main_stream_config(config.nats))
-            await ensure_stream(broker.js, dlq_stream_config(config.nats))
             dlq = DeadLetterWriter(Publisher(broker, config.nats, metrics), metrics)
             sink = ClickHouseSink(config, broker, dlq, metrics)
             await sink.start()

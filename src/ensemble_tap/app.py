@@ -65,6 +65,13 @@ ROLES = ("ingress", "poller", "sink", "admin")
 ALL_ROLES = frozenset(ROLES)
 
 
+def check_roles(roles: frozenset[str]) -> None:
+    """Raise ValueError naming what is wrong with a set of roles (the CLI shows it)."""
+    unknown = sorted(roles - ALL_ROLES)
+    if unknown or not roles:
+        raise ValueError(f"unknown role {', '.join(unknown)}: choose from {', '.join(ROLES)}")
+
+
 class TapApp:
     """One running service. ``asgi`` is valid between ``start()`` and ``stop()``."""
 
@@ -75,9 +82,7 @@ class TapApp:
         worker: WorkerSpec | None = None,
         roles: frozenset[str] = ALL_ROLES,
     ) -> None:
-        unknown = sorted(roles - ALL_ROLES)
-        if unknown or not roles:
-            raise ValueError(f"roles must be some of {', '.join(ROLES)}, not {unknown or 'none'}")
+        check_roles(roles)
         if config.server.workers > 1 and "ingress" not in roles:
             raise ValueError("server.workers > 1 needs the ingress role: workers serve webhooks")
         self.config = config

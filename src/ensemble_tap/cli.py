@@ -62,17 +62,15 @@ RoleOption = Annotated[
 @cli.command()
 def serve(config: ConfigOption = None, role: RoleOption = None) -> None:
     """Run the service until SIGINT or SIGTERM."""
-    from ensemble_tap.app import ALL_ROLES, ROLES
+    from ensemble_tap.app import ALL_ROLES, check_roles
     from ensemble_tap.app import serve as run_service
     from ensemble_tap.observability import configure_logging, get_logger
 
-    unknown = sorted(set(role or ()) - ALL_ROLES)
-    if unknown:
-        raise typer.BadParameter(
-            f"unknown role {', '.join(unknown)}: choose from {', '.join(ROLES)}",
-            param_hint="--role",
-        )
     roles = frozenset(role) if role else ALL_ROLES
+    try:
+        check_roles(roles)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--role") from None
     loaded = _load(config)
     configure_logging(loaded.config.log_level)
     log = get_logger("ensemble_tap.cli")

@@ -253,11 +253,8 @@ class Puller:
         self._done = asyncio.Event()
 
     async def start(self) -> None:
-        async def unused(_: Any) -> None:  # deliveries never reach nats-py's queue
-            return None
-
         self._inbox = self.nc.new_inbox()
-        subscription = await self.nc.subscribe(f"{self._inbox}.*", cb=unused)
+        subscription = await self.nc.subscribe(f"{self._inbox}.*")  # handled via ``direct``
         self.nc.direct[subscription._id] = self._on_delivery
 
     async def fetch(self, batch: int, wait: float) -> list[Delivery]:
