@@ -1,4 +1,5 @@
-"""Message → row: column mapping, id and time fallbacks, original JSON text, poison."""
+"""Message → row: column mapping, id and time fallbacks, original JSON text, poison, and the
+fast path agreeing with the checked one."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ensemble_tap.events import NormalizedEvent, build_envelope
-from ensemble_tap.sink.rows import PoisonMessage, Row, convert
+from ensemble_tap.sink.rows import PoisonMessage, Row, _fast_row, checked_row, convert
 from ensemble_tap.sink.schema import COLUMNS
 
 STREAM_NS = 1_764_000_000_123_000_000  # 2025-11-24T16:00:00.123Z
@@ -173,6 +176,7 @@ POISON: list[tuple[bytes, str, str]] = [
     (b"[1, 2]", "cloudevent", "not a CloudEvent: the body is not a JSON object"),
     (b'{"id":"e"}', "cloudevent", "not a CloudEvent: specversion must be 1.0"),
     (b'{"specversion":"2.0"}', "cloudevent", "not a CloudEvent: specversion must be 1.0"),
+    (b'{"specversion":["1.0"]}', "cloudevent", "not a CloudEvent: specversion must be 1.0"),
     (b'{"specversion":"1.0","id":7}', "cloudevent", "not a CloudEvent: id must be a string"),
     (
         b'{"specversion":"1.0","time":"yesterday"}',
@@ -234,3 +238,110 @@ def test_poison_keeps_what_it_could_read_for_the_dead_letter() -> None:
 def test_json_content_types_are_accepted() -> None:
     for content_type in ("application/json", "application/cloudevents+json; charset=utf-8"):
         convert(json.dumps(cloudevent(datacontenttype=content_type)).encode(), stored)
+
+
+# ------------------------------------------------------------------ fast path == checked path
+
+CHANGES, SNAPSHOT = COLUMNS.index("changes"), COLUMNS.index("snapshot")
+ODD_VALUES = st.one_of(st.integers(), st.booleans(), st.lists(st.integers(), max_size=2))
+STRINGS = st.one_of(st.none(), st.text(max_size=8), st.sampled_from(["", "  ", " x ", "{}"]))
+FIELD = st.one_of(STRINGS, STRINGS, ODD_VALUES, st.dictionaries(st.text(max_size=3), st.none()))
+TIMES = st.sampled_from(
+    [
+        None,
+        "",
+        "2026-03-01T10:00:00Z",
+        "2026-03-01T12:00:00.5+02:00",
+        "2026-02-30T00:00:00Z",
+        "9999-01-01T00:00:00Z",
+        "2026-03-01 10:00:00Z",
+        "yesterday",
+        7,
+    ]
+)
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+CHANGE_MAPS = st.dictionaries(
+    st.text(max_size=4),
+    st.one_of(st.none(), st.dictionaries(st.sampled_from(["from", "to"]), JSON_VALUES)),
+    max_size=3,
+)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> bytes:
+    """CloudEvent-like bodies: mostly well formed, with odd types, times, ids and shapes,
+    written compactly (as this service does) or with the spacing and escapes of others."""
+    event: dict[str, Any] = {}
+    for name in ("specversion", "id", "type", "source", "subject", "taprequestid"):
+        if draw(st.booleans()):
+            event[name] = draw(st.one_of(st.just("1.0"), FIELD) if name == "specversion" else FIELD)
+    if draw(st.booleans()):
+        event["time"] = draw(TIMES)
+    if draw(st.integers(0, 3)) == 0:
+        event["datacontenttype"] = draw(
+            st.sampled_from([None, "application/json", "text/json", "text/plain", 3])
+        )
+    if draw(st.integers(0, 9)) == 0:
+        event["data_base64"] = draw(st.sampled_from([None, "e30="]))
+    shape = draw(st.integers(0, 9))
+    if shape == 0:
+        event["data"] = draw(st.one_of(st.none(), st.text(max_size=3), ODD_VALUES))
+    elif shape > 1:
+        data: dict[str, Any] = {}
+        for name in (
+            "provider",
+            "entity_type",
+            "entity_id",
+            "action",
+            "provider_event_id",
+            "provider_timestamp",
+            "tenant_id",
+            "request_id",
+        ):
+            if draw(st.integers(0, 3)):
+                data[name] = draw(FIELD)
+        if draw(st.booleans()):
+            data["changes"] = draw(st.one_of(CHANGE_MAPS, CHANGE_MAPS, JSON_VALUES))
+        if draw(st.booleans()):
+            data["snapshot"] = draw(st.one_of(st.dictionaries(st.text(), JSON_VALUES), JSON_VALUES))
+        event["data"] = data
+    if draw(st.booleans()):
+        try:
+            return orjson.dumps(event)
+        except TypeError:  # an integer beyond 64 bits
+            pass
+    indent = draw(st.sampled_from([None, 1]))
+    return json.dumps(event, indent=indent, ensure_ascii=draw(st.booleans())).encode()
+
+
+@settings(max_examples=600)
+@given(messages())
+def test_the_fast_path_accepts_only_what_the_checked_path_accepts_with_the_same_row(
+    body: bytes,
+) -> None:
+    fast = _fast_row(body)
+    try:
+        expected: Row | None = checked_row(body, stored)
+    except PoisonMessage:
+        expected = None
+    if fast is None:
+        return
+    assert expected is not None, "the fast path stored what the checked path calls poison"
+    assert fast.key == expected.key
+    got, want = orjson.loads(fast.line), orjson.loads(expected.line)
+    for index in (CHANGES, SNAPSHOT):
+        assert orjson.loads(got[index]) == orjson.loads(want[index])
+        assert got[index] == "null" or got[index].encode() in body  # the original text
+        got[index] = want[index] = None
+    assert got == want
+
+
+def test_the_services_own_envelopes_take_the_fast_path() -> None:
+    body = orjson.dumps(cloudevent())
+    assert _fast_row(body) == checked_row(body, stored)

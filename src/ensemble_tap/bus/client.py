@@ -3,12 +3,14 @@
 * ``direct``: messages for a registered subscription id go straight to a plain callback
   with the raw subject, reply, body and header bytes, skipping nats-py's ``Msg`` object,
   per-subscription queue and task (about 15 µs per message: the JetStream acks of the
-  webhook path and the sink's deliveries).
+  webhook path and the sink's deliveries). ``DirectParser`` reads those messages off the
+  wire without nats-py's regexes and coroutine per message; everything else still goes
+  through nats-py's parser, in arrival order.
 * ``publish_frame``: an HPUB/PUB whose header block is already encoded, skipping nats-py's
   per-call subject regexes and header re-encoding. The same checks as ``publish``
   (closed, draining, buffer limit, max payload) still apply.
 
-Both use private members of nats-py 2.16 (``_process_msg``, ``_send_command``,
+Both use private members of nats-py 2.16 (``_ps``, ``_process_msg``, ``_send_command``,
 ``_flush_pending``); pyproject pins the minor version, and tests/integration/test_bus_client.py
 runs both paths against a real server.
 """
@@ -24,6 +26,7 @@ from nats.errors import (
     MaxPayloadError,
     OutboundBufferLimitError,
 )
+from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
 # (subject, reply, data, raw headers or None)
 DirectHandler = Callable[[bytes, bytes, bytes, bytes | None], None]
@@ -34,6 +37,7 @@ class TapClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self.direct: dict[int, DirectHandler] = {}
+        self._ps = DirectParser(self)
 
     async def publish_frame(
         self, subject: bytes, reply: bytes, headers: bytes, payload: bytes
@@ -77,6 +81,73 @@ class TapClient(Client):
             return
         # nats-py passes None for a message without headers, despite its annotation.
         await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+
+
+class DirectParser(Parser):
+    """nats-py's parser with a fast lane in front: a run of complete ``MSG``/``HMSG`` frames
+    for ``direct`` subscriptions is split with plain byte operations and handed over
+    synchronously. It stops at the first frame that is anything else (another subscription,
+    PING, INFO, -ERR, an unusual control line), and nats-py's parser takes over from there,
+    so the order of everything on the connection is kept. An incomplete frame waits in the
+    buffer for the rest of its bytes."""
+
+    def __init__(self, nc: TapClient) -> None:
+        super().__init__(nc)
+        self.direct = nc.direct
+
+    async def parse(self, data: bytes = b"") -> None:
+        if self.state != AWAITING_CONTROL_LINE:  # nats-py is in the middle of a frame
+            await super().parse(data)
+            return
+        buf = self.buf
+        if buf:  # the start of a frame from the previous read
+            buf.extend(data)
+            data = bytes(buf)
+            buf.clear()
+        done, waiting = self._direct_frames(data)
+        if done == len(data):
+            return
+        buf.extend(data[done:])
+        if not waiting:
+            await super().parse()
+
+    def _direct_frames(self, data: bytes) -> tuple[int, bool]:
+        """Hand over the complete direct frames at the start of ``data``; returns how many
+        bytes they took and whether what is left is an incomplete direct frame."""
+        direct, size, pos = self.direct, len(data), 0
+        while pos < size:
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                return pos, data.startswith(b"MSG ", pos) or data.startswith(b"HMSG ", pos)
+            parts = data[pos:eol].split(b" ")
+            count = len(parts)
+            try:
+                if parts[0] == b"HMSG" and count in (5, 6):  # HMSG subject sid [reply] hdr total
+                    sid, header_size, total = int(parts[2]), int(parts[-2]), int(parts[-1])
+                    with_reply = count == 6
+                elif parts[0] == b"MSG" and count in (4, 5):  # MSG subject sid [reply] total
+                    sid, header_size, total = int(parts[2]), 0, int(parts[-1])
+                    with_reply = count == 5
+                else:
+                    return pos, False
+            except ValueError:
+                return pos, False
+            handler = direct.get(sid)
+            if handler is None or not 0 <= header_size <= total:
+                return pos, False
+            start = eol + 2
+            end = start + total
+            if end + 2 > size:
+                return pos, True
+            body_start = start + header_size
+            handler(
+                parts[1],
+                parts[3] if with_reply else b"",
+                data[body_start:end],
+                data[start:body_start] if header_size else None,
+            )
+            pos = end + 2
+        return pos, False
 
 
 def encode_headers(headers: dict[str, str]) -> bytes:

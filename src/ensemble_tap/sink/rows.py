@@ -9,6 +9,14 @@ original JSON text of the message (the reference re-encoded them through float64
 large integers). The event time is passed as the CloudEvent's RFC 3339 text and parsed by
 ClickHouse (``date_time_input_format = 'best_effort'``), so its offset is honoured whatever
 the column's time zone.
+
+Two paths, one result. ``_fast_row`` decodes straight into typed structs (msgspec: no
+dict per object, ``changes``/``snapshot`` as their exact original bytes) and handles the
+messages this service publishes; on anything unusual — a type, time or id it would have to
+think about — it steps aside and ``checked_row`` (orjson, every rule spelled out) decides,
+including every poison verdict. tests/unit/test_sink_rows.py checks that both agree. The
+one difference: a number beyond a double's range (``1e400``) inside ``data`` is kept as
+text by the fast path, where orjson calls the whole message "not JSON".
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from ensemble_tap.events import format_time_ns
@@ -78,9 +87,108 @@ class Row(NamedTuple):
 def convert(raw: bytes, stream_time: Callable[[], int]) -> Row:
     """Build the row for message body ``raw``; ``stream_time()`` (when the message was
     stored in JetStream, in ns) stands in for a missing event time, so redeliveries get the
-    same row.
+    same row. Raises ``PoisonMessage`` for a message that can never become a row."""
+    return _fast_row(raw) or checked_row(raw, stream_time)
 
-    This runs for every event (tens of thousands per second), hence the flat code."""
+
+_NULL, _ABSENT = msgspec.Raw(b"null"), msgspec.Raw(b"")
+
+
+class _Data(msgspec.Struct):
+    """The Tap data object as the fast path reads it (unknown members are skipped)."""
+
+    provider: str | None = None
+    entity_type: str | None = None
+    entity_id: str | None = None
+    action: str | None = None
+    changes: msgspec.Raw = _NULL
+    snapshot: msgspec.Raw = _NULL
+    provider_event_id: str | None = None
+    provider_timestamp: str | None = None
+    tenant_id: str | None = None
+    request_id: str | None = None
+
+
+class _Event(msgspec.Struct):
+    specversion: str | None = None
+    id: str | None = None
+    type: str | None = None
+    source: str | None = None
+    subject: str | None = None
+    time: str | None = None
+    datacontenttype: str | None = None
+    data: _Data | None = None
+    data_base64: msgspec.Raw = _ABSENT  # present at all (even null) means poison
+    taprequestid: str | None = None
+
+
+_EVENT = msgspec.json.Decoder(_Event)
+_CHANGES = msgspec.json.Decoder(dict[str, dict[str, msgspec.Raw] | None])
+_NO_DATA = _Data()
+
+
+def _fast_row(raw: bytes) -> Row | None:
+    """The row of an ordinary message, or None to let ``checked_row`` decide. Never accepts
+    what ``checked_row`` would refuse, and builds the same row (runs ~50,000 times/s)."""
+    if not raw.isascii():
+        try:
+            raw.decode()  # msgspec does not check the UTF-8 of members it skips
+        except UnicodeDecodeError:
+            return None
+    try:
+        event = _EVENT.decode(raw)
+    except msgspec.DecodeError:  # also a member of an unexpected type
+        return None
+    time_text = event.time
+    content_type = event.datacontenttype
+    if (
+        event.specversion not in _SPEC_VERSIONS
+        or event.data_base64 is not _ABSENT
+        or not time_text
+        or (content_type is not None and content_type != "application/json")
+    ):
+        return None
+    match = _RFC3339.fullmatch(time_text)
+    if match is None or _date_verdict(match.group(1)):
+        return None
+    data = event.data or _NO_DATA
+    changes, snapshot = bytes(data.changes), bytes(data.snapshot)
+    if snapshot[:1] != b"{" and snapshot != b"null":
+        return None
+    if changes != b"null":
+        try:
+            _CHANGES.decode(changes)
+        except msgspec.DecodeError:
+            return None
+    provider_event_id = data.provider_event_id or ""
+    event_id = (event.id or "").strip() or provider_event_id.strip()
+    if not event_id:
+        return None
+    provider, tenant = data.provider or "", data.tenant_id or ""
+    line = orjson.dumps(
+        [
+            event_id,
+            event.type or "",
+            event.source or "",
+            event.subject or "",
+            time_text,
+            provider,
+            data.entity_type or "",
+            data.entity_id or "",
+            data.action or "",
+            changes.decode(),
+            snapshot.decode(),
+            provider_event_id,
+            tenant or None,
+            data.request_id or event.taprequestid or "",
+        ]
+    )
+    return Row((provider, tenant, event_id), line)
+
+
+def checked_row(raw: bytes, stream_time: Callable[[], int]) -> Row:
+    """``convert`` with every rule spelled out on the parsed message: the reference for the
+    fast path, and the path of anything unusual."""
     try:
         # Integers beyond 64 bits become floats here; no column takes a number from this
         # parse, and changes/snapshot are cut from the raw text (_original_text): exact.
@@ -90,7 +198,8 @@ def convert(raw: bytes, stream_time: Callable[[], int]) -> Row:
     if type(event) is not dict:
         raise PoisonMessage("cloudevent", "not a CloudEvent: the body is not a JSON object")
     get = event.get
-    if get("specversion") not in _SPEC_VERSIONS:
+    spec_version = get("specversion")
+    if type(spec_version) is not str or spec_version not in _SPEC_VERSIONS:
         raise PoisonMessage("cloudevent", "not a CloudEvent: specversion must be 1.0", event)
     ok = _STRING_OR_NONE  # (plain lookups and comparisons: the cheapest check in CPython)
     ce_id, ce_type, source, subject = get("id"), get("type"), get("source"), get("subject")

@@ -129,7 +129,8 @@ def insert_sql(ref: TableRef, dedup_token: str) -> str:
     return (
         f"INSERT INTO {ref.qualified} ({', '.join(COLUMNS)}) "
         f"SETTINGS insert_deduplication_token = '{dedup_token}', "
-        "date_time_input_format = 'best_effort' "
+        "date_time_input_format = 'best_effort', optimize_on_insert = 0, "
+        "input_format_parallel_parsing = 0 "
         "FORMAT JSONCompactEachRow"
     )
 
