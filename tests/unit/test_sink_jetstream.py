@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from ensemble_tap.config.models import ClickHouseConfig
-from ensemble_tap.sink.jetstream import Delivery, consumer_config, consumer_drift, nak_payload
+from ensemble_tap.sink.jetstream import (
+    Delivery,
+    PullConnection,
+    Puller,
+    consumer_config,
+    consumer_drift,
+    nak_payload,
+)
 
 SECOND = 1_000_000_000
 
@@ -119,6 +126,15 @@ def test_metadata_of_both_ack_subject_forms() -> None:
     assert delivery(b"_INBOX.abc").metadata() == (1, 0, 0, 0)
     assert v1.redelivered and not v2.redelivered
     assert v1.stored_ns() == 1_764_000_000_123_456_789
+
+
+def test_first_deliveries_are_told_by_their_ack_subject_prefix() -> None:
+    """The sink's shortcut: only a reply without the first-delivery prefix is parsed."""
+    first = Puller(PullConnection(), "ENSEMBLE_TAP", "tap_clickhouse_sink", 0).first_delivery
+    fresh = b"$JS.ACK.ENSEMBLE_TAP.tap_clickhouse_sink.1.120.7.1764000000123456789.42"
+    again = b"$JS.ACK.ENSEMBLE_TAP.tap_clickhouse_sink.12.120.7.1764000000123456789.42"
+    assert fresh.startswith(first) and not delivery(fresh).redelivered
+    assert not again.startswith(first) and delivery(again).redelivered
 
 
 def test_headers_are_read_on_demand() -> None:

@@ -154,6 +154,7 @@ class SinkConsumer:
             batch.started = time.monotonic()
             batch.oldest_stored_ns = deliveries[0].metadata()[2]
         append_delivery, append_line, keys = batch.deliveries.append, batch.lines.append, batch.keys
+        first_delivery = self.puller.first_delivery
         skipped = redelivered = 0
         for delivery in deliveries:
             try:
@@ -169,7 +170,7 @@ class SinkConsumer:
                 append_delivery, append_line = batch.deliveries.append, batch.lines.append
                 keys = batch.keys
             append_delivery(delivery)
-            if delivery.redelivered:
+            if not delivery.reply.startswith(first_delivery) and delivery.redelivered:
                 redelivered += 1
             if row.key in keys:
                 skipped += 1

@@ -241,6 +241,8 @@ class Puller:
     def __init__(self, nc: PullConnection, stream: str, consumer: str, max_bytes: int) -> None:
         self.nc = nc
         self.next_subject = f"{API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        # The ack subject of a first delivery starts so (without a JetStream domain).
+        self.first_delivery = f"$JS.ACK.{stream}.{consumer}.1.".encode()
         self.max_bytes = max_bytes
         self._inbox = ""
         self._request = 0

@@ -183,7 +183,10 @@ def _fast_row(raw: bytes) -> Row | None:
             data.request_id or event.taprequestid or "",
         ]
     )
-    return Row((provider, tenant, event_id), line)
+    return _new_row(Row, ((provider, tenant, event_id), line))
+
+
+_new_row = tuple.__new__  # Row(...) runs a Python-level __new__: 0.3 µs more per event
 
 
 def checked_row(raw: bytes, stream_time: Callable[[], int]) -> Row:
