@@ -57,6 +57,7 @@ from ensemble_tap.bus.streams import dlq_stream_config, ensure_stream, main_stre
 from ensemble_tap.config.models import Config
 from ensemble_tap.events import NormalizedEvent, build_envelope
 from ensemble_tap.observability import Metrics, configure_logging
+from ensemble_tap.serving import tune_gc
 from ensemble_tap.sink import ClickHouseSink
 from ensemble_tap.sink.backends import read_only_query
 from ensemble_tap.sink.jetstream import consumer_info
@@ -186,6 +187,7 @@ async def drain(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
             progress(f"pre-filled at {filled['rate']:,.0f}/s; starting the sink")
             dlq = DeadLetterWriter(Publisher(broker, config.nats, metrics), metrics)
             sink = ClickHouseSink(config, broker, dlq, metrics)
+            tune_gc()  # as ``serve`` does once it has started
             cpu_self, cpu_nats = time.process_time(), tree_cpu_seconds(server.pid)
             cpu_main = time.thread_time()  # the event loop's thread: the serial part
             busy = machine_busy()
