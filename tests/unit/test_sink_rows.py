@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ensemble_tap.events import NormalizedEvent, build_envelope
+from ensemble_tap.sink.rows import _DATA_STRINGS as DATA_STRINGS
 from ensemble_tap.sink.rows import PoisonMessage, Row, _fast_row, checked_row, convert
 from ensemble_tap.sink.schema import COLUMNS
 
@@ -294,16 +295,7 @@ def messages(draw: st.DrawFn) -> bytes:
         event["data"] = draw(st.one_of(st.none(), st.text(max_size=3), ODD_VALUES))
     elif shape > 1:
         data: dict[str, Any] = {}
-        for name in (
-            "provider",
-            "entity_type",
-            "entity_id",
-            "action",
-            "provider_event_id",
-            "provider_timestamp",
-            "tenant_id",
-            "request_id",
-        ):
+        for name in DATA_STRINGS:
             if draw(st.integers(0, 3)):
                 data[name] = draw(FIELD)
         if draw(st.booleans()):
