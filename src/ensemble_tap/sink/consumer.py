@@ -155,6 +155,7 @@ class SinkConsumer:
             batch.oldest_stored_ns = deliveries[0].metadata()[2]
         append_delivery, append_line, keys = batch.deliveries.append, batch.lines.append, batch.keys
         first_delivery = self.puller.first_delivery
+        room = self.config.batch_size - len(batch)
         skipped = redelivered = 0
         for delivery in deliveries:
             try:
@@ -162,13 +163,15 @@ class SinkConsumer:
             except PoisonMessage as poison:
                 await self._dead_letter(delivery, poison)
                 continue
-            if len(batch) >= self.config.batch_size:  # a prefetched pull overfills it
+            if room <= 0:  # a prefetched pull overfills the batch
                 await self._flush()
                 batch = self._batch
                 batch.started = time.monotonic()
                 batch.oldest_stored_ns = delivery.stored_ns()
                 append_delivery, append_line = batch.deliveries.append, batch.lines.append
                 keys = batch.keys
+                room = self.config.batch_size
+            room -= 1
             append_delivery(delivery)
             if not delivery.reply.startswith(first_delivery) and delivery.redelivered:
                 redelivered += 1
@@ -273,7 +276,7 @@ class SinkConsumer:
         self.metrics.clickhouse_healthy.set(1)
 
     async def _insert_rows(self, batch: Batch) -> None:
-        keys = "\n".join("\x1f".join(key) for key in batch.keys)
+        keys = "\n".join(map("\x1f".join, batch.keys))
         token = hashlib.sha256(keys.encode()).hexdigest()
         await self.backend.insert(insert_sql(self.table, token), b"\n".join(batch.lines))
 
