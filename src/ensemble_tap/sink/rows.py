@@ -84,6 +84,10 @@ class Row(NamedTuple):
     line: bytes
 
 
+# Row(...) runs a Python-level __new__; this builds the same tuple 0.3 µs faster per event.
+_new_row = tuple.__new__
+
+
 def convert(raw: bytes, stream_time: Callable[[], int]) -> Row:
     """Build the row for message body ``raw``; ``stream_time()`` (when the message was
     stored in JetStream, in ns) stands in for a missing event time, so redeliveries get the
@@ -186,9 +190,6 @@ def _fast_row(raw: bytes) -> Row | None:
         ]
     )
     return _new_row(Row, ((provider, tenant, event_id), line))
-
-
-_new_row = tuple.__new__  # Row(...) runs a Python-level __new__: 0.3 µs more per event
 
 
 def checked_row(raw: bytes, stream_time: Callable[[], int]) -> Row:
