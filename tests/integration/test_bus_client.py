@@ -44,7 +44,7 @@ async def test_direct_handlers_get_raw_messages_others_go_through_nats_py(
     regular: list[Msg] = []
     try:
         direct = await client.subscribe("direct.*")
-        client.direct[direct._id] = lambda *message: raw.append(message)
+        client.add_direct(direct._id, lambda *message: raw.append(message))
         await client.subscribe("regular", cb=_collect(regular))
         await client.publish("direct.one", b"1", reply="r", headers={"K": "v"})
         await client.publish("regular", b"2")

@@ -45,7 +45,7 @@ class Recorder(TapClient):
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[Any, ...]] = []
-        self.direct[DIRECT] = lambda *message: self.seen.append(("direct", *message))
+        self.add_direct(DIRECT, lambda *message: self.seen.append(("direct", *message)))
 
     async def _process_msg(  # type: ignore[override]
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None

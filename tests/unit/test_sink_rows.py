@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ensemble_tap.events import NormalizedEvent, build_envelope
 from ensemble_tap.sink.rows import _DATA_STRINGS as DATA_STRINGS
-from ensemble_tap.sink.rows import PoisonMessage, Row, _fast_row, checked_row, convert
+from ensemble_tap.sink.rows import PoisonMessage, Row, checked_row, convert, fast_row
 from ensemble_tap.sink.schema import COLUMNS
 
 STREAM_NS = 1_764_000_000_123_000_000  # 2025-11-24T16:00:00.123Z
@@ -317,7 +317,7 @@ def messages(draw: st.DrawFn) -> bytes:
 def test_the_fast_path_accepts_only_what_the_checked_path_accepts_with_the_same_row(
     body: bytes,
 ) -> None:
-    fast = _fast_row(body)
+    fast = fast_row(body)
     try:
         expected: Row | None = checked_row(body, stored)
     except PoisonMessage:
@@ -336,4 +336,4 @@ def test_the_fast_path_accepts_only_what_the_checked_path_accepts_with_the_same_
 
 def test_the_services_own_envelopes_take_the_fast_path() -> None:
     body = orjson.dumps(cloudevent())
-    assert _fast_row(body) == checked_row(body, stored)
+    assert fast_row(body) == checked_row(body, stored)

@@ -37,7 +37,13 @@ class TapClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self.direct: dict[int, DirectHandler] = {}
+        self.direct_by_wire_sid: dict[bytes, DirectHandler] = {}  # the parser's lookup
         self._ps = DirectParser(self)
+
+    def add_direct(self, sid: int, handler: DirectHandler) -> None:
+        """Deliver the messages of subscription ``sid`` to ``handler`` (see the module doc)."""
+        self.direct[sid] = handler
+        self.direct_by_wire_sid[b"%d" % sid] = handler  # as the server echoes it
 
     async def publish_frame(
         self, subject: bytes, reply: bytes, headers: bytes, payload: bytes
@@ -93,7 +99,7 @@ class DirectParser(Parser):
 
     def __init__(self, nc: TapClient) -> None:
         super().__init__(nc)
-        self.direct = nc.direct
+        self.direct = nc.direct_by_wire_sid
 
     async def parse(self, data: bytes = b"") -> None:
         if self.state != AWAITING_CONTROL_LINE:  # nats-py is in the middle of a frame
@@ -123,16 +129,16 @@ class DirectParser(Parser):
             count = len(parts)
             try:
                 if parts[0] == b"HMSG" and count in (5, 6):  # HMSG subject sid [reply] hdr total
-                    sid, header_size, total = int(parts[2]), int(parts[-2]), int(parts[-1])
+                    header_size, total = int(parts[-2]), int(parts[-1])
                     with_reply = count == 6
                 elif parts[0] == b"MSG" and count in (4, 5):  # MSG subject sid [reply] total
-                    sid, header_size, total = int(parts[2]), 0, int(parts[-1])
+                    header_size, total = 0, int(parts[-1])
                     with_reply = count == 5
                 else:
                     return pos, False
             except ValueError:
                 return pos, False
-            handler = direct.get(sid)
+            handler = direct.get(parts[2])
             if handler is None or not 0 <= header_size <= total:
                 return pos, False
             start = eol + 2

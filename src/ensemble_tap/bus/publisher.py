@@ -137,7 +137,7 @@ class AckRouter:
 
     async def subscribe(self) -> None:
         subscription = await self.nc.subscribe(self.prefix.decode() + "*")
-        self.nc.direct[subscription._id] = self._on_reply
+        self.nc.add_direct(subscription._id, self._on_reply)
 
     async def publish(
         self, subject: str, payload: bytes, headers: bytes, timeout: float

@@ -33,7 +33,7 @@ from ensemble_tap.sink.jetstream import (
     nak_payload,
     respond,
 )
-from ensemble_tap.sink.rows import PoisonMessage, convert
+from ensemble_tap.sink.rows import PoisonMessage, checked_row, fast_row
 from ensemble_tap.sink.schema import TableRef, insert_sql
 from ensemble_tap.sink.status import SinkStatus
 
@@ -158,8 +158,9 @@ class SinkConsumer:
         room = self.config.batch_size - len(batch)
         skipped = redelivered = 0
         for delivery in deliveries:
-            try:
-                row = convert(delivery.data, delivery.stored_ns)
+            data = delivery.data
+            try:  # (convert's two steps inline: one call less per event)
+                key, line = fast_row(data) or checked_row(data, delivery.stored_ns)
             except PoisonMessage as poison:
                 await self._dead_letter(delivery, poison)
                 continue
@@ -175,11 +176,11 @@ class SinkConsumer:
             append_delivery(delivery)
             if not delivery.reply.startswith(first_delivery) and delivery.redelivered:
                 redelivered += 1
-            if row.key in keys:
+            if key in keys:
                 skipped += 1
                 continue
-            keys[row.key] = None
-            append_line(row.line)
+            keys[key] = None
+            append_line(line)
         if skipped:
             self.metrics.clickhouse_dedup_skipped.inc(skipped)
         if redelivered:

@@ -257,7 +257,7 @@ class Puller:
     async def start(self) -> None:
         self._inbox = self.nc.new_inbox()
         subscription = await self.nc.subscribe(f"{self._inbox}.*")  # handled via ``direct``
-        self.nc.direct[subscription._id] = self._on_delivery
+        self.nc.add_direct(subscription._id, self._on_delivery)
 
     async def fetch(self, batch: int, wait: float) -> list[Delivery]:
         """Up to about ``batch`` messages (a prefetched pull may bring one more batch),

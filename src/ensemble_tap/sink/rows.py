@@ -10,7 +10,7 @@ large integers). The event time is passed as the CloudEvent's RFC 3339 text and 
 ClickHouse (``date_time_input_format = 'best_effort'``), so its offset is honoured whatever
 the column's time zone.
 
-Two paths, one result. ``_fast_row`` decodes straight into typed structs (msgspec: no
+Two paths, one result. ``fast_row`` decodes straight into typed structs (msgspec: no
 dict per object, ``changes``/``snapshot`` as their exact original bytes) and handles the
 messages this service publishes; on anything unusual — a type, time or id it would have to
 think about — it steps aside and ``checked_row`` (orjson, every rule spelled out) decides,
@@ -92,7 +92,7 @@ def convert(raw: bytes, stream_time: Callable[[], int]) -> Row:
     """Build the row for message body ``raw``; ``stream_time()`` (when the message was
     stored in JetStream, in ns) stands in for a missing event time, so redeliveries get the
     same row. Raises ``PoisonMessage`` for a message that can never become a row."""
-    return _fast_row(raw) or checked_row(raw, stream_time)
+    return fast_row(raw) or checked_row(raw, stream_time)
 
 
 _NULL, _ABSENT = msgspec.Raw(b"null"), msgspec.Raw(b"")
@@ -133,7 +133,7 @@ _CHANGES = msgspec.json.Decoder(dict[str, dict[str, msgspec.Raw] | None])
 _NO_DATA = _Data()
 
 
-def _fast_row(raw: bytes) -> Row | None:
+def fast_row(raw: bytes) -> Row | None:
     """The row of an ordinary message, or None to let ``checked_row`` decide. Never accepts
     what ``checked_row`` would refuse, and builds the same row (runs ~50,000 times/s)."""
     if not raw.isascii():
