@@ -106,9 +106,8 @@ class DirectParser(Parser):
             await super().parse(data)
             return
         buf = self.buf
-        if buf:  # the start of a frame from the previous read
-            buf.extend(data)
-            data = bytes(buf)
+        if buf:  # the start of a frame from the previous read (one copy of the read)
+            data = bytes(buf) + data
             buf.clear()
         done, waiting = self._direct_frames(data)
         if done == len(data):

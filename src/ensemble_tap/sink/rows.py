@@ -158,12 +158,14 @@ def fast_row(raw: bytes) -> Row | None:
     if match is None or _date_verdict(match.group(1)):
         return None
     data = event.data or _NO_DATA
-    changes, snapshot = bytes(data.changes), bytes(data.snapshot)
-    if snapshot[:1] != b"{" and snapshot != b"null":
+    # Text straight from the raw spans (no bytes copy in between); UTF-8 is checked above.
+    snapshot = str(data.snapshot, "utf-8")
+    if snapshot[:1] != "{" and snapshot != "null":
         return None
-    if changes != b"null":
+    changes = str(data.changes, "utf-8")
+    if changes != "null":
         try:
-            _CHANGES.decode(changes)
+            _CHANGES.decode(data.changes)
         except msgspec.DecodeError:
             return None
     provider_event_id = data.provider_event_id or ""
@@ -182,8 +184,8 @@ def fast_row(raw: bytes) -> Row | None:
             data.entity_type or "",
             data.entity_id or "",
             data.action or "",
-            changes.decode(),
-            snapshot.decode(),
+            changes,
+            snapshot,
             provider_event_id,
             tenant or None,
             data.request_id or event.taprequestid or "",
