@@ -569,7 +569,7 @@ def repeated_drain(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--events", type=int, default=500_000)
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=10000)
     parser.add_argument("--fetch-batch", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=5000.0)
     parser.add_argument("--load-seconds", type=float, default=20.0)
