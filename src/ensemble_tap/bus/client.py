@@ -1,6 +1,6 @@
 """A nats-py client with two shortcuts for the per-event paths.
 
-* ``direct``: messages for a registered subscription id go straight to a plain callback
+* ``add_direct``: messages for a registered subscription id go straight to a plain callback
   with the raw subject, reply, body and header bytes, skipping nats-py's ``Msg`` object,
   per-subscription queue and task (about 15 µs per message: the JetStream acks of the
   webhook path and the sink's deliveries). ``DirectParser`` reads those messages off the
@@ -91,7 +91,7 @@ class TapClient(Client):
 
 class DirectParser(Parser):
     """nats-py's parser with a fast lane in front: a run of complete ``MSG``/``HMSG`` frames
-    for ``direct`` subscriptions is split with plain byte operations and handed over
+    for ``add_direct`` subscriptions is split with plain byte operations and handed over
     synchronously. It stops at the first frame that is anything else (another subscription,
     PING, INFO, -ERR, an unusual control line), and nats-py's parser takes over from there,
     so the order of everything on the connection is kept. An incomplete frame waits in the

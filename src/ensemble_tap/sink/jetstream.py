@@ -2,7 +2,7 @@
 
 The sink reads on a connection of its own, so a burst of deliveries never queues in front of
 the publish acknowledgements that webhook requests wait for. Deliveries to the pull inbox
-go straight to the sink (``TapClient.direct``: no per-message objects, queue or task, about
+go straight to the sink (``TapClient.add_direct``: no per-message objects, queue or task, about
 15 µs per message); everything else on the connection is handled by nats-py as usual.
 Pull requests, acks and consumer management use the documented JetStream wire API.
 """
@@ -43,7 +43,7 @@ class FetchError(RuntimeError):
 
 
 class PullConnection(TapClient):
-    """The sink's client: deliveries go straight to the sink (``direct``), acks in bulk."""
+    """The sink's client: deliveries go straight to the sink (``add_direct``), acks in bulk."""
 
     async def respond_all(self, replies: list[bytes], payload: bytes) -> None:
         """Publish ``payload`` to every reply subject as one buffered write: the ack of a
@@ -256,7 +256,7 @@ class Puller:
 
     async def start(self) -> None:
         self._inbox = self.nc.new_inbox()
-        subscription = await self.nc.subscribe(f"{self._inbox}.*")  # handled via ``direct``
+        subscription = await self.nc.subscribe(f"{self._inbox}.*")
         self.nc.add_direct(subscription._id, self._on_delivery)
 
     async def fetch(self, batch: int, wait: float) -> list[Delivery]:
