@@ -17,20 +17,17 @@ import argparse
 import asyncio
 import hashlib
 import hmac
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from proc import nats_server
+from proc import counted_run, nats_server, per_unit_main
 
 SECRET = "hotpath-secret"
 CONCURRENCY = 64  # requests in flight, as wrk's connections keep them
-REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 def request(index: int) -> tuple[dict[str, Any], bytes]:
@@ -121,19 +118,7 @@ def main() -> int:
     if sys.argv[1:2] == ["--inner"]:
         inner(sys.argv[2:])
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--counts", type=int, nargs=2, default=(300, 1500), metavar=("A", "B"))
-    parser.add_argument("--native", action="store_true", help="no valgrind: CPU µs/webhook")
-    args = parser.parse_args()
-    if not args.native and shutil.which("valgrind") is None:
-        print("error: valgrind is not on PATH (apt-get install -y valgrind)", file=sys.stderr)
-        return 2
-    results = {count: run_inner(count, args.native) for count in args.counts}
-    (a, value_a), (b, value_b) = sorted(results.items())
-    per_webhook = (value_b - value_a) / (b - a)
-    unit = "µs of CPU" if args.native else "instructions"
-    print(f"{per_webhook:,.0f} {unit} per webhook  ({a:,} → {b:,} webhooks: {results})")
-    return 0
+    return per_unit_main(__doc__.split("\n\n")[0], run_inner, (300, 1500), "webhook")
 
 
 def run_inner(count: int, native: bool) -> float:
@@ -143,20 +128,9 @@ def run_inner(count: int, native: bool) -> float:
         with nats_server(workdir / "nats") as (url, _):
             command = [sys.executable, __file__, "--inner", "--count", str(count)]
             command += ["--nats-url", url, "--data-dir", str(workdir / "d")]
-            if not native:
-                out = workdir / "callgrind.out"
-                command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+            return counted_run(command, workdir, native)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if done.returncode != 0:
-        raise SystemExit(f"run of {count} failed:\n{done.stdout}\n{done.stderr[-3000:]}")
-    if native:
-        return float(done.stdout.strip().rsplit("=", 1)[1]) * 1e6
-    match = REFS.search(done.stderr)
-    if match is None:
-        raise SystemExit(f"no instruction count in valgrind's output:\n{done.stderr[-2000:]}")
-    return float(match.group(1).replace(",", ""))
 
 
 if __name__ == "__main__":

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+from proc import counted_run, per_unit_main
+
 READ_SIZE = 32768  # what nats-py reads from the socket at a time
 BATCH = 5000  # batch_size and consumer_fetch_batch_size (per-batch costs are amortised)
 STREAM, CONSUMER, SID = "ENSEMBLE_TAP", "tap-clickhouse", 7
@@ -144,42 +143,17 @@ def run_inner(count: int, native: bool) -> float:
         frames.write_bytes(wire(count))  # built here, so the measured process only replays
         command = [sys.executable, __file__, "--inner", "--count", str(count)]
         command += ["--wire", str(frames)]
-        if not native:
-            out = workdir / "callgrind.out"
-            command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
         environment = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts each run
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=1800, env=environment
-        )
+        return counted_run(command, workdir, native, environment)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if done.returncode != 0:
-        raise SystemExit(f"run of {count} failed:\n{done.stdout}\n{done.stderr[-3000:]}")
-    if native:
-        return float(done.stdout.strip().rsplit("=", 1)[1]) * 1e6
-    match = REFS.search(done.stderr)
-    if match is None:
-        raise SystemExit(f"no instruction count in valgrind's output:\n{done.stderr[-2000:]}")
-    return float(match.group(1).replace(",", ""))
 
 
 def main() -> int:
     if sys.argv[1:2] == ["--inner"]:
         inner(sys.argv[2:])
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--counts", type=int, nargs=2, default=(5000, 15000), metavar=("A", "B"))
-    parser.add_argument("--native", action="store_true", help="no valgrind: CPU µs/event")
-    args = parser.parse_args()
-    if not args.native and shutil.which("valgrind") is None:
-        print("error: valgrind is not on PATH (apt-get install -y valgrind)", file=sys.stderr)
-        return 2
-    results = {count: run_inner(count, args.native) for count in args.counts}
-    (a, value_a), (b, value_b) = sorted(results.items())
-    per_event = (value_b - value_a) / (b - a)
-    unit = "µs of CPU" if args.native else "instructions"
-    print(f"{per_event:,.0f} {unit} per event  ({a:,} → {b:,} events: {results})")
-    return 0
+    return per_unit_main(__doc__.split("\n\n")[0], run_inner, (5000, 15000), "event")
 
 
 if __name__ == "__main__":

@@ -173,6 +173,56 @@ async def test_consumer_is_updated_when_the_config_changed(
         assert config["max_waiting"] == 16  # JetStream cannot change it; a warning says so
 
 
+async def test_consumer_reads_the_whole_stream_without_a_filter(
+    private_nats: NatsServer, tmp_path: Path
+) -> None:
+    """The stream's only subject is the filter: the consumer goes without one (the server
+    then skips a subject match per message), and a consumer made with the filter by an
+    earlier version loses it; every event still lands once."""
+    config = sink_config(private_nats.url, tmp_path)
+    async with harness(config) as tap:
+        await tap.broker.js.add_consumer(
+            config.nats.stream,
+            durable_name=config.clickhouse.consumer_name,
+            filter_subject="ensemble.tap.>",
+            ack_policy="explicit",
+        )
+        await tap.publish(range(20))
+        sink = tap.sink()
+        await sink.start()
+        try:
+            await eventually(lambda: sink.status_info.rows_inserted == 20)
+            assert await count(sink) == 20
+        finally:
+            await sink.stop()
+        assert not (await tap.consumer())["config"].get("filter_subject")
+        assert await tap.settled()
+
+
+async def test_consumer_keeps_its_filter_when_the_stream_holds_more(
+    private_nats: NatsServer, tmp_path: Path
+) -> None:
+    config = sink_config(private_nats.url, tmp_path)
+    async with harness(config) as tap:
+        stream = await tap.broker.js.stream_info(config.nats.stream)
+        assert stream.config.subjects is not None
+        stream.config.subjects.append("elsewhere.>")
+        await tap.broker.js.update_stream(stream.config)
+        await tap.broker.js.publish("elsewhere.x", b"not for the sink")
+        await tap.publish(range(3))
+        sink = tap.sink()
+        await sink.start()
+        try:
+            await eventually(lambda: sink.status_info.rows_inserted == 3)
+            assert await count(sink) == 3
+        finally:
+            await sink.stop()
+        consumer = await tap.consumer()
+        assert consumer["config"]["filter_subject"] == "ensemble.tap.>"
+        assert consumer["num_pending"] == 0 and consumer["num_ack_pending"] == 0
+        assert tap.metric("tap_clickhouse_poison_total", reason="json") == 0
+
+
 async def test_push_consumer_of_the_same_name_is_refused(
     private_nats: NatsServer, tmp_path: Path
 ) -> None:

@@ -106,6 +106,15 @@ def test_drift_of_every_managed_field() -> None:
     ]
 
 
+def test_a_filter_left_out_is_drift_only_against_a_filtered_consumer() -> None:
+    desired = consumer_config(config(), "p")
+    del desired["filter_subject"]  # the stream's only subject (ensure_consumer decides)
+    assert consumer_drift(live(), desired) == ["filter_subject"]
+    unfiltered = live()
+    del unfiltered["filter_subject"]
+    assert consumer_drift(unfiltered, desired) == []
+
+
 def test_backoff_replaces_ack_wait_on_the_server() -> None:
     desired = consumer_config(config(consumer_backoff=["15s", "1m"]), "p")
     existing = live(ack_wait=15 * SECOND, backoff=[15 * SECOND, 60 * SECOND])

@@ -36,14 +36,16 @@ _HEADER_VALUE_UNSAFE = str.maketrans({"\r": " ", "\n": " "})
 class TapClient(Client):
     def __init__(self) -> None:
         super().__init__()
-        self.direct: dict[int, DirectHandler] = {}
-        self.direct_by_wire_sid: dict[bytes, DirectHandler] = {}  # the parser's lookup
+        # Filled only by add_direct: nats-py's path looks handlers up by sid, the parser's
+        # fast lane by the sid's digits as the server echoes them.
+        self._direct: dict[int, DirectHandler] = {}
+        self._direct_by_wire_sid: dict[bytes, DirectHandler] = {}
         self._ps = DirectParser(self)
 
     def add_direct(self, sid: int, handler: DirectHandler) -> None:
         """Deliver the messages of subscription ``sid`` to ``handler`` (see the module doc)."""
-        self.direct[sid] = handler
-        self.direct_by_wire_sid[b"%d" % sid] = handler  # as the server echoes it
+        self._direct[sid] = handler
+        self._direct_by_wire_sid[b"%d" % sid] = handler
 
     async def publish_frame(
         self, subject: bytes, reply: bytes, headers: bytes, payload: bytes
@@ -81,7 +83,7 @@ class TapClient(Client):
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
-        handler = self.direct.get(sid)
+        handler = self._direct.get(sid)
         if handler is not None:
             handler(subject, reply, data, headers)
             return
@@ -99,7 +101,7 @@ class DirectParser(Parser):
 
     def __init__(self, nc: TapClient) -> None:
         super().__init__(nc)
-        self.direct = nc.direct_by_wire_sid
+        self.direct = nc._direct_by_wire_sid
 
     async def parse(self, data: bytes = b"") -> None:
         if self.state != AWAITING_CONTROL_LINE:  # nats-py is in the middle of a frame
