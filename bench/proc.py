@@ -75,7 +75,7 @@ def counted_run(
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env)
     if done.returncode != 0:
-        raise SystemExit(f"{command[-1]} failed:\n{done.stdout}\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr[-3000:]}")
     if native:
         return float(done.stdout.strip().rsplit("=", 1)[1]) * 1e6
     match = REFS.search(done.stderr)
