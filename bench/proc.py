@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ensemble_tap.bus.embedded import free_port, nats_server_binary
+from ensemble_tap.lifetime import exit_with_parent
 
 
 @contextlib.contextmanager
@@ -26,6 +27,7 @@ def nats_server(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(root)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=exit_with_parent,  # an interrupted bench leaves no server behind
     )
     try:
         deadline = time.monotonic() + 20
