@@ -1,7 +1,8 @@
 """Composition root: builds every part from Config and owns the start/stop order.
 
-Start: embedded nats-server (when ``nats.url`` is unset) → NATS connection → streams →
-advisories → sink, pollers, admin → worker processes (``server.workers``) → HTTP. Stop:
+Start: embedded nats-server (when ``nats.url`` is unset) → ingress, admin → worker processes
+(``server.workers``) → HTTP, while in the background: NATS connection → streams →
+advisories → sink, pollers, queued replay jobs (``/readyz`` is 503 until then). Stop:
 stop accepting and finish in-flight requests (uvicorn, workers) → pollers, replay, sink →
 drain NATS → stop the embedded server.
 
@@ -13,7 +14,9 @@ requests to the primary (ensemble_tap.workers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ from ensemble_tap.bus.dlq_store import DeadLetterStore
 from ensemble_tap.bus.embedded import EmbeddedNatsServer
 from ensemble_tap.bus.publisher import Publisher
 from ensemble_tap.bus.streams import (
+    StreamSetupError,
     dlq_stream_config,
     dlq_stream_name,
     ensure_stream,
@@ -101,14 +105,21 @@ class TapApp:
         self.pool: WorkerPool | None = None
         self.proxy: PrimaryProxy | None = None
         self.metrics_endpoint: MetricsEndpoint | None = None
+        self._bring_up_task: asyncio.Task[None] | None = None
+        self._starting_reason = "starting"
+        self._job_registry: JobRegistry | None = None
 
     async def start(self) -> None:
-        """Start every part in order; a failure stops what already runs, then re-raises."""
+        """Build every part and start reaching NATS in the background, so HTTP can be served
+        at once: probes answer, webhooks get 503 + Retry-After until the broker is reachable,
+        and the service becomes ready without a restart. A failure to build stops what
+        already runs, then re-raises; ``wait_ready()`` waits for (or raises) the bring-up."""
         try:
-            await self._start()
+            await self._build()
         except BaseException:
             await self.stop()
             raise
+        self._bring_up_task = asyncio.create_task(self._bring_up(), name="tap-bring-up")
         log.info(
             "ensemble-tap started",
             version=__version__,
@@ -118,7 +129,18 @@ class TapApp:
             stream=self.config.nats.stream,
         )
 
-    async def _start(self) -> None:
+    async def wait_ready(self) -> None:
+        """Wait until NATS is reached and every part runs; raise what stopped the bring-up."""
+        assert self._bring_up_task is not None, "start() first"
+        await asyncio.shield(self._bring_up_task)
+
+    @property
+    def bring_up(self) -> asyncio.Task[None] | None:
+        return self._bring_up_task
+
+    async def _build(self) -> None:
+        """Everything that does not need NATS: HTTP routes, ingress, admin, the parts that
+        the bring-up starts later."""
         cfg = self.config
         if cfg.nats.url is None:
             self.embedded = EmbeddedNatsServer(cfg.data_dir)
@@ -126,35 +148,85 @@ class TapApp:
         else:
             servers = [url.strip() for url in cfg.nats.url.split(",")]
         self.broker = Broker(cfg.nats, servers, self.metrics)
-        await self.broker.connect()
         streams = (cfg.nats.stream, dlq_stream_name(cfg.nats))
         publisher = Publisher(self.broker, cfg.nats, self.metrics)
         dlq = DeadLetterWriter(publisher, self.metrics)
         if "ingress" in self.roles:
             self.ingress = WebhookIngress(cfg, publisher, dlq, self.metrics)
         self.http = FastAPI(title="Ensemble Tap", version=__version__, openapi_url=None)
-        if self.worker is not None:  # the primary provisioned the streams and runs the rest
+        if self.worker is not None:  # the primary provisions the streams and runs the rest
             self.proxy = PrimaryProxy(self.worker.primary_socket)
-            self.http.include_router(
-                health_router(Readiness(self.broker, streams), self._exposition)
-            )
+            readiness = Readiness(self.broker, streams, starting=self._starting)
+            self.http.include_router(health_router(readiness, self._exposition))
             return
-        js = self.broker.js
-        await ensure_stream(js, main_stream_config(cfg.nats))
-        await ensure_stream(js, dlq_stream_config(cfg.nats))
-        await subscribe_advisories(self.broker, frozenset(streams), self.metrics)
-        self._warn_payload_limit()
         if "sink" in self.roles and cfg.clickhouse.enabled:  # ClickHouse itself may be down
             self.sink = ClickHouseSink(cfg, self.broker, dlq, self.metrics)
-            await self.sink.start()
         if "poller" in self.roles:
             self.pollers = PollerService(cfg, publisher, dlq, self.metrics)
-            await self.pollers.start()  # after the streams exist; first cycles run now
         if "admin" in self.roles and admin_enabled(cfg.server):
             self.admin = self._build_admin(publisher)
         sink_detail = self.sink.readiness_detail if self.sink is not None else None
-        readiness = Readiness(self.broker, streams, details=sink_detail)
+        readiness = Readiness(self.broker, streams, details=sink_detail, starting=self._starting)
         self.http.include_router(health_router(readiness, self._exposition))
+
+    async def _bring_up(self) -> None:
+        """Reach NATS (retrying; bounded only by ``nats.startup_timeout``), provision the
+        streams, then start what needs them: advisories, sink, pollers, queued replays."""
+        cfg = self.config
+        assert self.broker is not None
+        self._starting_reason = "connecting to nats"
+        limit = cfg.nats.startup_timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        await self.broker.connect(limit)
+        if self.worker is not None:
+            self._starting_reason = ""
+            return
+        self._starting_reason = "provisioning streams"
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        try:
+            async with asyncio.timeout(remaining):
+                await self._provision_streams()
+        except TimeoutError:
+            raise StreamSetupError(
+                f"streams not provisioned within nats.startup_timeout ({limit:g}s): "
+                f"{self._starting_reason}"
+            ) from None
+        streams = frozenset((cfg.nats.stream, dlq_stream_name(cfg.nats)))
+        await subscribe_advisories(self.broker, streams, self.metrics)
+        self._warn_payload_limit()
+        if self.sink is not None:
+            await self.sink.start()
+        if self.pollers is not None:
+            await self.pollers.start()  # after the streams exist; first cycles run now
+        if self.replay_runner is not None and self._job_registry is not None:
+            for job in self._job_registry.load():
+                self.replay_runner.submit(job)
+        self._starting_reason = ""
+        log.info("ensemble-tap ready", nats=self.broker.nc.connected_url is not None)
+
+    async def _provision_streams(self) -> None:
+        """Create or update both streams. A refusal of the config (StreamSetupError) is
+        final; anything else (JetStream not up yet, no quorum, a timeout) is retried."""
+        assert self.broker is not None
+        cfg = self.config.nats
+        while True:
+            try:
+                await ensure_stream(self.broker.js, main_stream_config(cfg))
+                await ensure_stream(self.broker.js, dlq_stream_config(cfg))
+                return
+            except StreamSetupError:
+                raise
+            except Exception as exc:
+                reason = str(exc) or type(exc).__name__
+                self._starting_reason = f"provisioning streams: {reason}"
+                log.warning("stream provisioning failed: retrying", error=reason)
+                await asyncio.sleep(cfg.reconnect_wait)
+
+    def _starting(self) -> str:
+        """Why the service is not fully up yet ("" once the bring-up finished)."""
+        if self._starting_reason and self.broker is not None and self.broker.last_error:
+            return f"{self._starting_reason} (last error: {self.broker.last_error})"
+        return self._starting_reason
 
     async def listen(self) -> list[socket.socket] | None:
         """After ``start()``: the sockets to serve, or None for uvicorn's own (one process).
@@ -182,6 +254,10 @@ class TapApp:
             self.pool.terminate()
 
     async def stop(self) -> None:
+        if self._bring_up_task is not None and not self._bring_up_task.done():
+            self._bring_up_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._bring_up_task
         if self.pool is not None:  # first: workers publish through the embedded server
             await self.pool.stop()
             self.pool = None
@@ -260,8 +336,7 @@ class TapApp:
             server.admin_replay_job_timeout,
             self.metrics,
         )
-        for job in registry.load():
-            self.replay_runner.submit(job)
+        self._job_registry = registry  # its stored jobs resume once NATS is reached
         return admin_app(
             AdminDependencies(
                 server=server,
@@ -320,12 +395,15 @@ async def serve_worker(config: Config, worker: WorkerSpec) -> None:
 
 
 async def _serve(app: TapApp) -> None:
-    """A signal during start-up stops start-up too, so the embedded nats-server never
-    outlives the service."""
+    """Serve HTTP at once while the bring-up reaches NATS in the background; a bring-up
+    that fails (``nats.startup_timeout`` passed, the stream config refused, the sink's
+    consumer refused) stops the service and is raised. A signal during start-up stops
+    start-up too, so the embedded nats-server never outlives the service."""
     config = app.config
     server = TapServer(uvicorn_config(app))
     stopping = asyncio.Event()
     main_task = asyncio.current_task()
+    failure: list[BaseException] = []
 
     def on_signal() -> None:
         if stopping.is_set():
@@ -336,12 +414,23 @@ async def _serve(app: TapApp) -> None:
         if not server.started and main_task is not None:
             main_task.cancel()
 
+    def on_bring_up(task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        failure.append(task.exception())  # type: ignore[arg-type]
+        server.should_exit = True
+        app.stopping()
+
     with signal_handlers(on_signal):
         try:
             await app.start()
+            assert app.bring_up is not None
+            app.bring_up.add_done_callback(on_bring_up)
             sockets = await app.listen()
             tune_gc()
             await server.serve(sockets=sockets)
+            if failure:
+                raise failure[0]
             if not server.started and not stopping.is_set():
                 raise RuntimeError(
                     f"could not listen on {config.server.host}:{config.server.port} "

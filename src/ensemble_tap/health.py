@@ -26,6 +26,8 @@ class Readiness:
     streams: tuple[str, ...]
     # Extra checks shown in the response without affecting readiness (the ClickHouse sink).
     details: Callable[[], Awaitable[dict[str, str]]] | None = None
+    # Why the service is still starting ("" once it runs): connecting, provisioning streams.
+    starting: Callable[[], str] | None = None
     _checked_at: float = 0.0
     _result: tuple[bool, dict[str, str]] = (False, {})
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -42,6 +44,11 @@ class Readiness:
             return self._result
 
     async def _run(self) -> tuple[bool, dict[str, str]]:
+        starting = self.starting() if self.starting is not None else ""
+        if starting and not self.broker.is_connected:
+            return False, {"nats": f"nats connection not healthy: {starting}"}
+        if starting:
+            return False, {"nats": "ok", "startup": starting}
         if not self.broker.is_connected:
             return False, {"nats": "nats connection not healthy"}
         timeout = min(self.broker.config.connect_timeout, MAX_CHECK_SECONDS)

@@ -51,6 +51,10 @@ Send = Callable[[Message], Awaitable[None]]
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 RETRY_AFTER_SECONDS = "5"
+# A dead-letter write after a refused publish, while the sender waits: the broker just
+# answered, so this is ample; past it the sender gets 503 and retries (nothing is lost).
+# The longest answer is therefore nats.publish_timeout + this (docs/reliability.md).
+PUBLISH_DLQ_TIMEOUT = 0.5
 # Entity/action values come from senders; only so many label sets are kept at hand.
 MAX_CACHED_CHILDREN = 10_000
 log = get_logger("ensemble_tap.ingress")
@@ -280,6 +284,9 @@ class WebhookIngress:
         return _accepted_body([envelope for envelope, _ in envelopes], context.request_id)
 
     async def _publish_one(self, envelope: Envelope, dedup: str, context: _Context) -> None:
+        """Publish one event. On failure the sender is told to retry (503) unless the event
+        is in the dead-letter stream (500): with the broker unavailable no dead-letter write
+        is tried, since it could not succeed and would only delay the 503."""
         try:
             result = await self.publisher.publish(
                 envelope.subject, envelope.body, dedup, envelope.request_id
@@ -287,7 +294,9 @@ class WebhookIngress:
         except PublishError as exc:
             self.metrics.publish_failures.labels(envelope.provider).inc()
             log.error("publish webhook", **context.log_fields(), error=str(exc))
-            await self.dlq.write(
+            if exc.unavailable:
+                raise
+            stored = await self.dlq.write(
                 DeadLetter(
                     stage="publish",
                     provider=context.provider,
@@ -297,8 +306,11 @@ class WebhookIngress:
                     original_subject=envelope.subject,
                     original_dedup_id=dedup,
                     original_payload=envelope.body,
-                )
+                ),
+                timeout=PUBLISH_DLQ_TIMEOUT,
             )
+            if not stored:  # kept nowhere: only the sender's retry can save it
+                raise PublishError(str(exc), unavailable=True) from exc
             raise
         self._published_metric(envelope).inc()
         if result.duplicate:

@@ -159,7 +159,7 @@ async def test_connect_gives_up_after_the_startup_timeout() -> None:
     cfg = _nats_config(startup_timeout="500ms", reconnect_wait="100ms", connect_timeout="200ms")
     broker = Broker(cfg, [f"nats://127.0.0.1:{free_port()}"], Metrics())
     with pytest.raises(BrokerConnectError, match="not reachable"):
-        await broker.connect()
+        await broker.connect(cfg.startup_timeout)
 
 
 async def test_advisories_about_our_streams_are_counted(broker: Broker) -> None:

@@ -176,11 +176,14 @@ def test_serve_fails_when_nats_is_unreachable(tmp_path: Path) -> None:
     assert b"nats not reachable" in result.stdout
 
 
-def test_a_signal_during_start_up_stops_promptly_and_cleanly(tmp_path: Path) -> None:
+def test_serves_probes_while_nats_is_unreachable_and_stops_cleanly(tmp_path: Path) -> None:
+    """No ``nats.startup_timeout``: the service keeps trying to reach NATS while /livez
+    answers 200 and /readyz 503; a signal then stops it promptly with exit 0."""
+    port = free_port()
     config = tmp_path / "c.yaml"
     config.write_text(
-        f"nats:\n  url: nats://127.0.0.1:{free_port()}\n  startup_timeout: 60s\n"
-        f"server:\n  port: {free_port()}\n"
+        f"nats:\n  url: nats://127.0.0.1:{free_port()}\n"
+        f"server:\n  host: 127.0.0.1\n  port: {port}\n"
     )
     process = subprocess.Popen(
         [CLI, "serve", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -189,5 +192,19 @@ def test_a_signal_during_start_up_stops_promptly_and_cleanly(tmp_path: Path) -> 
     for line in process.stdout:  # wait until it is trying to reach NATS
         if b"nats" in line and b"error" in line:
             break
-    process.send_signal(signal.SIGTERM)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                live = httpx.get(f"http://127.0.0.1:{port}/livez", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "no listener while NATS is unreachable"
+                time.sleep(0.05)
+        assert live.status_code == 200
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+        assert ready.status_code == 503
+        assert "connecting to nats" in ready.json()["error"]
+    finally:
+        process.send_signal(signal.SIGTERM)
     assert process.wait(15) == 0

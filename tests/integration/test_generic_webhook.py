@@ -7,6 +7,7 @@ import socket
 import time
 
 import httpx
+import nats
 
 from tests.integration.conftest import StartApp
 from tests.support.cloudevent import parse_cloudevent
@@ -229,6 +230,27 @@ async def test_publish_rejected_by_the_stream_is_500_and_dead_lettered(
     assert app.metric("tap_webhooks_received_total", provider="acme", status="error") == 1
 
 
+async def test_refused_publish_that_cannot_be_dead_lettered_is_503_not_500(
+    start_app: StartApp, private_nats: NatsServer
+) -> None:
+    """500 promises "it is in the dead-letter stream"; when that write fails too, the only
+    copy is the sender's, so it is told to retry."""
+    app = start_app(providers=ACME, nats={"stream_max_msg_size": 200})
+    nc = await nats.connect(private_nats.url)
+    try:
+        await nc.jetstream().delete_stream("ENSEMBLE_TAP_DLQ")
+    finally:
+        await nc.close()
+    headers = generic_headers(SECRET, BODY, "deal.updated", "evt_nowhere")
+    async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
+        response = await client.post("/webhooks/acme", content=BODY, headers=headers)
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert app.metric("tap_dlq_write_failures_total", stage="publish") == 1
+    assert app.metric("tap_webhooks_received_total", provider="acme", status="error") == 1
+
+
 async def test_broker_down_is_503_with_retry_after_and_nothing_stored(
     start_app: StartApp, private_nats: NatsServer
 ) -> None:
@@ -243,6 +265,9 @@ async def test_broker_down_is_503_with_retry_after_and_nothing_stored(
     assert response.headers["retry-after"] == "5"
     assert ready.status_code == 503
     assert ready.json()["status"] == "not_ready"
+    # The dead-letter stream is on the same unreachable broker: no write was tried (it
+    # would only have delayed the 503 past the publish budget).
+    assert app.metric("tap_dlq_write_failures_total", stage="publish") == 0
     private_nats.start()
     assert await stored_messages(private_nats.url, "ENSEMBLE_TAP") == []
 

@@ -56,7 +56,7 @@ async def _connects(url: str, startup_timeout: str = "10s", **settings: object) 
         {"url": url, "startup_timeout": startup_timeout, "connect_timeout": "2s", **settings}
     )
     broker = Broker(cfg, [url], Metrics())
-    await broker.connect()
+    await broker.connect(cfg.startup_timeout)
     try:
         assert broker.is_connected
         await broker.nc.flush()

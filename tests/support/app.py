@@ -32,8 +32,13 @@ def make_config(nats_url: str | None, data_dir: str, **sections: Any) -> Config:
 
 
 class RunningApp:
-    def __init__(self, config: Config, roles: frozenset[str] = ALL_ROLES) -> None:
+    def __init__(
+        self, config: Config, roles: frozenset[str] = ALL_ROLES, wait_ready: bool = True
+    ) -> None:
+        """``wait_ready``: ``start()`` returns once NATS is reached and every part runs;
+        without it, as soon as HTTP is served."""
         self.port = free_port()
+        self.wait_ready = wait_ready
         self.config = config
         self.metrics = Metrics()
         self.app = TapApp(config, self.metrics, roles=roles)
@@ -61,6 +66,8 @@ class RunningApp:
     async def _main(self) -> None:
         try:
             await self.app.start()
+            if self.wait_ready:
+                await self.app.wait_ready()
             self._server = TapServer(uvicorn_config(self.app, host="127.0.0.1", port=self.port))
             serve = asyncio.create_task(self._server.serve())
             while not self._server.started and not serve.done():  # noqa: ASYNC110 (no event)

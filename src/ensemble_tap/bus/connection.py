@@ -28,6 +28,7 @@ class Broker:
         self.metrics = metrics
         self.nc = TapClient()
         self._connected = asyncio.Event()
+        self._last_error = ""
 
     @property
     def js(self) -> JetStreamContext:
@@ -48,19 +49,32 @@ class Broker:
             return False
         return self.nc.is_connected
 
-    async def connect(self) -> None:
-        """Connect within ``startup_timeout``; every failed attempt is logged by the client's
-        error callback, and the client retries every ``reconnect_wait``."""
+    @property
+    def last_error(self) -> str:
+        """The newest connection error, for readiness ("" before any)."""
+        return self._last_error
+
+    async def connect(self, timeout: float | None = None) -> None:
+        """Connect, trying the servers every ``reconnect_wait`` until one answers; every
+        failed attempt is logged by the client's error callback. ``timeout`` (None: no limit)
+        raises BrokerConnectError when no server answered in time.
+
+        The first connection is retried without limit whatever ``max_reconnects`` says (the
+        service serves probes and answers 503 meanwhile); ``max_reconnects`` applies to the
+        reconnects after it."""
+        options = self._options()
+        options["max_reconnect_attempts"] = -1
         try:
-            await asyncio.wait_for(self.nc.connect(**self._options()), self.config.startup_timeout)
+            await asyncio.wait_for(self.nc.connect(**options), timeout)
         except (TimeoutError, Exception) as exc:
             if not self.nc.is_closed:
                 await self.nc.close()
             reason = str(exc) or type(exc).__name__
+            limit = f" within {timeout:g}s" if timeout is not None else ""
             raise BrokerConnectError(
-                f"nats not reachable at {', '.join(self.servers)} within "
-                f"{self.config.startup_timeout:g}s: {reason}"
+                f"nats not reachable at {', '.join(self.servers)}{limit}: {reason}"
             ) from exc
+        self.nc.options["max_reconnect_attempts"] = self.config.max_reconnects
         self._set_connected(True)
         log.info(
             "nats connected", server=self.nc.connected_url.netloc if self.nc.connected_url else ""
@@ -96,7 +110,8 @@ class Broker:
         self._set_connected(False)
 
     async def _on_error(self, error: Exception) -> None:
-        log.warning("nats error", error=str(error) or type(error).__name__)
+        self._last_error = str(error) or type(error).__name__
+        log.warning("nats error", error=self._last_error)
 
     def _options(self) -> dict[str, Any]:
         cfg = self.config

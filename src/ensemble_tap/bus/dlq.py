@@ -122,7 +122,7 @@ class DeadLetterWriter:
         self.metrics = metrics
         self._verify_buckets: dict[str, TokenBucket] = {}
 
-    async def write(self, letter: DeadLetter) -> bool:
+    async def write(self, letter: DeadLetter, timeout: float = WRITE_TIMEOUT) -> bool:
         """Store ``letter``; return False (logged and counted) when it could not be stored."""
         if letter.stage == "verify" and not self._allow_verify(letter.provider):
             self.metrics.dlq_dropped.labels(letter.stage).inc()
@@ -135,7 +135,7 @@ class DeadLetterWriter:
                 body,
                 msg_id=record_id,
                 request_id=letter.request_id,
-                timeout=WRITE_TIMEOUT,
+                timeout=timeout,
             )
         except PublishError as exc:
             self.metrics.dlq_write_failures.labels(letter.stage).inc()

@@ -252,8 +252,12 @@ class NatsConfig(Section):
     connect_timeout: PositiveDuration = 5.0
     reconnect_wait: PositiveDuration = 2.0
     max_reconnects: int = Field(-1, ge=-1)
-    startup_timeout: PositiveDuration = 60.0
-    publish_timeout: PositiveDuration = 5.0
+    # Unset: keep trying to reach NATS while serving 503s; set: exit 1 when not connected
+    # within it (docs/reliability.md).
+    startup_timeout: PositiveDuration | None = None
+    # Shorter than the shortest provider delivery timeout (Shopify: 5 s in all), so a
+    # broker outage is answered with 503 + Retry-After before the sender gives up.
+    publish_timeout: PositiveDuration = 3.0
     publish_max_retries: int = Field(3, ge=0, le=1000)
     publish_retry_backoff: PositiveDuration = 0.1
     username: str = ""

@@ -36,6 +36,9 @@ STOP_GRACE_SECONDS = 20.0
 RESTART_BACKOFF = (1.0, 30.0)  # first delay, cap; doubled per crash in a row
 HEALTHY_AFTER_SECONDS = 60.0  # a worker that lived this long resets the backoff
 EXIT_POLL_SECONDS = 0.1
+# A worker serves before it reaches NATS (it answers 503 until then): starting is importing
+# the service (~1 s) and binding its metrics socket.
+WORKER_START_TIMEOUT = 60.0
 log = get_logger("ensemble_tap.workers")
 
 
@@ -79,8 +82,6 @@ class WorkerPool:
         self._internal: TapServer | None = None
         self._internal_task: asyncio.Task[None] | None = None
         self._stopping = False
-        # Connecting to NATS may take up to startup_timeout; importing the service ~1 s.
-        self._startup_timeout = config.nats.startup_timeout + 30
 
     async def start(self) -> None:
         """Open the primary's internal listener, then start every worker and wait until each
@@ -89,7 +90,7 @@ class WorkerPool:
         for index in range(1, self.count + 1):
             self._spawn(index)
         await asyncio.gather(
-            *(self._wait_started(i, self._startup_timeout) for i in self._processes)
+            *(self._wait_started(i, WORKER_START_TIMEOUT) for i in self._processes)
         )
         self._monitors = [asyncio.create_task(self._watch(i)) for i in self._processes]
         log.info("workers started", workers=self.count + 1, pids=self.pids())
@@ -176,7 +177,7 @@ class WorkerPool:
                 return
             self._spawn(index)
             try:
-                await self._wait_started(index, self._startup_timeout)
+                await self._wait_started(index, WORKER_START_TIMEOUT)
             except RuntimeError as exc:
                 log.error("worker restart failed", worker=index, error=str(exc))
                 continue
