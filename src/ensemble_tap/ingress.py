@@ -273,6 +273,8 @@ class WebhookIngress:
             unavailable = all(isinstance(f, PublishError) and f.unavailable for f in failures)
             if unavailable:
                 raise Reply(503, "event broker unavailable", "error", retry_after=True)
+            if any(isinstance(f, PublishError) and f.too_large for f in failures):
+                raise Reply(413, "event larger than the event broker accepts", "rejected")
             raise Reply(500, "publish failed", "error")
         if self.log_accepted:  # skips building the fields when info lines are filtered out
             log.info(
@@ -296,6 +298,8 @@ class WebhookIngress:
             log.error("publish webhook", **context.log_fields(), error=str(exc))
             if exc.unavailable:
                 raise
+            # Too large for the broker: a retry cannot help (413) and the dead letter could
+            # not hold it either, so it keeps the digest and the request's metadata.
             stored = await self.dlq.write(
                 DeadLetter(
                     stage="publish",
@@ -305,10 +309,14 @@ class WebhookIngress:
                     request_id=context.request_id,
                     original_subject=envelope.subject,
                     original_dedup_id=dedup,
-                    original_payload=envelope.body,
+                    original_payload=b"" if exc.too_large else envelope.body,
+                    payload_sha256=digest(envelope.body) if exc.too_large else "",
+                    request_meta=context.metadata() if exc.too_large else {},
                 ),
                 timeout=PUBLISH_DLQ_TIMEOUT,
             )
+            if exc.too_large:
+                raise
             if not stored:  # kept nowhere: only the sender's retry can save it
                 raise PublishError(str(exc), unavailable=True) from exc
             raise
@@ -368,9 +376,17 @@ class _Context:
     def log_fields(self) -> dict[str, str]:
         return {"request_id": self.request_id, "provider": self.provider, "tenant": self.tenant_id}
 
+    def metadata(self) -> dict[str, Any]:
+        client = self.scope.get("client")
+        return request_metadata(
+            self.request.method,
+            self.scope["path"],
+            self.request.headers,
+            client[0] if client else "",
+        )
+
     def dead_letter(self, stage: str, reason: str, keep_body: bool = True) -> DeadLetter:
         """A record of this request; unauthenticated bodies are kept only as a hash."""
-        client = self.scope.get("client")
         return DeadLetter(
             stage=stage,
             provider=self.provider,
@@ -380,12 +396,7 @@ class _Context:
             original_subject=self.scope["path"],
             original_payload=self.request.body if keep_body else b"",
             payload_sha256="" if keep_body else digest(self.request.body),
-            request_meta=request_metadata(
-                self.request.method,
-                self.scope["path"],
-                self.request.headers,
-                client[0] if client else "",
-            ),
+            request_meta=self.metadata(),
         )
 
 

@@ -186,3 +186,24 @@ def test_advisory_kinds() -> None:
     assert concerns_streams("$JS.EVENT.ADVISORY.STREAM.CREATED.ENSEMBLE_TAP", ours)
     assert not concerns_streams("$JS.EVENT.ADVISORY.STREAM.CREATED.OTHER", ours)
     assert concerns_streams("$JS.EVENT.ADVISORY.API", ours)
+
+
+async def test_a_publish_the_server_would_answer_by_closing_the_connection_is_refused(
+    broker: Broker,
+) -> None:
+    """A control line past nats-server's limit or a message past max_payload (headers
+    count) makes the server close the connection, failing every other publish on it: such
+    a publish is refused before it is sent, as a permanent failure."""
+    cfg = _nats_config()
+    await ensure_stream(broker.js, main_stream_config(cfg))
+    publisher = Publisher(broker, cfg, broker.metrics)
+    with pytest.raises(PublishError, match="subject of 5017 bytes is too long") as long_subject:
+        await publisher.publish(f"{cfg.subject_prefix}.{'s' * 5000}", b"{}", "long-subject")
+    assert not long_subject.value.unavailable
+    payload = b"p" * (broker.nc.max_payload - 10)  # fits alone; not with its headers
+    with pytest.raises(PublishError, match="exceed the server's max_payload") as too_large:
+        await publisher.publish(f"{cfg.subject_prefix}.a.b.c", payload, "m" * 40)
+    assert too_large.value.too_large and not too_large.value.unavailable
+    result = await publisher.publish(f"{cfg.subject_prefix}.a.b.c", b"{}", "after")
+    assert result.sequence == 1
+    assert broker.is_connected

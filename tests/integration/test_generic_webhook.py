@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import nats
 
 from tests.integration.conftest import StartApp
+from tests.support.app import RunningApp, make_config
 from tests.support.cloudevent import parse_cloudevent
 from tests.support.jetstream import dlq_payload, stored_messages
 from tests.support.nats_server import NatsServer
@@ -371,3 +373,34 @@ def test_a_body_that_does_not_arrive_in_time_gets_408(start_app: StartApp) -> No
     body = b'{"id":"deal_1"}'
     headers = generic_headers("s", body, "deal.updated", "evt_after_408")
     assert httpx.post(f"{app.url}/webhooks/acme", content=body, headers=headers).status_code == 202
+
+
+async def test_event_larger_than_the_brokers_max_payload_is_413_and_the_connection_survives(
+    tmp_path: Path,
+) -> None:
+    """Headers count towards max_payload: a message past it would make nats-server close
+    the connection (every other request would then get 503). It is refused before sending:
+    413 (a retry cannot help) and a dead letter with the digest instead of the payload."""
+    server = NatsServer(tmp_path / "nats", max_payload=4096).start()
+    app = RunningApp(make_config(server.url, str(tmp_path / "data"), providers=ACME)).start()
+    big = b'{"id":"invoice_big","pad":"' + b"p" * 3700 + b'"}'  # fits alone, not enveloped
+    try:
+        async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
+            refused = await client.post(
+                "/webhooks/acme", content=big, headers=generic_headers(SECRET, big, "a.b", "e1")
+            )
+            accepted = await client.post(
+                "/webhooks/acme", content=BODY, headers=generic_headers(SECRET, BODY, "a.b", "e2")
+            )
+        assert refused.status_code == 413
+        assert accepted.status_code == 202
+        assert app.metric("tap_nats_connected") == 1
+        [record] = [m.json() for m in await stored_messages(server.url, "ENSEMBLE_TAP_DLQ")]
+        assert record["stage"] == "publish"
+        assert "max_payload of 4096 bytes" in record["reason"]
+        assert "original_payload" not in record
+        assert len(record["payload_sha256"]) == 64
+        assert record["request_meta"]["headers"]["x-event-id"] == "e1"
+    finally:
+        app.stop()
+        server.stop()

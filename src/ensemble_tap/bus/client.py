@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from nats.aio.client import Client
 from nats.errors import (
+    BadSubjectError,
     ConnectionClosedError,
     ConnectionDrainingError,
     MaxPayloadError,
@@ -28,6 +29,9 @@ from nats.errors import (
 )
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
+# nats-server's default max_control_line: a longer PUB/HPUB line makes it close the whole
+# connection, so such a publish is refused here (values from senders are bounded before).
+MAX_CONTROL_LINE = 4096
 # (subject, reply, data, raw headers or None)
 DirectHandler = Callable[[bytes, bytes, bytes, bytes | None], None]
 _HEADER_VALUE_UNSAFE = str.maketrans({"\r": " ", "\n": " "})
@@ -61,8 +65,10 @@ class TapClient(Client):
             self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size
         ):
             raise OutboundBufferLimitError
-        if size > self._max_payload:
-            raise MaxPayloadError
+        if len(subject) + len(reply) + 64 > MAX_CONTROL_LINE:
+            raise BadSubjectError
+        if size + len(headers) > self._max_payload:  # the server's limit counts both;
+            raise MaxPayloadError  # past it the server would close the whole connection
         if headers:
             command = b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
                 subject,

@@ -19,7 +19,12 @@ import time
 from dataclasses import dataclass
 
 import orjson
-from nats.errors import ConnectionClosedError, OutboundBufferLimitError
+from nats.errors import (
+    BadSubjectError,
+    ConnectionClosedError,
+    MaxPayloadError,
+    OutboundBufferLimitError,
+)
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError, NoStreamResponseError
 
@@ -37,11 +42,13 @@ _RETRYABLE_4XX = {409, 429}
 
 
 class PublishError(Exception):
-    """The message was not stored. ``unavailable`` means the broker could not be reached."""
+    """The message was not stored. ``unavailable`` means the broker could not be reached;
+    ``too_large`` that the message exceeds the server's ``max_payload`` (never retried)."""
 
-    def __init__(self, message: str, unavailable: bool) -> None:
+    def __init__(self, message: str, unavailable: bool, too_large: bool = False) -> None:
         super().__init__(message)
         self.unavailable = unavailable
+        self.too_large = too_large
 
 
 @dataclass(slots=True)
@@ -97,6 +104,18 @@ class Publisher:
             try:
                 router = self._router or await self._start_router()
                 ack = await router.publish(subject, payload, header_block, attempt_timeout)
+            except MaxPayloadError as exc:
+                raise PublishError(
+                    f"publish nats message: {len(payload)} bytes with headers exceed the "
+                    f"server's max_payload of {self.broker.nc.max_payload} bytes",
+                    unavailable=False,
+                    too_large=True,
+                ) from exc
+            except BadSubjectError as exc:
+                raise PublishError(
+                    f"publish nats message: subject of {len(subject)} bytes is too long",
+                    unavailable=False,
+                ) from exc
             except APIError as exc:
                 reason = _retry_reason(exc)
                 last_error = f"publish nats message: {exc.description or exc}"
