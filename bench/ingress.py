@@ -446,18 +446,28 @@ class WrkRun:
         return self.non_2xx == 0 and not any(self.socket_errors.values()) and not self.exhausted
 
 
-def run_wrk(label: str, opts: Options, url: str, prefix: Path, mode: str, duration: int) -> WrkRun:
+def run_wrk(
+    label: str,
+    opts: Options,
+    url: str,
+    prefix: Path,
+    mode: str,
+    duration: int,
+    script: Path = LUA_SCRIPT,
+    extra: tuple[str, ...] = (),
+) -> WrkRun:
     argv = [
         "wrk",
         f"--threads={opts.threads}",
         f"--connections={opts.connections}",
         f"--duration={duration}s",
         f"--timeout={opts.timeout}s",
-        f"--script={LUA_SCRIPT}",
+        f"--script={script}",
         url,
         "--",
         str(prefix),
         mode,
+        *extra,
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120, check=False)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
