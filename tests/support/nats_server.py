@@ -50,6 +50,14 @@ class NatsServer:
         self.stop()
         raise RuntimeError("nats-server did not start")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill; ``start()`` brings it back on the same port
+        and store."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
