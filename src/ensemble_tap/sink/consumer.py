@@ -38,7 +38,7 @@ from ensemble_tap.sink.schema import TableRef, insert_sql
 from ensemble_tap.sink.status import SinkStatus
 
 NAK_BASE, NAK_MAX = 1.0, 30.0  # redelivery delay after a failed insert, by delivery count
-PROBE_BASE, PROBE_MAX = 0.5, 30.0  # between health probes while ClickHouse is down
+PROBE_BASE, PROBE_MAX = 0.5, 5.0  # between health probes while ClickHouse is down (cheap)
 FETCH_ERROR_BASE, FETCH_ERROR_MAX = 0.1, 5.0
 MIN_FETCH_WAIT = 0.01
 ACK_MARGIN = 1.0
