@@ -22,6 +22,27 @@ import orjson
 SPEC_VERSION = "1.0"
 TYPE_PREFIX = "ensemble.tap"
 TAP_VERSION = "v1"
+# Bounds on sender-controlled values that reach a NATS header, subject or id
+# (docs/configuration.md, "Limits on what senders send"). Tenant keys
+# (config.models.TENANT_KEY_RE) and request ids (ingress.REQUEST_ID_RE) are bounded at 128
+# characters where they are read.
+# Delivery and event ids beyond this become ``sha256:<hex of the id>``: still unique and the
+# same on every redelivery, so deduplication holds and the sender is not refused. (nats-server
+# refuses a JetStream message whose headers exceed 64 KiB.)
+MAX_ID_LENGTH = 256
+# Entity type and action, each one NATS subject token and part of the CloudEvent type; and the
+# sender's event type they come from. Beyond: 400. (A PUB line past 4 KiB closes the connection.)
+MAX_NAME_LENGTH = 128
+MAX_EVENT_TYPE_LENGTH = 2 * MAX_NAME_LENGTH
+# The entity id: consumers look entities up by it, so it is refused (400), not digested.
+MAX_ENTITY_ID_LENGTH = 256
+# orjson writes at most 254 nested levels (``orjson.dumps`` raises at 255; loads takes 1,024),
+# and a body sits two levels down in its CloudEvent (attributes → data → snapshot). Deeper
+# bodies are refused when parsed (400), so every accepted one can be written with orjson.
+ORJSON_MAX_DEPTH = 254
+CLOUDEVENT_LEVELS = 2
+MAX_JSON_DEPTH = ORJSON_MAX_DEPTH - CLOUDEVENT_LEVELS
+ID_DIGEST_PREFIX = "sha256:"
 _NON_TOKEN = re.compile(r"[^a-z0-9_]")
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})",
@@ -144,14 +165,26 @@ def _epoch_second(text: str) -> int | None:
 
 def json_bytes(value: Any, *, sort_keys: bool = False) -> bytes:
     """Compact UTF-8 JSON. orjson is the fast path; integers beyond 64 bits (kept exact by
-    ``parse_json``) make it fail, so those values go through the standard library instead."""
+    ``parse_json``) make it fail, so those values go through the standard library instead.
+
+    Raises TypeError or ValueError, never RecursionError: a value nested deeper than the
+    standard library can write (which only a poll API's data can be: webhook bodies are
+    bounded by MAX_JSON_DEPTH) is a ValueError.
+    """
     try:
         option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
         return orjson.dumps(value, option=option)
     except TypeError:
-        text = json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=sort_keys
-        )
+        try:
+            text = json.dumps(
+                value,
+                ensure_ascii=False,
+                separators=(",", ":"),
+                allow_nan=False,
+                sort_keys=sort_keys,
+            )
+        except RecursionError:
+            raise ValueError("JSON value nested too deeply to be written") from None
         return text.encode()
 
 
@@ -163,9 +196,20 @@ def new_event_id() -> str:
     return "evt_" + os.urandom(8).hex()
 
 
+def bounded_id(value: str) -> str:
+    """A sender's delivery or event id as it goes into ``Nats-Msg-Id`` and the CloudEvent
+    id: itself, or beyond MAX_ID_LENGTH characters ``sha256:<hex>`` of it, which stays
+    unique and is the same for every redelivery."""
+    if len(value) <= MAX_ID_LENGTH:
+        return value
+    return ID_DIGEST_PREFIX + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def dedup_id(provider: str, tenant_id: str, key: str) -> str:
     """JetStream ``Nats-Msg-Id``: provider and tenant are part of it, so equal ids from two
     providers or tenants are two events, while a redelivery of one delivery is one."""
+    if len(key) > MAX_ID_LENGTH:
+        key = bounded_id(key)
     return f"{provider}:{tenant_id.strip()}:{key}"
 
 
@@ -194,18 +238,39 @@ def poll_dedup_id(
     return "poll_" + hashlib.sha256(text.encode()).hexdigest()
 
 
+def _too_long(event: NormalizedEvent) -> str:
+    for name, limit in (
+        ("entity_type", MAX_NAME_LENGTH),
+        ("action", MAX_NAME_LENGTH),
+        ("entity_id", MAX_ENTITY_ID_LENGTH),
+    ):
+        if len(getattr(event, name)) > limit:
+            return f"{name} is longer than {limit} characters"
+    return "a value is too long"
+
+
 def build_envelope(
     event: NormalizedEvent, subject_prefix: str, tenant_scoped: bool, event_id: str = ""
 ) -> Envelope:
-    """Validate ``event`` and wrap it in a CloudEvent; raise NormalizeError when invalid.
+    """Validate ``event`` and wrap it in a CloudEvent; raise NormalizeError when invalid
+    (a required value blank, entity type, action or entity id over its bound, a time RFC3339
+    cannot express).
 
     ``event_id`` sets a deterministic CloudEvent id (poll events); by default it is the
-    provider's event id, else a random one.
+    provider's event id (``bounded_id``), else a random one.
     """
     for name in ("provider", "entity_type", "entity_id", "action"):
         if not getattr(event, name).strip():
             raise NormalizeError(f"{name} is required")
+    if (
+        len(event.entity_type) > MAX_NAME_LENGTH
+        or len(event.action) > MAX_NAME_LENGTH
+        or len(event.entity_id) > MAX_ENTITY_ID_LENGTH
+    ):
+        raise NormalizeError(_too_long(event))
     event_id = event_id or event.provider_event_id.strip() or new_event_id()
+    if len(event_id) > MAX_ID_LENGTH:
+        event_id = bounded_id(event_id)
     tenant = event.tenant_id.strip()
     type_ = event_type(event.provider, event.entity_type, event.action)
     try:

@@ -57,6 +57,8 @@ RETRY_AFTER_SECONDS = "5"
 PUBLISH_DLQ_TIMEOUT = 0.5
 # Entity/action values come from senders; only so many label sets are kept at hand.
 MAX_CACHED_CHILDREN = 10_000
+# An unexpected error's text in logs and dead letters (it may quote what the sender sent).
+MAX_REASON_LENGTH = 1_000
 log = get_logger("ensemble_tap.ingress")
 
 
@@ -170,7 +172,11 @@ class WebhookIngress:
         outcome: str | None = None
         try:
             body = await self._handle(scope, receive, send, headers, request_id, tail, provider)
-        except Reply as reply:
+        except Exception as exc:  # a Reply, or a bug that got past _handle's last resort
+            if isinstance(exc, Reply):
+                reply = exc
+            else:
+                reply = self._unrecorded_error(exc, provider, request_id)
             outcome = reply.outcome
             extra = [(b"retry-after", RETRY_AFTER_SECONDS.encode())] if reply.retry_after else []
             await _send_text(send, reply.status, reply.message, request_id, extra)
@@ -227,7 +233,14 @@ class WebhookIngress:
             log.warning("webhook payload invalid", **context.log_fields(), error=str(exc))
             await self.dlq.write(context.dead_letter("normalize", str(exc)))
             raise Reply(400, f"invalid payload: {exc}", "rejected") from None
-        return await self._publish_all(route, settings, request, context)
+        except Exception as exc:  # a bug; the request is not authenticated: no body is kept
+            raise await self._internal_error(exc, context, "verify") from None
+        try:
+            return await self._publish_all(route, settings, request, context)
+        except Reply:
+            raise
+        except Exception as exc:  # a bug; the delivery is kept (replayable once it is fixed)
+            raise await self._internal_error(exc, context, "normalize") from None
 
     async def _publish_all(
         self,
@@ -250,13 +263,10 @@ class WebhookIngress:
                 )
                 for found in extractions
             ]
-        except (BadPayload, NormalizeError) as exc:
-            status = 400 if isinstance(exc, BadPayload) else 500
+        except (BadPayload, NormalizeError) as exc:  # both caused by what the sender sent
             log.warning("webhook normalization failed", **context.log_fields(), error=str(exc))
             await self.dlq.write(context.dead_letter("normalize", str(exc)))
-            if status == 400:
-                raise Reply(400, f"invalid payload: {exc}", "rejected") from None
-            raise Reply(500, "normalization failed", "error") from None
+            raise Reply(400, f"invalid payload: {exc}", "rejected") from None
         if len(envelopes) == 1:  # the common case: no task per event
             try:
                 await self._publish_one(*envelopes[0], context)
@@ -269,6 +279,9 @@ class WebhookIngress:
                 return_exceptions=True,
             )
             failures = [r for r in results if isinstance(r, BaseException)]
+            for failure in failures:
+                if isinstance(failure, Exception) and not isinstance(failure, PublishError):
+                    raise failure  # a bug: to the last resort in _handle
         if failures:
             unavailable = all(isinstance(f, PublishError) and f.unavailable for f in failures)
             if unavailable:
@@ -323,6 +336,40 @@ class WebhookIngress:
         self._published_metric(envelope).inc()
         if result.duplicate:
             self.metrics.dedup_hits.labels(envelope.provider).inc()
+
+    async def _internal_error(self, exc: Exception, context: _Context, stage: str) -> Reply:
+        """The last resort for a bug while handling a delivery: logged with its traceback,
+        counted and dead-lettered. A ``verify`` record keeps no body (the request is not
+        authenticated); a ``normalize`` one does, so a replay after the fix delivers it.
+        500 says "in the dead-letter stream"; when the record could not be written, 503 makes
+        the sender retry."""
+        reason = f"internal error: {type(exc).__name__}: {exc}"[:MAX_REASON_LENGTH]
+        self.metrics.webhook_internal_errors.labels(context.provider).inc()
+        log.error(
+            "webhook internal error",
+            **context.log_fields(),
+            stage=stage,
+            error=reason,
+            exc_info=exc,
+        )
+        letter = context.dead_letter(stage, reason, keep_body=stage != "verify")
+        if await self.dlq.write(letter):
+            return Reply(500, "internal error", "error")
+        return Reply(503, "internal error", "error", retry_after=True)
+
+    def _unrecorded_error(self, exc: Exception, provider: str, request_id: str) -> Reply:
+        """A bug before the body was read, or in the failure handling itself: nothing to
+        dead-letter, so the sender is told to retry."""
+        label = provider if provider in self.routes else "unknown"
+        self.metrics.webhook_internal_errors.labels(label).inc()
+        log.error(
+            "webhook internal error",
+            request_id=request_id,
+            provider=label,
+            error=f"{type(exc).__name__}: {exc}"[:MAX_REASON_LENGTH],
+            exc_info=exc,
+        )
+        return Reply(503, "internal error", "error", retry_after=True)
 
     def _outcome_metrics(self, provider: str, outcome: str) -> tuple[Counter, Histogram]:
         """Labelled children are looked up once: ``labels()`` costs more than ``inc()``."""

@@ -47,6 +47,12 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.webhook_internal_errors = Counter(
+            "tap_webhooks_internal_errors_total",
+            "Webhook requests that failed on an unexpected error (a bug), by provider.",
+            ["provider"],
+            registry=r,
+        )
         self.events_published = Counter(
             "tap_events_published_total",
             "Events published to NATS by provider/entity/action.",

@@ -6,9 +6,17 @@ import hashlib
 import math
 from typing import Any
 
+import orjson
 import pytest
 
-from ensemble_tap.events import parse_rfc3339_ns
+from ensemble_tap.events import (
+    CLOUDEVENT_LEVELS,
+    MAX_JSON_DEPTH,
+    ORJSON_MAX_DEPTH,
+    NormalizedEvent,
+    build_envelope,
+    parse_rfc3339_ns,
+)
 from ensemble_tap.providers.base import BadPayload, SecretNotConfigured
 from ensemble_tap.providers.common import (
     derive_entity_action,
@@ -78,7 +86,7 @@ class TestParseJson:
             parse_json(body)
 
     def test_absurdly_deep_nesting_is_a_bad_payload_not_a_recursion_error(self) -> None:
-        with pytest.raises(BadPayload):
+        with pytest.raises(BadPayload, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
             parse_json(b"[" * 100_000 + b"]" * 100_000)
 
     def test_an_integer_beyond_the_interpreter_digit_limit_is_a_bad_payload(self) -> None:
@@ -89,6 +97,54 @@ class TestParseJson:
     def test_parse_json_object_requires_an_object(self, body: bytes) -> None:
         with pytest.raises(BadPayload, match="must be a JSON object"):
             parse_json_object(body)
+
+
+def nested(levels: int, tail: bytes = b"1") -> bytes:
+    """``levels`` objects one inside the other, ``tail`` in the innermost."""
+    return b'{"a":' * levels + tail + b"}" * levels
+
+
+class TestJsonDepth:
+    """One limit for parsing and writing: a body orjson could parse but not write back inside
+    its CloudEvent (``orjson.dumps`` stops at 254 levels, ``orjson.loads`` at 1,024, the
+    standard library near Python's recursion limit) is refused when parsed."""
+
+    def test_orjson_writes_254_levels_and_no_more(self) -> None:
+        """The library fact MAX_JSON_DEPTH rests on; an upgrade that changes it fails here."""
+        value = orjson.loads(nested(ORJSON_MAX_DEPTH))
+        assert orjson.dumps(value)
+        with pytest.raises(TypeError, match="Recursion limit"):
+            orjson.dumps([value])
+        assert MAX_JSON_DEPTH == ORJSON_MAX_DEPTH - CLOUDEVENT_LEVELS == 252
+
+    @pytest.mark.parametrize(
+        "tail", [b"1", b"12345678901234567890123", b'"\\ud800"', b'"\xff"'], ids=str
+    )
+    def test_the_deepest_accepted_body_on_either_parser_path(self, tail: bytes) -> None:
+        """The last three tails take the standard-library path (big integer, lone surrogate,
+        invalid UTF-8)."""
+        assert parse_json(nested(MAX_JSON_DEPTH, tail))
+        with pytest.raises(BadPayload, match=f"JSON nested deeper than {MAX_JSON_DEPTH} levels"):
+            parse_json(nested(MAX_JSON_DEPTH + 1, tail))
+
+    @pytest.mark.parametrize("levels", [253, 970, 1_000, 1_024, 1_025, 5_000])
+    def test_deeper_bodies_are_bad_payloads(self, levels: int) -> None:
+        """970–1,024 levels once parsed and then failed to serialize (a bare 500)."""
+        for body in (nested(levels), b"[" * levels + b"]" * levels):
+            with pytest.raises(BadPayload, match="nested deeper than"):
+                parse_json(body)
+
+    def test_depth_counts_the_deepest_branch_of_a_wide_body(self) -> None:
+        wide = b'{"items":[' + b",".join([b'{"id":1,"x":[1,2]}'] * 300) + b"]}"
+        assert len(parse_json(wide)["items"]) == 300
+        deep_branch = b'{"items":[{"id":1},' + nested(MAX_JSON_DEPTH - 1) + b"]}"
+        with pytest.raises(BadPayload, match="nested deeper than"):
+            parse_json(deep_branch)
+
+    def test_every_accepted_body_fits_in_its_cloudevent(self) -> None:
+        body = parse_json(nested(MAX_JSON_DEPTH))
+        event = NormalizedEvent("acme", "deal", "1", "updated", 0, snapshot=body)
+        assert build_envelope(event, "ensemble.tap", False).body
 
 
 def test_digest_is_lower_case_sha256_hex() -> None:
@@ -259,7 +315,20 @@ class TestEpochNumber:
         assert epoch_number_ns(value) == expected
 
     @pytest.mark.parametrize(
-        "value", [True, False, None, "1772547720", -1, 1e17 + 1e3, math.nan, math.inf, [1]]
+        "value",
+        [
+            True,
+            False,
+            None,
+            "1772547720",
+            -1,
+            1e17 + 1e3,
+            10**400,
+            -(10**400),
+            math.nan,
+            math.inf,
+            [1],
+        ],
     )
     def test_non_numbers_negative_and_absurd_values_are_none(self, value: Any) -> None:
         assert epoch_number_ns(value) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -16,8 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ensemble_tap.events import (
+    MAX_ENTITY_ID_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_NAME_LENGTH,
     NormalizedEvent,
     NormalizeError,
+    bounded_id,
     build_envelope,
     dedup_id,
     event_type,
@@ -473,6 +478,19 @@ class TestJsonEncoding:
             b'{"a":2,"b":18446744073709551616}'
         )
 
+    def test_a_value_too_deep_for_either_writer_is_a_value_error_not_a_recursion_error(
+        self,
+    ) -> None:
+        """orjson refuses it, and the standard library (the path for big integers) would
+        recurse past Python's limit: the caller gets a ValueError it already handles."""
+        value: Any = [2**64]
+        for _ in range(5_000):
+            value = [value]
+        with pytest.raises(ValueError, match="nested too deeply"):
+            json_bytes(value)
+        with pytest.raises(NormalizeError, match="nested too deeply"):
+            build_envelope(spec_event(snapshot={"deep": value}), "ensemble.tap", False)
+
     @pytest.mark.parametrize(
         "snapshot",
         [{"text": "lone \ud800"}, {"values": {1, 2}}, {"n": 2**64, "x": math.nan}],
@@ -489,6 +507,58 @@ def test_now_ns_is_the_wall_clock_in_nanoseconds() -> None:
     before = time.time_ns()
     now = now_ns()
     assert before <= now <= time.time_ns()
+
+
+class TestSenderBounds:
+    """Values a sender controls that reach a NATS header, subject or id are bounded."""
+
+    def test_an_id_up_to_the_bound_is_kept(self) -> None:
+        key = "k" * MAX_ID_LENGTH
+        assert bounded_id(key) == key
+        assert dedup_id("acme", "t", key) == f"acme:t:{key}"
+
+    @pytest.mark.parametrize("length", [MAX_ID_LENGTH + 1, 64 * 1024])
+    def test_a_longer_id_becomes_its_sha256(self, length: int) -> None:
+        key = "é" + "k" * (length - 1)
+        expected = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+        assert bounded_id(key) == expected
+        assert dedup_id("acme", "t", key) == f"acme:t:{expected}"
+
+    def test_digests_keep_long_ids_apart_and_redeliveries_together(self) -> None:
+        one, two = "a" * 5000 + "1", "a" * 5000 + "2"
+        assert bounded_id(one) == bounded_id("a" * 5000 + "1")
+        assert bounded_id(one) != bounded_id(two)
+
+    def test_a_long_provider_event_id_is_digested_in_the_id_and_kept_in_the_data(self) -> None:
+        long_id = "evt_" + "x" * 70_000
+        envelope = build_envelope(spec_event(provider_event_id=long_id), "ensemble.tap", False)
+        attributes = decoded(envelope.body)
+        assert envelope.event_id == attributes["id"] == bounded_id(long_id)
+        assert len(envelope.event_id) == len("sha256:") + 64
+        assert attributes["data"]["provider_event_id"] == long_id
+
+    @pytest.mark.parametrize(
+        ("field", "limit"),
+        [
+            ("entity_type", MAX_NAME_LENGTH),
+            ("action", MAX_NAME_LENGTH),
+            ("entity_id", MAX_ENTITY_ID_LENGTH),
+        ],
+    )
+    def test_names_and_entity_ids_over_their_bound_are_normalize_errors(
+        self, field: str, limit: int
+    ) -> None:
+        assert build_envelope(spec_event(**{field: "x" * limit}), "ensemble.tap", True)
+        with pytest.raises(NormalizeError, match=f"{field} is longer than {limit} characters"):
+            build_envelope(spec_event(**{field: "x" * (limit + 1)}), "ensemble.tap", True)
+
+    def test_the_longest_subject_fits_a_nats_control_line(self) -> None:
+        """tenant keys are at most 128 characters; with entity type and action at their
+        bounds the PUB line stays far below nats-server's 4 KiB."""
+        subject = nats_subject(
+            "ensemble.tap", "acme", "e" * MAX_NAME_LENGTH, "a" * MAX_NAME_LENGTH, "t" * 128
+        )
+        assert len(subject) < 1024
 
 
 class TestDedupIds:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ensemble_tap.events import parse_rfc3339_ns
+from ensemble_tap.events import MAX_EVENT_TYPE_LENGTH, MAX_NAME_LENGTH, parse_rfc3339_ns
 from ensemble_tap.providers import webhook_provider
 from ensemble_tap.providers.base import BadPayload, SecretNotConfigured, VerificationFailed
 from ensemble_tap.providers.generic import GenericProvider
@@ -169,6 +169,25 @@ class TestExtract:
         with pytest.raises(BadPayload) as info:
             PROVIDER.extract(make_request(body, {"X-Event-Type": "invoice.paid"}))
         assert info.value.status == 400
+
+    def test_event_type_and_action_headers_up_to_their_bounds_are_read(self) -> None:
+        event_type = "e" * (MAX_EVENT_TYPE_LENGTH - 2) + ".x"
+        request = make_request(
+            b"{}", {"X-Event-Type": event_type, "X-Event-Action": "a" * MAX_NAME_LENGTH}
+        )
+        [found] = PROVIDER.extract(request)
+        assert (found.entity_type, found.action) == (event_type[:-2], "a" * MAX_NAME_LENGTH)
+
+    @pytest.mark.parametrize(
+        ("header", "limit"),
+        [("X-Event-Type", MAX_EVENT_TYPE_LENGTH), ("X-Event-Action", MAX_NAME_LENGTH)],
+    )
+    def test_longer_event_type_or_action_headers_are_bad_payloads(
+        self, header: str, limit: int
+    ) -> None:
+        request = make_request(b"{}", {header: "x" * (limit + 1)})
+        with pytest.raises(BadPayload, match=f"{header} is longer than {limit} characters"):
+            PROVIDER.extract(request)
 
 
 def test_names_without_a_dedicated_module_use_the_generic_provider() -> None:

@@ -5,8 +5,9 @@ For every provider, random headers, bodies, signatures, clocks and settings go t
 ``providers/base.py`` (VerificationFailed, BadPayload, SecretNotConfigured) and ``extract`` only
 BadPayload. Whatever ``extract`` returns must have non-blank entity, id and action, and must turn
 into a CloudEvent the official SDK accepts, or fail with NormalizeError (a time RFC3339 cannot
-express). Half of the generated requests are signed correctly, so the code behind the signature
-check is exercised as well.
+express, an entity type, action or entity id over its bound), and what reaches NATS headers,
+subjects and ids stays bounded. Half of the generated requests are signed correctly, so the code
+behind the signature check is exercised as well.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from ensemble_tap.config.models import ProviderConfig
-from ensemble_tap.events import NormalizedEvent, NormalizeError, build_envelope
+from ensemble_tap.events import (
+    MAX_ID_LENGTH,
+    NormalizedEvent,
+    NormalizeError,
+    build_envelope,
+    dedup_id,
+)
 from ensemble_tap.providers.base import (
     BadPayload,
     SecretNotConfigured,
@@ -87,6 +94,9 @@ interesting_headers = st.sampled_from(
         "9" * 19,
         "9" * 40,
         "0001-01-01T00:00:00+01:00",
+        "x" * 300,  # past every id and name bound
+        "a." * 200,
+        "e" * 70_000,  # a 64 KiB delivery id once made nats-server refuse the headers
     ]
 )
 header_values = st.one_of(latin1, interesting_headers)
@@ -161,6 +171,10 @@ SPECIAL_BODIES = st.sampled_from(
         b"[" * 2000 + b"]" * 2000,
         b'{"id":' + b"9" * 5000 + b"}",
         b'{"id":1e400}',
+        b"[" * 253 + b"]" * 253,  # valid JSON one level too deep for its CloudEvent
+        b'{"a":' * 1000 + b"1" + b"}" * 1000,  # orjson parsed it; nothing could write it back
+        b'{"id":"' + b"i" * 300 + b'","type":"' + b"t" * 300 + b'.created"}',
+        b'[{"objectId":"' + b"o" * 300 + b'","eventId":"' + b"e" * 300 + b'"}]',
         b"\xef\xbb\xbf{}",
         b"payload=%7B%7D",
         b"payload=%ZZ;a",
@@ -238,10 +252,14 @@ def assert_only_planned_failures(
         try:
             envelope = build_envelope(event, "ensemble.tap", tenant_scoped=True)
         except NormalizeError as exc:
-            assert "time" in str(exc)
+            assert "time" in str(exc) or "characters" in str(exc)
             continue
         parsed = JSONFormat().read(None, envelope.body)
         assert parsed.get_id() == envelope.event_id
+        # What reaches NATS headers and subjects stays bounded whatever was sent.
+        assert len(envelope.event_id) <= MAX_ID_LENGTH
+        assert len(dedup_id(name, "tenant-1", found.dedup_key)) <= 300
+        assert len(envelope.subject) <= 400
 
 
 def signed_or_not(

@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 from ensemble_tap.config.models import ProviderConfig
+from ensemble_tap.events import MAX_EVENT_TYPE_LENGTH, MAX_NAME_LENGTH
 from ensemble_tap.providers import hmac_verifier
-from ensemble_tap.providers.base import Extraction, WebhookRequest
+from ensemble_tap.providers.base import BadPayload, Extraction, WebhookRequest
 from ensemble_tap.providers.common import (
     derive_entity_action,
     digest,
@@ -33,9 +34,14 @@ class GenericProvider:
 
     def extract(self, request: WebhookRequest) -> list[Extraction]:
         body = parse_json_object(request.body)
-        entity, action = derive_entity_action(
-            request.header("x-event-type"), request.header("x-event-action")
-        )
+        type_header = request.header("x-event-type")
+        action_header = request.header("x-event-action")
+        # Bounded before the split, whose cache keeps sender values as keys.
+        if len(type_header) > MAX_EVENT_TYPE_LENGTH:
+            raise BadPayload(f"X-Event-Type is longer than {MAX_EVENT_TYPE_LENGTH} characters")
+        if len(action_header) > MAX_NAME_LENGTH:
+            raise BadPayload(f"X-Event-Action is longer than {MAX_NAME_LENGTH} characters")
+        entity, action = derive_entity_action(type_header, action_header)
         event_id = request.header("x-event-id")
         return [
             Extraction(
