@@ -229,12 +229,26 @@ def fallback_dedup_key(event: NormalizedEvent, payload_digest: str) -> str:
 
 
 def poll_dedup_id(
-    provider: str, tenant_id: str, entity_type: str, entity_id: str, action: str, version: str
+    provider: str,
+    tenant_id: str,
+    entity_type: str,
+    entity_id: str,
+    action: str,
+    version: str,
+    content_digest: str,
 ) -> str:
-    """The ``Nats-Msg-Id`` (and CloudEvent id) of a poll event: one record version is one
-    event, however often it is read or published. ``version`` is the provider's modification
-    time in RFC3339Nano (or a content hash when the record has none)."""
+    """The ``Nats-Msg-Id`` (and CloudEvent id) of a poll event: one record content at one
+    version is one event, however often it is read or published.
+
+    ``version`` is the provider's modification time in RFC3339Nano ("" when the record has
+    none); ``content_digest`` the hex SHA-256 of the record's canonical snapshot. The time
+    alone (the reference's id, which an empty digest still gives) is too coarse: two edits
+    within one QuickBooks/Salesforce second or one Notion minute would share an id, and
+    JetStream would drop the second.
+    """
     text = "|".join((provider, tenant_id, entity_type, entity_id, action, version))
+    if content_digest:
+        text += "|sha256:" + content_digest
     return "poll_" + hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -310,10 +310,11 @@ class TestCloudEventsSdkOracle:
 
     @settings(max_examples=100, deadline=None)
     @given(
-        provider=st.text(min_size=1).filter(str.strip),
-        entity_type=st.text(min_size=1).filter(str.strip),
-        entity_id=st.text(min_size=1).filter(str.strip),
-        action=st.text(min_size=1).filter(str.strip),
+        provider=st.text(min_size=1, max_size=64).filter(str.strip),
+        # Within the bounds build_envelope enforces (longer is refused: tested above).
+        entity_type=st.text(min_size=1, max_size=MAX_NAME_LENGTH).filter(str.strip),
+        entity_id=st.text(min_size=1, max_size=MAX_ENTITY_ID_LENGTH).filter(str.strip),
+        action=st.text(min_size=1, max_size=MAX_NAME_LENGTH).filter(str.strip),
         tenant=st.text(),
         request_id=st.text(),
         event_id=st.text(),

@@ -274,7 +274,10 @@ class PollEngine:
                     stats.skipped += 1
                     continue
                 item = _Planned(record, "deleted", SnapshotWrite(*key, None))
-                self._prepare(item, previous.data(), None, previous.digest)
+                # Snapshots migrated from the reference's SQLite file have no digest yet:
+                # their stored bytes are as stable an identity of the content.
+                digest = previous.digest or hashlib.sha256(previous.payload).hexdigest()
+                self._prepare(item, previous.data(), None, digest)
             else:
                 current = canonical(record.snapshot or {})
                 if previous is not None and previous.digest == current.digest:
@@ -301,11 +304,9 @@ class PollEngine:
     ) -> None:
         record = item.record
         try:
-            version = (
-                format_time_ns(record.version_ns)
-                if record.version_ns is not None
-                else f"sha256:{digest}"
-            )
+            version = format_time_ns(record.version_ns) if record.version_ns is not None else ""
+            # The digest of the snapshot the engine stores and compares: the same content
+            # read again gets the same id; another content never does, even at the same time.
             item.dedup_id = poll_dedup_id(
                 self.provider,
                 self.tenant_id,
@@ -313,6 +314,7 @@ class PollEngine:
                 record.entity_id,
                 item.action,
                 version,
+                digest,
             )
             event_time = record.event_time_ns
             event = NormalizedEvent(

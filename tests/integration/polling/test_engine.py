@@ -129,6 +129,58 @@ async def test_restart_with_sqlite_state_emits_nothing_new(nats_url: str, data_d
     assert [(e["data"]["entity_id"], e["data"]["action"]) for e in events] == [("1", "updated")]
 
 
+def amounts(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(e["data"]["action"], e["data"]["snapshot"]["amount"]) for e in events]
+
+
+async def test_edits_sharing_one_modification_time_are_all_published(
+    nats_url: str, data_dir: str
+) -> None:
+    """Issue #11: amount 2, then 3 within one ``hs_lastmodifieddate``; the id carries the
+    content's digest, so JetStream does not drop the second edit as a duplicate."""
+    async with FakeHubSpot() as fake:
+        fake.put("deals", "1", T0, amount="1")
+        async with poll_rig(nats_url, data_dir, hubspot(fake)) as rig:
+            await rig.cycle()
+            fake.put("deals", "1", T0 + SECOND, amount="2")
+            await rig.cycle()
+            fake.put("deals", "1", T0 + SECOND, amount="3")  # the same modification time
+            third = await rig.cycle()
+            events = await rig.events()
+            hits = rig.metric("tap_events_dedup_hits_total", provider="hubspot")
+
+    assert amounts(events) == [("created", "1"), ("updated", "2"), ("updated", "3")]
+    assert events[1]["time"] == events[2]["time"] == "2026-03-03T14:00:01Z"
+    assert events[2]["data"]["changes"] == {"amount": {"from": "2", "to": "3"}}
+    assert len({e["id"] for e in events}) == 3
+    assert all(e["id"] == e["_msg_id"] for e in events)  # the sink keys rows by this id
+    assert (third.updated, third.duplicates, hits) == (1, 0, 0.0)
+
+
+async def test_the_same_version_read_twice_is_stored_once(nats_url: str, data_dir: str) -> None:
+    """A restart that lost the snapshots reads every record again as new: the same content
+    at the same time gets the same id, and JetStream drops the copy."""
+    async with FakeHubSpot() as fake:
+        fake.put("deals", "1", T0, amount="1")
+        fake.put("deals", "2", T0 + SECOND, amount="2")
+        async with poll_rig(nats_url, data_dir, hubspot(fake)) as rig:
+            await rig.cycle()
+            stream = rig.config.nats.stream
+        fake.put("deals", "2", T0 + SECOND, amount="5")  # edited within the same second
+        async with poll_rig(nats_url, data_dir, hubspot(fake), stream=stream) as rig:
+            again = await rig.cycle()  # memory state: a new rig starts with no snapshots
+            events = await rig.events()  # the whole stream
+            hits = rig.metric("tap_events_dedup_hits_total", provider="hubspot")
+
+    assert (again.created, again.duplicates, hits) == (2, 1, 1.0)
+    assert [(e["data"]["entity_id"], e["data"]["snapshot"]["amount"]) for e in events] == [
+        ("1", "1"),
+        ("2", "2"),
+        ("2", "5"),
+    ]
+    assert len({e["id"] for e in events}) == 3
+
+
 async def test_nats_outage_stops_the_cycle_without_losing_records(
     nats_url: str, data_dir: str
 ) -> None:

@@ -51,7 +51,9 @@ async def test_first_cycle_creates_every_record(nats_url: str, data_dir: str) ->
     assert first["source"] == "tap/hubspot/default"
     assert first["subject"] == "deal/1"
     assert first["time"] == "2026-03-03T14:00:00Z"
-    raw = "hubspot||deal|1|created|2026-03-03T14:00:00Z"
+    # The reference's string plus the SHA-256 of the snapshot as sorted compact JSON.
+    content = hashlib.sha256(orjson.dumps(first["data"]["snapshot"], option=orjson.OPT_SORT_KEYS))
+    raw = f"hubspot||deal|1|created|2026-03-03T14:00:00Z|sha256:{content.hexdigest()}"
     expected_id = "poll_" + hashlib.sha256(raw.encode()).hexdigest()
     assert first["id"] == first["_msg_id"] == expected_id
     snapshot = first["data"]["snapshot"]

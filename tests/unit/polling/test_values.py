@@ -1,4 +1,5 @@
-"""Dedup ids (spec §6.5 vectors), time parsing of provider values, checkpoint encoding."""
+"""Dedup ids (spec §6.5 vectors and their content-digest form), time parsing of provider
+values, checkpoint encoding."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 
 from ensemble_tap.events import format_time_ns, poll_dedup_id
+from ensemble_tap.poller.engine import canonical
 from ensemble_tap.providers.common import provider_time_ns, to_string
 from ensemble_tap.state import Position, StateError, StreamState
 from tests.support.fakes import at
@@ -26,7 +28,63 @@ from tests.support.fakes import at
     ],
 )
 def test_spec_dedup_vectors(parts: tuple[str, ...], expected: str) -> None:
+    # Without a content digest the id is the reference's; the engine always passes one.
+    assert poll_dedup_id(*parts, "") == expected
+
+
+AMOUNT_2 = "2c0c420e4bc652b18f6c602b9624e8bdeea5168455459f1c019c12f94ead9713"
+AMOUNT_3 = "2bcc41157cf3831ac03272eea1b5fb7f0cb01bd72091e4caabbe31355548a8a5"
+TITLE_X = "27503c8b55d6cdd9256053d7f84ead30d502467a1ed11f64071aa34c3a1d0e25"
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (
+            ("hubspot", "tenant-1", "deal", "d1", "updated", "2026-03-03T14:22:00Z", AMOUNT_2),
+            "poll_209b1b3434549e637156166a0fd468f3d226904baf85f396624bbe891774f1a4",
+        ),
+        (
+            ("hubspot", "tenant-1", "deal", "d1", "updated", "2026-03-03T14:22:00Z", AMOUNT_3),
+            "poll_02fe755ab5324c69dbe9dca737dcdb27140322974adba172fdf61d51917136e5",
+        ),
+        (  # no modification time: the content alone
+            ("notion", "", "page", "p1", "created", "", TITLE_X),
+            "poll_3f64955a128e6bc79e0e5a0781be66527ea07e4eb9ee06405e7a340b8342aaec",
+        ),
+    ],
+)
+def test_dedup_vectors_with_content(parts: tuple[str, ...], expected: str) -> None:
+    """``poll_`` + SHA-256 of the reference's string + ``|sha256:<content digest>``; fixed,
+    as ids must stay the same across releases for deduplication to hold."""
     assert poll_dedup_id(*parts) == expected
+
+
+def test_content_digest_is_sha256_of_sorted_compact_json() -> None:
+    """The digest in the id is the one the engine stores and compares snapshots by."""
+    assert canonical({"id": "d1", "amount": "2"}).digest == AMOUNT_2
+    assert canonical({"id": "d1", "amount": "3"}).payload == b'{"amount":"3","id":"d1"}'
+    assert canonical({"id": "d1", "amount": "3"}).digest == AMOUNT_3
+
+
+def test_dedup_id_tells_contents_apart_but_not_key_order() -> None:
+    """Two contents sharing one modification time (the issue's deal: amount 2, then 3 within
+    one HubSpot millisecond) get two ids; the same content read again, whatever its key order,
+    gets the same id."""
+    time = "2026-03-03T14:22:00.123Z"
+
+    def poll_id(snapshot: dict[str, Any], action: str = "updated") -> str:
+        digest = canonical(snapshot).digest
+        return poll_dedup_id("hubspot", "", "deal", "d1", action, time, digest)
+
+    two = {"id": "d1", "amount": "2", "hs_lastmodifieddate": time}
+    three = {"id": "d1", "amount": "3", "hs_lastmodifieddate": time}
+    assert poll_id(two) != poll_id(three)
+    assert poll_id(two) == poll_id(dict(reversed(list(two.items()))))
+    assert poll_id(two) != poll_id(two, "created")
+    nested = {"id": "d1", "lines": [{"b": 1, "a": 2}]}
+    assert poll_id(nested) == poll_id({"lines": [{"a": 2, "b": 1}], "id": "d1"})
+    assert poll_id(nested) != poll_id({"id": "d1", "lines": [{"a": 2}, {"b": 1}]})
 
 
 @pytest.mark.parametrize(
