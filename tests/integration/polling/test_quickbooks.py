@@ -1,5 +1,6 @@
-"""QuickBooks Online polling against a fake API: query paging, change data capture deletes,
-HTTP Basic token refresh with rotating refresh tokens kept durably, restarts."""
+"""QuickBooks Online polling against a fake API: query paging, inactive name-list records,
+change data capture deletes (also when an answer is cut at 1,000 objects), HTTP Basic token
+refresh with rotating refresh tokens kept durably, restarts."""
 
 from __future__ import annotations
 
@@ -65,12 +66,82 @@ async def test_query_cdc_deletes_and_inactive_customers(nats_url: str, data_dir:
     assert query.path == "/v3/company/realm-1/query"
     assert query.headers["authorization"] == "Bearer qb-token"
     assert query.query["query"] == [
-        "SELECT * FROM Customer ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS 100"
+        "SELECT * FROM Customer WHERE Active IN (true, false) ORDERBY MetaData.LastUpdatedTime "
+        "STARTPOSITION 1 MAXRESULTS 100"
     ]
     cdc = [r for r in fake.data_requests() if r.path.endswith("/cdc")]
     assert cdc[0].query["entities"] == ["Customer,Invoice"]
     assert cdc[0].query["changedSince"] == ["2026-03-03T17:59:00Z"]  # first run: now - 1m
     assert cdc[1].query["changedSince"] == ["2026-03-03T17:59:00Z"]  # server time - lookback
+
+
+async def test_deactivation_and_reactivation_are_updates(nats_url: str, data_dir: str) -> None:
+    async with FakeQuickBooks() as fake:
+        fake.put("Customer", "1", T0, DisplayName="Ann")
+        fake.put("Customer", "2", T0, DisplayName="Bo", Active=False)  # inactive already
+        async with poll_rig(nats_url, data_dir, quickbooks(fake)) as rig:
+            await rig.cycle()
+            first = await rig.events()
+            # "Delete" in QuickBooks: the query API hides the record from plain queries now.
+            # Within the CDC window too: CDC returns it as a normal entry, not as a delete.
+            fake.set_active("Customer", "1", at("2026-03-03T17:59:30Z"), active=False)
+            await rig.cycle()
+            deactivated = await rig.events()
+            fake.set_active("Customer", "1", at("2026-03-03T17:59:40Z"), active=True)
+            await rig.cycle()
+            reactivated = await rig.events()
+
+    assert [(e["data"]["entity_id"], e["data"]["action"]) for e in first] == [
+        ("1", "created"),
+        ("2", "created"),
+    ]
+    assert first[1]["data"]["snapshot"]["Active"] is False
+    assert [(e["type"], e["data"]["changes"]["Active"]) for e in deactivated] == [
+        ("ensemble.tap.quickbooks.customer.updated", {"from": True, "to": False})
+    ]
+    assert deactivated[0]["data"]["snapshot"]["DisplayName"] == "Ann"
+    assert [(e["type"], e["data"]["changes"]["Active"]) for e in reactivated] == [
+        ("ensemble.tap.quickbooks.customer.updated", {"from": False, "to": True})
+    ]
+    invoice_queries = [
+        r.query["query"][0] for r in fake.data_requests() if "FROM Invoice" in r.query.get(
+            "query", [""])[0]
+    ]  # fmt: skip
+    assert invoice_queries and all("Active" not in q for q in invoice_queries)
+
+
+async def test_full_cdc_answer_loses_no_delete_and_no_update(nats_url: str, data_dir: str) -> None:
+    async with FakeQuickBooks() as fake:
+        for n in range(1000):
+            fake.put("Customer", str(n), T0, DisplayName=f"c{n}")
+        fake.put("Invoice", "10", T0, TotalAmt=1)
+        fake.put("Invoice", "11", T0, TotalAmt=2)
+        async with poll_rig(nats_url, data_dir, quickbooks(fake)) as rig:
+            await rig.cycle()
+            assert len(await rig.events()) == 1002
+            # One window: 1,000 customer updates and, older than all of them, an invoice
+            # delete. The combined CDC answer is cut at 1,000 objects (the customers).
+            fake.delete("Invoice", "11", at("2026-03-03T18:00:10Z"))
+            for n in range(1000):
+                fake.put("Customer", str(n), at("2026-03-03T18:00:20Z"), DisplayName=f"c{n}!")
+            fake.now_ns = at("2026-03-03T18:01:00Z")
+            rig.clock.advance(60)
+            stats = await rig.cycle()
+            events = await rig.events()
+            cdc_cursor = rig.scheduler().engine.cursors["cdc"]
+            await rig.cycle()
+            assert await rig.events() == []
+
+    assert rig.service.status()[0].get("last_error") is None
+    deleted = [(e["data"]["entity_id"], e["data"]["action"]) for e in events
+               if e["data"]["entity_type"] == "invoice"]  # fmt: skip
+    assert deleted == [("11", "deleted")]
+    updated = {e["data"]["entity_id"] for e in events if e["data"]["action"] == "updated"}
+    assert updated == {str(n) for n in range(1000)}
+    assert (stats.updated, stats.deleted) == (1000, 1)
+    assert cdc_cursor == at("2026-03-03T18:01:00Z")  # the first answer's time, fully read
+    cdc = [r.query["entities"][0] for r in fake.data_requests() if r.path.endswith("/cdc")]
+    assert cdc[1:4] == ["Customer,Invoice", "Customer", "Invoice"]
 
 
 async def test_keyset_paging_through_records_sharing_a_second(nats_url: str, data_dir: str) -> None:
@@ -86,7 +157,7 @@ async def test_keyset_paging_through_records_sharing_a_second(nats_url: str, dat
     assert sorted(e["data"]["entity_id"] for e in events) == [str(n) for n in range(8)]
     assert stats.created == 8
     queries = [r.query["query"][0] for r in fake.data_requests() if r.path.endswith("/query")]
-    assert "WHERE MetaData.LastUpdatedTime >= '2026-03-03T16:00:01Z'" in queries[1]
+    assert "AND MetaData.LastUpdatedTime >= '2026-03-03T16:00:01Z' ORDERBY" in queries[1]
     assert any("STARTPOSITION 3" in q for q in queries)
 
 
