@@ -46,6 +46,7 @@ from ensemble_tap.bus.streams import (
 )
 from ensemble_tap.config.models import Config
 from ensemble_tap.health import Readiness, health_router
+from ensemble_tap.http_connections import ConnectionGuard, ConnectionLimits
 from ensemble_tap.ingress import Receive, Scope, Send, WebhookIngress
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.poller.service import PollerService
@@ -53,10 +54,12 @@ from ensemble_tap.serving import (
     TapHttpProtocol,
     TapServer,
     bind_listener,
+    raise_open_file_limit,
     signal_handlers,
     tune_gc,
 )
 from ensemble_tap.sink import ClickHouseSink
+from ensemble_tap.spool.service import ProcessSpool
 from ensemble_tap.workers.metrics import MetricsEndpoint, merge_expositions
 from ensemble_tap.workers.pool import WorkerPool, WorkerSpec
 from ensemble_tap.workers.proxy import PrimaryProxy, forwarded_to_primary
@@ -108,6 +111,7 @@ class TapApp:
         self._bring_up_task: asyncio.Task[None] | None = None
         self._starting_reason = "starting"
         self._job_registry: JobRegistry | None = None
+        self.spool: ProcessSpool | None = None
 
     async def start(self) -> None:
         """Build every part and start reaching NATS in the background, so HTTP can be served
@@ -151,12 +155,21 @@ class TapApp:
         streams = (cfg.nats.stream, dlq_stream_name(cfg.nats))
         publisher = Publisher(self.broker, cfg.nats, self.metrics)
         dlq = DeadLetterWriter(publisher, self.metrics)
+        if "ingress" in self.roles and cfg.server.spool.enabled:
+            index = 0 if self.worker is None else self.worker.index
+            self.spool = ProcessSpool(cfg, index, publisher, dlq, self.metrics)
+            await self.spool.open()
+            self.broker.on_reconnect.append(self.spool.wake)
         if "ingress" in self.roles:
-            self.ingress = WebhookIngress(cfg, publisher, dlq, self.metrics)
+            self.ingress = WebhookIngress(
+                cfg, publisher, dlq, self.metrics, self.spool.log if self.spool else None
+            )
         self.http = FastAPI(title="Ensemble Tap", version=__version__, openapi_url=None)
         if self.worker is not None:  # the primary provisions the streams and runs the rest
             self.proxy = PrimaryProxy(self.worker.primary_socket)
-            readiness = Readiness(self.broker, streams, starting=self._starting)
+            readiness = Readiness(
+                self.broker, streams, starting=self._starting, spooling=self._spooling
+            )
             self.http.include_router(health_router(readiness, self._exposition))
             return
         if "sink" in self.roles and cfg.clickhouse.enabled:  # ClickHouse itself may be down
@@ -166,7 +179,13 @@ class TapApp:
         if "admin" in self.roles and admin_enabled(cfg.server):
             self.admin = self._build_admin(publisher)
         sink_detail = self.sink.readiness_detail if self.sink is not None else None
-        readiness = Readiness(self.broker, streams, details=sink_detail, starting=self._starting)
+        readiness = Readiness(
+            self.broker,
+            streams,
+            details=sink_detail,
+            starting=self._starting,
+            spooling=self._spooling,
+        )
         self.http.include_router(health_router(readiness, self._exposition))
 
     async def _bring_up(self) -> None:
@@ -179,6 +198,8 @@ class TapApp:
         deadline = None if limit is None else time.monotonic() + limit
         await self.broker.connect(limit)
         if self.worker is not None:
+            if self.spool is not None:
+                self.spool.start()
             self._starting_reason = ""
             return
         self._starting_reason = "provisioning streams"
@@ -194,6 +215,8 @@ class TapApp:
         streams = frozenset((cfg.nats.stream, dlq_stream_name(cfg.nats)))
         await subscribe_advisories(self.broker, streams, self.metrics)
         self._warn_payload_limit()
+        if self.spool is not None:
+            self.spool.start()
         if self.sink is not None:
             await self.sink.start()
         if self.pollers is not None:
@@ -221,6 +244,12 @@ class TapApp:
                 self._starting_reason = f"provisioning streams: {reason}"
                 log.warning("stream provisioning failed: retrying", error=reason)
                 await asyncio.sleep(cfg.reconnect_wait)
+
+    def _spooling(self) -> str:
+        """For ``/readyz``: why the service is ready without NATS ("" when it is not)."""
+        if self.spool is None or not self.config.server.spool.ready_while_spooling:
+            return ""
+        return self.spool.state()
 
     def _starting(self) -> str:
         """Why the service is not fully up yet ("" once the bring-up finished)."""
@@ -276,6 +305,9 @@ class TapApp:
         if self.sink is not None:  # flush the last batch while NATS is still up
             await self.sink.stop()
             self.sink = None
+        if self.spool is not None:  # what is not drained yet stays on disk for next time
+            await self.spool.close()
+            self.spool = None
         if self.broker is not None:
             await self.broker.close()
         if self.embedded is not None:
@@ -369,7 +401,9 @@ def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:
         "port": server.port,
         "lifespan": "off",
         "interface": "asgi3",
-        "http": TapHttpProtocol,
+        # Header, body, idle and write deadlines and server.max_connections, per process.
+        "http": TapHttpProtocol.bound_to(ConnectionGuard(ConnectionLimits.of(server), app.metrics)),
+        "ws": "none",  # no WebSocket routes; an upgraded connection would leave the guard
         # The service decides what to trust from X-Forwarded-* itself; uvicorn must not
         # rewrite the client address from them.
         "proxy_headers": False,
@@ -427,6 +461,7 @@ async def _serve(app: TapApp) -> None:
             assert app.bring_up is not None
             app.bring_up.add_done_callback(on_bring_up)
             sockets = await app.listen()
+            raise_open_file_limit()
             tune_gc()
             await server.serve(sockets=sockets)
             if failure:

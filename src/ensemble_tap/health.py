@@ -28,6 +28,8 @@ class Readiness:
     details: Callable[[], Awaitable[dict[str, str]]] | None = None
     # Why the service is still starting ("" once it runs): connecting, provisioning streams.
     starting: Callable[[], str] | None = None
+    # Why the service takes webhooks without NATS ("" when it does not): the local spool.
+    spooling: Callable[[], str] | None = None
     _checked_at: float = 0.0
     _result: tuple[bool, dict[str, str]] = (False, {})
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -37,6 +39,9 @@ class Readiness:
             if time.monotonic() - self._checked_at < READY_CACHE_SECONDS:
                 return self._result
             ready, checks = await self._run()
+            spooling = self.spooling() if self.spooling is not None and not ready else ""
+            if spooling:  # webhooks still get 202 (spooled): keep the pod in rotation
+                ready, checks = True, {**checks, "spool": spooling}
             if self.details is not None:
                 checks = {**checks, **await self.details()}
             self._result = ready, checks

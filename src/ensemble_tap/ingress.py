@@ -43,6 +43,8 @@ from ensemble_tap.providers import (
     webhook_provider,
 )
 from ensemble_tap.providers.common import digest
+from ensemble_tap.spool.errors import SpoolError
+from ensemble_tap.spool.log import SpoolLog
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -128,8 +130,14 @@ class WebhookIngress:
     """ASGI app for the webhook routes; everything else under the base path is a 404."""
 
     def __init__(
-        self, config: Config, publisher: Publisher, dlq: DeadLetterWriter, metrics: Metrics
+        self,
+        config: Config,
+        publisher: Publisher,
+        dlq: DeadLetterWriter,
+        metrics: Metrics,
+        spool: SpoolLog | None = None,
     ) -> None:
+        self.spool = spool  # takes the events JetStream cannot (server.spool)
         self.base_segments = config.server.base_path.strip("/").split("/")
         self.max_body = config.server.max_body_size
         self.body_deadlines = BodyDeadlines(config.server.read_timeout)
@@ -269,7 +277,7 @@ class WebhookIngress:
             raise Reply(400, f"invalid payload: {exc}", "rejected") from None
         if len(envelopes) == 1:  # the common case: no task per event
             try:
-                await self._publish_one(*envelopes[0], context)
+                spooled = await self._publish_one(*envelopes[0], context)
                 failures: list[BaseException] = []
             except PublishError as exc:
                 failures = [exc]
@@ -279,6 +287,7 @@ class WebhookIngress:
                 return_exceptions=True,
             )
             failures = [r for r in results if isinstance(r, BaseException)]
+            spooled = any(result is True for result in results)
             for failure in failures:
                 if isinstance(failure, Exception) and not isinstance(failure, PublishError):
                     raise failure  # a bug: to the last resort in _handle
@@ -296,12 +305,13 @@ class WebhookIngress:
                 events=len(envelopes),
                 event_id=envelopes[0][0].event_id,
             )
-        return _accepted_body([envelope for envelope, _ in envelopes], context.request_id)
+        return _accepted_body([e for e, _ in envelopes], context.request_id, spooled)
 
-    async def _publish_one(self, envelope: Envelope, dedup: str, context: _Context) -> None:
-        """Publish one event. On failure the sender is told to retry (503) unless the event
-        is in the dead-letter stream (500): with the broker unavailable no dead-letter write
-        is tried, since it could not succeed and would only delay the 503."""
+    async def _publish_one(self, envelope: Envelope, dedup: str, context: _Context) -> bool:
+        """Publish one event; True when it went to the local spool instead. On failure the
+        sender is told to retry (503) unless the event is in the dead-letter stream (500):
+        with the broker unavailable no dead-letter write is tried, since it could not
+        succeed and would only delay the 503."""
         try:
             result = await self.publisher.publish(
                 envelope.subject, envelope.body, dedup, envelope.request_id
@@ -310,6 +320,8 @@ class WebhookIngress:
             self.metrics.publish_failures.labels(envelope.provider).inc()
             log.error("publish webhook", **context.log_fields(), error=str(exc))
             if exc.unavailable:
+                if self.spool is not None and await self._spool(envelope, dedup, context):
+                    return True
                 raise
             # Too large for the broker: a retry cannot help (413) and the dead letter could
             # not hold it either, so it keeps the digest and the request's metadata.
@@ -336,6 +348,19 @@ class WebhookIngress:
         self._published_metric(envelope).inc()
         if result.duplicate:
             self.metrics.dedup_hits.labels(envelope.provider).inc()
+        return False
+
+    async def _spool(self, envelope: Envelope, dedup: str, context: _Context) -> bool:
+        """Keep the event on this node's disk (fsync'd) for the drainer; False when the
+        spool cannot take it (full, disk error): the sender then gets 503."""
+        assert self.spool is not None
+        try:
+            await self.spool.append(envelope.subject, envelope.body, dedup, envelope.request_id)
+        except (SpoolError, ValueError) as exc:
+            log.error("webhook not spooled", **context.log_fields(), error=str(exc))
+            return False
+        log.warning("webhook spooled", **context.log_fields(), event_id=envelope.event_id)
+        return True
 
     async def _internal_error(self, exc: Exception, context: _Context, stage: str) -> Reply:
         """The last resort for a bug while handling a delivery: logged with its traceback,
@@ -524,12 +549,13 @@ def _header_map(scope: Scope) -> dict[str, str]:
     return headers
 
 
-def _accepted_body(envelopes: list[Envelope], request_id: str) -> bytes:
+def _accepted_body(envelopes: list[Envelope], request_id: str, spooled: bool) -> bytes:
+    """``status`` is ``spooled`` when any event is on local disk, not yet in JetStream."""
     first = envelopes[0]
     body: dict[str, Any] = {
         "id": first.event_id,
         "request_id": request_id,
-        "status": "accepted",
+        "status": "spooled" if spooled else "accepted",
         "subject": first.subject,
         "type": first.type,
     }

@@ -53,6 +53,18 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        # The HTTP server's connections (serving.TapHttpProtocol); not in the reference.
+        self.http_connections_open = Gauge(
+            "tap_http_connections_open",
+            "HTTP connections open (with server.workers: summed over processes).",
+            registry=r,
+        )
+        self.http_connections_closed = Counter(
+            "tap_http_connections_closed_total",
+            "HTTP connections closed or refused by the server, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.events_published = Counter(
             "tap_events_published_total",
             "Events published to NATS by provider/entity/action.",
@@ -199,6 +211,47 @@ class Metrics:
         self.clickhouse_healthy = Gauge(
             "tap_clickhouse_sink_healthy",
             "ClickHouse sink state (1 inserting normally, 0 starting, degraded or stopped).",
+            registry=r,
+        )
+        # The local spool (server.spool, ensemble_tap/spool); not in the reference.
+        self.spool_depth_events = Gauge(
+            "tap_spool_depth_events",
+            "Events in the local spool not yet published to JetStream.",
+            registry=r,
+        )
+        self.spool_depth_bytes = Gauge(
+            "tap_spool_depth_bytes",
+            "Bytes of the local spool's files on disk (bounded by server.spool.max_bytes).",
+            registry=r,
+        )
+        self.spool_oldest_age = Gauge(
+            "tap_spool_oldest_age_seconds",
+            "Age of the oldest event in the local spool (0 when it is empty).",
+            registry=r,
+        )
+        self.spool_spooled = Counter(
+            "tap_spool_spooled_total",
+            "Events written to the local spool (fsync'd) while JetStream was unreachable.",
+            registry=r,
+        )
+        self.spool_drained = Counter(
+            "tap_spool_drained_total",
+            "Spooled events published to JetStream by the drainer.",
+            registry=r,
+        )
+        self.spool_corrupt_records = Counter(
+            "tap_spool_corrupt_records_total",
+            "Damaged spool regions skipped or torn tails truncated (each counts once).",
+            registry=r,
+        )
+        self.spool_rejected = Counter(
+            "tap_spool_rejected_total",
+            "Events the local spool refused because it was full (answered 503).",
+            registry=r,
+        )
+        self.spool_dropped = Counter(
+            "tap_spool_dropped_total",
+            "Spooled events the broker refused for good that could not be dead-lettered.",
             registry=r,
         )
 

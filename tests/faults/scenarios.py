@@ -46,12 +46,14 @@ STREAM = "ENSEMBLE_TAP"
 CONSUMER = "tap_clickhouse_sink"
 TABLE = "`ensemble`.`tap_events`"
 
-# Service config per mode of the broker-outage scenario. The spool mode (True: the spool's
-# config section) is added here once the spool is wired into the service: the test and
-# bench/faults.py then run it too. With the spool the sender sees 202s during the outage
+# Service config per mode of the broker-outage scenario (True: with the local spool). With
+# the spool the sender sees 202s during the outage
 # instead of 503s, so its recovery figure (first 2xx after the outage) says little there;
 # the check waits for the spool to drain into the stream before counting.
-SPOOL_CONFIG: dict[bool, dict[str, Any]] = {False: {}}
+SPOOL_CONFIG: dict[bool, dict[str, Any]] = {
+    False: {},
+    True: {"server": {"spool": {"enabled": True}}},
+}
 
 # The sink settings of the sink scenarios: small batches flushed often, and deliveries a
 # killed sink held come back after 2 s (the default, 30 s, would only make them longer).
@@ -268,6 +270,37 @@ async def service_sigkill(workdir: Path, scale: Scale, workers: int = 1) -> Faul
     return report(name, sender.deliveries, {"jetstream": stored}, fault)
 
 
+async def spool_sigkill(workdir: Path, scale: Scale) -> FaultReport:
+    """With the spool, the broker stopped: deliveries are answered 202 (spooled); the
+    service is SIGKILLed while spooling and restarted while the broker is still down, then
+    the broker comes back. Every spooled event (fsync'd before its 202) is drained once."""
+    name = "spool-sigkill"
+    async with bed(workdir) as setup:
+        await asyncio.to_thread(setup.broker.start)
+        service = setup.service(
+            "service", nats={"publish_timeout": "1s"}, **SPOOL_CONFIG[True]
+        ).start()
+        await service.wait_ready()
+        sender = _sender(service.url, scale, name)
+        async with sending(sender):
+            await sender.wait_accepted(scale.fault_at)
+            started = clock()
+            await asyncio.to_thread(setup.broker.stop)
+            # A publish budget later, every connection's delivery is spooled: two rounds.
+            await sender.wait_accepted(sender.accepted + 2 * scale.connections)
+            await sender.wait_in_flight()
+            await service.kill()
+            await asyncio.sleep(scale.restart_after)
+            service.start()
+            await asyncio.sleep(scale.outage)
+            await asyncio.to_thread(setup.broker.start)
+            fault = Fault(started, clock())
+        _alive(service)
+        await _wait_stream_messages(setup.broker.url, sender.accepted, scale.deadline)
+        stored = await jetstream_copies(setup.broker.url, STREAM)
+    return report(name, sender.deliveries, {"jetstream": stored}, fault)
+
+
 # ---------------------------------------------------------------------------- the sink
 
 
@@ -441,6 +474,7 @@ def catalogue() -> dict[str, Scenario]:
     scenarios["broker-absent-at-start"] = broker_absent_at_start
     scenarios["service-sigkill"] = service_sigkill
     scenarios["service-sigkill-2-workers"] = functools.partial(service_sigkill, workers=2)
+    scenarios["spool-sigkill"] = spool_sigkill
     scenarios["sink-sigkill"] = sink_sigkill
     scenarios["clickhouse-outage"] = clickhouse_outage
     return scenarios

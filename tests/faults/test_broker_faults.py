@@ -14,6 +14,7 @@ from tests.faults.scenarios import (
     broker_absent_at_start,
     broker_outage,
     broker_sigkill,
+    spool_sigkill,
 )
 
 
@@ -28,3 +29,7 @@ async def test_broker_down_longer_than_the_publish_budget(tmp_path: Path, spool:
 
 async def test_broker_absent_at_start(tmp_path: Path) -> None:
     check(await broker_absent_at_start(tmp_path, Scale()))
+
+
+async def test_sigkill_while_spooling_loses_nothing(tmp_path: Path) -> None:
+    check(await spool_sigkill(tmp_path, Scale()))

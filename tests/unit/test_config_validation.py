@@ -42,6 +42,8 @@ def test_defaults_match_the_reference() -> None:
     assert c.server.port == 8080
     assert c.server.base_path == "/webhooks"
     assert c.server.read_timeout == 10
+    assert c.server.read_header_timeout == 5  # fixed in the reference's http.Server
+    assert c.server.idle_timeout == 60  # fixed in the reference's http.Server
     assert c.server.max_body_size == 1_048_576
     assert c.server.admin_replay_max_limit == 2000
     assert c.server.admin_replay_job_ttl == 86_400
@@ -345,6 +347,10 @@ RANGES: list[tuple[str, str, str, str]] = [
     ("server", "max_body_size", "67108865", "less than or equal to 67108864"),
     ("server", "read_timeout", "0s", "greater than 0"),
     ("server", "write_timeout", "0", "greater than 0"),
+    ("server", "read_header_timeout", "0s", "greater than 0"),
+    ("server", "idle_timeout", "0s", "greater than 0"),
+    ("server", "max_connections", "-1", "greater than or equal to 0"),
+    ("server", "max_connections", "1000001", "less than or equal to 1000000"),
     ("server", "admin_replay_max_limit", "0", "greater than or equal to 1"),
     ("server", "admin_replay_max_limit", "100001", "less than or equal to 100000"),
     ("server", "admin_replay_job_ttl", "0s", "greater than 0"),
@@ -400,6 +406,8 @@ def test_ranges(tmp_path: Path, section: str, key: str, value: str, fragment: st
         ("server", "port", "1"),
         ("server", "port", "65535"),
         ("server", "max_body_size", "67108864"),
+        ("server", "max_connections", "0"),
+        ("server", "max_connections", "1000000"),
         ("server", "admin_replay_max_queued_per_ip", "0"),
         ("server", "admin_replay_max_queued_per_token", "0"),
         ("server", "admin_replay_max_concurrent_jobs", "100"),
@@ -474,6 +482,23 @@ def test_durations_with_units(tmp_path: Path) -> None:
     assert nats.max_age == 604_800
     assert nats.connect_timeout == 90
     assert nats.publish_retry_backoff == 0.25
+
+
+def test_connection_deadlines_and_limit(tmp_path: Path) -> None:
+    server = load_text(
+        tmp_path,
+        "server:\n  read_header_timeout: 750ms\n  idle_timeout: 2m\n  max_connections: 0\n",
+    ).config.server
+    assert server.read_header_timeout == 0.75
+    assert server.idle_timeout == 120
+    assert server.max_connections == 0  # no limit
+    assert Config().server.max_connections == 1024
+
+
+def test_connection_keys_from_the_environment(tmp_path: Path) -> None:
+    env = {"TAP_SERVER_READ_HEADER_TIMEOUT": "2s", "TAP_SERVER_MAX_CONNECTIONS": "64"}
+    server = load_text(tmp_path, "", env).config.server
+    assert (server.read_header_timeout, server.max_connections) == (2, 64)
 
 
 def test_zero_duration_where_zero_is_allowed(tmp_path: Path) -> None:

@@ -48,6 +48,21 @@ def test_counters_and_histograms_add_up_and_connection_state_takes_the_worst() -
     assert merged[("tap_nats_connected", ())] == 0
 
 
+def test_spool_depth_adds_up_and_its_age_is_the_oldest_of_any_process() -> None:
+    primary, worker = Metrics(), Metrics()
+    primary.spool_depth_events.set(2)
+    worker.spool_depth_events.set(3)
+    primary.spool_oldest_age.set(4.0)
+    worker.spool_oldest_age.set(9.5)
+
+    merged = _samples(
+        merge_expositions([generate_latest(primary.registry), generate_latest(worker.registry)])
+    )
+
+    assert merged[("tap_spool_depth_events", ())] == 5
+    assert merged[("tap_spool_oldest_age_seconds", ())] == 9.5
+
+
 def test_one_exposition_merges_to_itself() -> None:
     metrics = Metrics()
     metrics.events_published.labels("acme", "deal", "updated").inc(2)

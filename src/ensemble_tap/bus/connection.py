@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -29,6 +30,8 @@ class Broker:
         self.nc = TapClient()
         self._connected = asyncio.Event()
         self._last_error = ""
+        # Called on every reconnect (the spool's drainers stop backing off).
+        self.on_reconnect: list[Callable[[], None]] = []
 
     @property
     def js(self) -> JetStreamContext:
@@ -105,6 +108,8 @@ class Broker:
     async def _on_reconnected(self) -> None:
         self._set_connected(True)
         log.info("nats reconnected")
+        for callback in self.on_reconnect:
+            callback()
 
     async def _on_closed(self) -> None:
         self._set_connected(False)

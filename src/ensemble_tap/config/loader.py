@@ -141,6 +141,8 @@ def env_override_path(name: str) -> list[str] | None:
         if len(parts) < 3:
             return None
         return ["providers", parts[1], "_".join(parts[2:])]
+    if parts[:2] == ["server", "spool"] and len(parts) > 2:  # the one nested section
+        return ["server", "spool", "_".join(parts[2:])]
     return [parts[0], "_".join(parts[1:])]
 
 

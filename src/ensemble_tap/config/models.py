@@ -94,6 +94,18 @@ class Section(BaseModel):
         return data
 
 
+class SpoolConfig(Section):
+    """``server.spool``: keep verified events on local disk while JetStream is unreachable
+    (docs/reliability.md, "Local spool"). Not in the reference."""
+
+    enabled: bool = False
+    dir: str = ""  # "" = <data_dir>/spool
+    # Bytes of spool files on disk; past it a delivery that cannot be published gets 503.
+    max_bytes: int = Field(1_073_741_824, ge=1_048_576)
+    # /readyz stays 200 while events are being spooled (the spool takes the traffic).
+    ready_while_spooling: bool = True
+
+
 class ServerConfig(Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
@@ -102,6 +114,11 @@ class ServerConfig(Section):
     base_path: str = "/webhooks"
     read_timeout: PositiveDuration = 10.0
     write_timeout: PositiveDuration = 15.0
+    # The reference's fixed http.Server ReadHeaderTimeout and IdleTimeout, made keys.
+    read_header_timeout: PositiveDuration = 5.0
+    idle_timeout: PositiveDuration = 60.0
+    # Connections served at once by each process (0: no limit); more are answered 503.
+    max_connections: int = Field(1024, ge=0, le=1_000_000)
     max_body_size: int = Field(1_048_576, ge=1, le=64 * 1_048_576)
     trusted_proxies: StringList = []
     admin_token: str = ""
@@ -127,6 +144,7 @@ class ServerConfig(Section):
     admin_allowed_cidrs: StringList = []
     admin_mtls_required: bool = False
     admin_mtls_client_cert_header: str = Field("X-Forwarded-Client-Cert", min_length=1)
+    spool: SpoolConfig = SpoolConfig()
 
     @field_validator("base_path")
     @classmethod

@@ -4,7 +4,8 @@ totals under the catalogue's names and labels (no per-process label).
 
 Counters and histograms are summed. Gauges are summed too (each is owned by one process or
 counts per process), except those in ``MIN_GAUGES``: a state that every process reports for
-itself, where the service is only as good as its worst process.
+itself, where the service is only as good as its worst process; and ``MAX_GAUGES``: an age,
+where the oldest of any process is the service's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 MIN_GAUGES = frozenset({"tap_nats_connected"})
+MAX_GAUGES = frozenset({"tap_spool_oldest_age_seconds"})
 FETCH_TIMEOUT = 2.0
 
 
@@ -71,7 +73,9 @@ def merge_expositions(texts: Iterable[bytes]) -> bytes:
         for family in text_string_to_metric_families(text.decode("utf-8")):
             families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
             samples = values.setdefault(family.name, {})
-            combine = min if family.name in MIN_GAUGES else _add
+            combine = (
+                min if family.name in MIN_GAUGES else max if family.name in MAX_GAUGES else _add
+            )
             for sample in family.samples:
                 key = (sample.name, tuple(sample.labels.items()))
                 previous = samples.get(key)
