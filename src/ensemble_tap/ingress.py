@@ -311,7 +311,15 @@ class WebhookIngress:
         """Publish one event; True when it went to the local spool instead. On failure the
         sender is told to retry (503) unless the event is in the dead-letter stream (500):
         with the broker unavailable no dead-letter write is tried, since it could not
-        succeed and would only delay the 503."""
+        succeed and would only delay the 503.
+
+        With the spool on and the connection down, the event is spooled at once: waiting
+        out the publish budget would hold every sender's connection for seconds during an
+        outage, and the spool's throughput would be connections / budget."""
+        if self.spool is not None and not self.publisher.broker.is_connected:
+            if await self._spool(envelope, dedup, context):
+                return True
+            raise PublishError("nats not connected and the spool cannot take it", True)
         try:
             result = await self.publisher.publish(
                 envelope.subject, envelope.body, dedup, envelope.request_id
