@@ -1,13 +1,14 @@
 # make run  : set up .venv and run the service on its embedded defaults
 # make test : set up .venv and run lint + the whole test suite
 # make openapi : regenerate docs/admin-openapi.yaml from the admin API code
+# make reliability : re-measure docs/reliability.md's figures (faults, fuzz, spool, soak; ~25 min)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= $(if $(wildcard config.yaml),config.yaml,config.example.yaml)
 
-.PHONY: run test lint format unit bench openapi clean
+.PHONY: run test lint format unit bench reliability openapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,13 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingress.py
+
+# Every figure of docs/reliability.md, one after the other (needs wrk: apt-get install wrk).
+reliability: $(STAMP)
+	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/fuzz.py
+	$(BIN)/python bench/spool.py --max-rate 40000
+	$(BIN)/python bench/soak.py
 
 # Regenerate the committed admin API document (a unit test fails when it is out of date).
 openapi: $(STAMP)
