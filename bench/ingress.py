@@ -113,6 +113,25 @@ class Options:
         return math.ceil(self.warmup * self.max_rate * SIZING_MARGIN / self.threads)
 
 
+def wrk_options(connections: int, threads: int, duration: int, workers: int) -> Options:
+    """Options for one wrk run of another bench (soak.py, spool.py): no warm-up, no profile."""
+    return Options(
+        connections=connections,
+        duration=duration,
+        threads=threads,
+        warmup=0,
+        requests=None,
+        max_rate=0,
+        timeout=10,
+        profile=False,
+        wait_idle=0,
+        keep=False,
+        launcher=LAUNCHER,
+        workers=workers,
+        repeat=1,
+    )
+
+
 def parse_options(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         description="Signed generic webhooks/s acknowledged by JetStream, vs. a no-op ceiling.",

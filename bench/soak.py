@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ensemble_tap.bus.embedded import free_port
 from ingress import (
+    LAUNCHER,
     RESULTS_DIR,
     WEBHOOK_PATH,
     BenchError,
@@ -39,11 +40,11 @@ from ingress import (
     stream_state,
     write_request_files,
     write_service_config,
+    wrk_options,
 )
 from proc import process_tree
 
 SOAK_SCRIPT = Path(__file__).resolve().parent / "soak.lua"
-LAUNCHER = Path(__file__).resolve().parent / "serve_with_noop.py"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,21 +70,7 @@ def tree_rss_mib(pid: int) -> float:
 
 
 def options(args: argparse.Namespace, duration: int) -> Options:
-    return Options(
-        connections=args.connections,
-        duration=duration,
-        threads=args.threads,
-        warmup=0,
-        requests=None,
-        max_rate=0,
-        timeout=10,
-        profile=False,
-        wait_idle=0,
-        keep=False,
-        launcher=LAUNCHER,
-        workers=args.workers,
-        repeat=1,
-    )
+    return wrk_options(args.connections, args.threads, duration, args.workers)
 
 
 def soak(args: argparse.Namespace, root: Path) -> dict[str, object]:

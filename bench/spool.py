@@ -22,6 +22,7 @@ import yaml
 
 from ensemble_tap.bus.embedded import free_port, nats_server_binary
 from ingress import (
+    LAUNCHER,
     WEBHOOK_PATH,
     BenchError,
     Child,
@@ -34,27 +35,12 @@ from ingress import (
     stream_state,
     write_request_files,
     write_service_config,
+    wrk_options,
 )
-
-LAUNCHER = Path(__file__).resolve().parent / "serve_with_noop.py"
 
 
 def options(args: argparse.Namespace) -> Options:
-    return Options(
-        connections=args.connections,
-        duration=args.duration,
-        threads=args.threads,
-        warmup=0,
-        requests=None,
-        max_rate=0,
-        timeout=10,
-        profile=False,
-        wait_idle=0,
-        keep=False,
-        launcher=LAUNCHER,
-        workers=args.workers,
-        repeat=1,
-    )
+    return wrk_options(args.connections, args.threads, args.duration, args.workers)
 
 
 def restart_nats(root: Path, env: dict[str, str]) -> Child:
