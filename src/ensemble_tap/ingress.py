@@ -101,7 +101,7 @@ def envelope_for(
         changes=found.changes,
         snapshot=found.snapshot,
     )
-    envelope = build_envelope(event, subject_prefix, tenant_scoped)
+    envelope = build_envelope(event, subject_prefix, tenant_scoped, found.event_id)
     key = found.dedup_key or fallback_dedup_key(event, found.payload_digest)
     return envelope, dedup_id(provider, tenant_id, key)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -129,12 +130,54 @@ async def test_github_push_and_form_encoded_issue(
     assert sha1_only.status_code == 401
     events = await _events(private_nats.url)
     assert [s for s, _, _ in events] == [
-        "ensemble.tap.github.push.created",
+        "ensemble.tap.github.push.updated",  # new commits on an existing branch
         "ensemble.tap.github.issues.opened",
     ]
-    assert events[0][2].get_subject() == "push/59b20b8d5c6ff8d09518454d4dd8b7b30f095ab5"
+    assert events[0][2].get_subject() == "push/octocat/Hello-World/refs/heads/main"
     assert events[1][2].get_subject() == "issues/1347"
     assert events[0][1]["Nats-Msg-Id"] == "github::72d3162e-cc78-11e3-81ab-4c9367dc0958"
+
+
+GITHUB_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "github"
+
+
+async def test_github_one_delivery_through_two_hooks_is_two_events(
+    start_app: StartApp, private_nats: NatsServer
+) -> None:
+    """GitHub sends one event with one GUID to each subscribed hook (a repository hook and an
+    app: payloads differ in ``installation``); a redelivery through a hook keeps GUID and hook."""
+    app = start_app(providers=PROVIDERS)
+    guid = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    issue = orjson.loads((GITHUB_FIXTURES / "issues.json").read_bytes())
+    deliveries = [
+        ("111", issue),
+        ("222", issue | {"installation": {"id": 957387}}),
+        ("111", issue),  # GitHub's "Redeliver" of the first
+    ]
+    async with httpx.AsyncClient(base_url=app.url) as client:
+        for hook, payload in deliveries:
+            body = orjson.dumps(payload)
+            response = await client.post(
+                "/webhooks/github",
+                content=body,
+                headers={
+                    "X-GitHub-Event": "issues",
+                    "X-GitHub-Delivery": guid,
+                    "X-GitHub-Hook-ID": hook,
+                    "X-Hub-Signature-256": "sha256=" + hex_hmac("github-secret", body),
+                    "Content-Type": "application/json",
+                },
+            )
+            assert response.status_code == 202, response.text
+
+    events = await _events(private_nats.url)
+    assert [headers["Nats-Msg-Id"] for _, headers, _ in events] == [
+        f"github::{guid}:111",
+        f"github::{guid}:222",
+    ]
+    assert len({event.get_id() for _, _, event in events}) == 2
+    assert {event.get_data()["provider_event_id"] for _, _, event in events} == {guid}
+    assert [event.get_subject() for _, _, event in events] == ["issues/444500041"] * 2
 
 
 async def test_hubspot_batch_becomes_one_event_per_element(

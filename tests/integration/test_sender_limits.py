@@ -109,7 +109,7 @@ async def test_a_long_github_delivery_id_and_stripe_event_id_are_digested(
         for m in await stored_messages(private_nats.url, "ENSEMBLE_TAP")
     }
     assert ids == {
-        "ensemble.tap.github.push.created": f"github::{sha256_id(delivery)}",
+        "ensemble.tap.github.push.updated": f"github::{sha256_id(delivery)}",
         "ensemble.tap.stripe.customer.created": f"stripe::{sha256_id('evt_' + 's' * 300)}",
     }
 

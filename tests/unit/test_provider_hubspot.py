@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from ensemble_tap.events import parse_rfc3339_ns
+from ensemble_tap.ingress import envelope_for
 from ensemble_tap.providers import webhook_provider
 from ensemble_tap.providers.base import (
     BadPayload,
@@ -21,10 +24,25 @@ from ensemble_tap.providers.base import (
     VerificationFailed,
     WebhookRequest,
 )
-from ensemble_tap.providers.hubspot import HubSpotProvider, signed_url
+from ensemble_tap.providers.hubspot import (
+    OBJECT_NAMES,
+    HubSpotProvider,
+    HubSpotSearch,
+    request_url,
+    signed_url,
+)
 from tests.unit.webhooks import NS, VECTOR_NS, hmac_b64, make_request, settings
 
 PROVIDER = HubSpotProvider()
+# HubSpot's documented payloads, one file per event type (README.md there names the pages).
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "hubspot"
+# The client secret of HubSpot's v1/v2 validation examples.
+DOC_SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
+
+
+def fixture(event_type: str) -> bytes:
+    return (FIXTURES / f"{event_type}.json").read_bytes().strip()
+
 
 # §2.10 "HubSpot (clock frozen near ts)".
 SECRET = "hubspot-secret"
@@ -238,6 +256,59 @@ class TestSignedUrl:
             query_string="email=a%40b.com",
         )
         PROVIDER.verify(request, settings(secret=SECRET), "hubspot")
+
+
+class TestV2SignsTheUrlAsReceived:
+    """v2: "The URI used to build the source string must exactly match the original request"
+    (https://legacydocs.hubspot.com/docs/faq/v2-request-validation); v3 alone decodes."""
+
+    def test_the_documented_v2_example_verifies(self) -> None:
+        body = b'{"example_field":"example_value"}'
+        headers = {
+            "X-HubSpot-Signature": (
+                "9569219f8ba981ffa6f6f16aa0f48637d35d728c7e4d93d0d52efaa512af7900"
+            ),
+            "X-HubSpot-Signature-Version": "v2",
+        }
+        request = make_request(body, headers, host="www.example.com", raw_path="/webhook_uri")
+        config = settings(client_secret=DOC_SECRET, signature_versions=["v2"])
+        PROVIDER.verify(request, config, "hubspot")
+
+    def test_our_v2_signer_reproduces_the_documented_example(self) -> None:
+        url = "https://www.example.com/webhook_uri"
+        signature = v2_signature(DOC_SECRET, "POST", url, b'{"example_field":"example_value"}')
+        assert signature == "9569219f8ba981ffa6f6f16aa0f48637d35d728c7e4d93d0d52efaa512af7900"
+
+    def test_percent_escapes_in_the_query_are_signed_as_sent(self) -> None:
+        url = "https://tap.example.com/webhooks/hubspot?a=%20x%2Fy"
+        headers = {
+            "X-HubSpot-Signature": v2_signature(SECRET, "POST", url, BODY),
+            "X-HubSpot-Signature-Version": "v2",
+        }
+        request = hubspot_request(headers=headers, query_string="a=%20x%2Fy")
+        PROVIDER.verify(request, settings(secret=SECRET, signature_versions=["v2"]), "hubspot")
+
+    def test_a_v2_signature_over_the_v3_decoded_url_is_rejected(self) -> None:
+        decoded = "https://tap.example.com/webhooks/hubspot?a=%20x/y"
+        headers = {
+            "X-HubSpot-Signature": v2_signature(SECRET, "POST", decoded, BODY),
+            "X-HubSpot-Signature-Version": "v2",
+        }
+        request = hubspot_request(headers=headers, query_string="a=%20x%2Fy")
+        with pytest.raises(VerificationFailed, match="v2 signature mismatch"):
+            PROVIDER.verify(request, settings(secret=SECRET, signature_versions=["v2"]), "hubspot")
+
+    def test_v3_still_decodes_the_same_query(self) -> None:
+        request = hubspot_request(
+            headers=v3_headers(url="https://tap.example.com/webhooks/hubspot?a=%20x/y"),
+            query_string="a=%20x%2Fy",
+        )
+        PROVIDER.verify(request, settings(secret=SECRET), "hubspot")
+
+    def test_request_url_keeps_every_escape(self) -> None:
+        request = make_request(host="h", raw_path="/webhooks/hubspot", query_string="e=a%40b%2F")
+        assert request_url(request) == "https://h/webhooks/hubspot?e=a%40b%2F"
+        assert signed_url(request) == "https://h/webhooks/hubspot?e=a@b/"
 
 
 class TestLegacySignatures:
@@ -476,6 +547,155 @@ class TestExtract:
     def test_occurred_at(self, occurred_at: Any, expected: int | None) -> None:
         [found] = extract([{"occurredAt": occurred_at}])
         assert found.provider_time_ns == expected
+
+
+class TestDocumentedPayloads:
+    def test_contact_creation_with_its_documented_v1_signature(self) -> None:
+        headers = {
+            "X-HubSpot-Signature": (
+                "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de"
+            ),
+            "X-HubSpot-Signature-Version": "v1",
+        }
+        request = hubspot_request(fixture("contact.creation"), headers)
+        config = settings(client_secret=DOC_SECRET, signature_versions=["v1"])
+        PROVIDER.verify(request, config, "hubspot")
+        [found] = PROVIDER.extract(request)
+        assert (found.entity_type, found.entity_id, found.action) == ("contact", "123", "created")
+        assert found.provider_event_id == "1"
+        assert found.dedup_key == found.event_id == "1:62515:12345:1564113600000"
+        assert found.provider_time_ns == 1_564_113_600_000 * 1_000_000
+
+    def test_contact_property_change_named_by_event_type(self) -> None:
+        """The webhooks guide's sample names the subscription ``eventType``."""
+        [found] = PROVIDER.extract(hubspot_request(fixture("contact.propertyChange")))
+        assert (found.entity_type, found.entity_id, found.action) == (
+            "contact",
+            "1246965",
+            "updated",
+        )
+        assert found.changes == {"lifecyclestage": {"from": None, "to": "subscriber"}}
+        assert found.event_id == "3816279340:33:25:1462216307945"
+        assert found.provider_event_id == "3816279340"
+
+    def test_subscription_type_wins_over_event_type(self) -> None:
+        [found] = extract([{"subscriptionType": "deal.creation", "eventType": "contact.deletion"}])
+        assert (found.entity_type, found.action) == ("deal", "created")
+
+    def test_generic_object_creation_takes_its_entity_from_object_type_id(self) -> None:
+        [found] = PROVIDER.extract(hubspot_request(fixture("object.creation")))
+        assert (found.entity_type, found.entity_id, found.action) == (
+            "contact",
+            "1246978",
+            "created",
+        )
+
+    def test_generic_object_property_change_of_a_deal(self) -> None:
+        [found] = PROVIDER.extract(hubspot_request(fixture("object.propertyChange")))
+        assert (found.entity_type, found.entity_id, found.action) == (
+            "deal",
+            "1246965",
+            "updated",
+        )
+        assert found.changes == {"dealstage": {"from": None, "to": "closedwon"}}
+
+
+class TestObjectTypeIds:
+    """Generic ``object.*`` events name their object in ``objectTypeId``."""
+
+    @pytest.mark.parametrize(
+        ("type_id", "entity"),
+        [
+            ("0-1", "contact"),
+            ("0-2", "company"),
+            ("0-3", "deal"),
+            ("0-5", "ticket"),
+            ("0-7", "product"),
+            ("0-8", "line_item"),
+            ("0-14", "quote"),
+            ("0-27", "task"),
+            ("0-46", "note"),
+            ("0-47", "meeting"),
+            ("0-48", "call"),
+            ("0-49", "email"),
+            ("0-53", "invoices"),  # the poller keeps names it does not map
+            ("0-410", "0-410"),  # addressed by id only in the CRM API
+            ("2-143967026", "2-143967026"),  # a custom object
+        ],
+    )
+    def test_the_entity_of_an_object_type_id(self, type_id: str, entity: str) -> None:
+        [found] = extract(
+            [{"subscriptionType": "object.creation", "objectTypeId": type_id, "objectId": 7}]
+        )
+        assert (found.entity_type, found.action) == (entity, "created")
+
+    @pytest.mark.parametrize(
+        ("type_id", "object_name"),
+        [*OBJECT_NAMES.items(), ("2-143967026", "2-143967026"), ("0-410", "0-410")],
+    )
+    def test_webhook_and_poller_give_one_record_one_entity(
+        self, type_id: str, object_name: str
+    ) -> None:
+        [found] = extract([{"subscriptionType": "object.propertyChange", "objectTypeId": type_id}])
+        poller = HubSpotSearch("https://api.hubapi.com", object_name, 100, (), 10_000)
+        assert found.entity_type == poller.entity_type
+
+    def test_the_object_type_field_still_wins(self) -> None:
+        [found] = extract([{"objectType": "deal", "objectTypeId": "0-1"}])
+        assert found.entity_type == "deal"
+
+    def test_an_association_change_without_object_type_id_stays_object(self) -> None:
+        """HubSpot sends ``objectTypeId`` on creation, deletion, merge, restore and property
+        change events only."""
+        [found] = extract([{"subscriptionType": "object.associationChange", "objectId": 1}])
+        assert found.entity_type == "object"
+
+
+class TestEventIds:
+    """HubSpot: eventId "is not guaranteed to be unique": the CloudEvent id must be."""
+
+    @staticmethod
+    def creation(portal: int, object_id: int, attempt: int = 0) -> dict[str, Any]:
+        return {
+            "eventId": 777001,
+            "subscriptionId": 4001,
+            "portalId": portal,
+            "appId": 54321,
+            "occurredAt": 1709562120000,
+            "subscriptionType": "contact.creation",
+            "attemptNumber": attempt,
+            "objectId": object_id,
+            "changeSource": "CRM",
+        }
+
+    def envelopes(self, elements: list[dict[str, Any]]) -> list[tuple[Any, str]]:
+        return [
+            envelope_for(found, "hubspot", "", "req-1", VECTOR_NS, "ensemble.tap", False)
+            for found in extract(elements)
+        ]
+
+    def test_two_events_sharing_an_event_id_get_two_cloudevent_ids(self) -> None:
+        [(a, a_dedup), (b, b_dedup)] = self.envelopes(
+            [self.creation(1001, 501), self.creation(2002, 902)]
+        )
+        assert (a.event_id, b.event_id) == (
+            "777001:1001:4001:1709562120000",
+            "777001:2002:4001:1709562120000",
+        )
+        assert a_dedup != b_dedup
+        for envelope in (a, b):
+            body = orjson.loads(envelope.body)
+            assert body["id"] == envelope.event_id
+            assert body["data"]["provider_event_id"] == "777001"
+
+    def test_a_redelivery_keeps_its_cloudevent_id(self) -> None:
+        [(first, first_dedup)] = self.envelopes([self.creation(1001, 501)])
+        [(again, again_dedup)] = self.envelopes([self.creation(1001, 501, attempt=3)])
+        assert (again.event_id, again_dedup) == (first.event_id, first_dedup)
+
+    def test_without_an_event_id_the_cloudevent_id_is_generated(self) -> None:
+        [found] = extract([{"subscriptionType": "contact.creation", "objectId": 1}])
+        assert found.event_id == ""
 
 
 def test_hubspot_has_its_dedicated_provider() -> None:

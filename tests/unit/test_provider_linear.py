@@ -3,12 +3,14 @@
 Fixed behaviours: a numeric ``webhookTimestamp`` is epoch milliseconds (>= 1e12) or seconds and
 must be within ±60 s; the action comes from the body ``action`` (create → created, update →
 updated, remove → deleted); the entity is the lower-cased body ``type``; the ``Linear-Event``
-header is not required.
+header is not required. The event's time is the body ``createdAt`` (when the action took
+place), not ``webhookTimestamp`` (when this attempt was sent).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,11 @@ from ensemble_tap.providers.linear import LinearProvider
 from tests.unit.webhooks import NS, VECTOR_NS, hmac_hex, make_request, settings, sha256_hex
 
 PROVIDER = LinearProvider()
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "linear"
+# The documented example delivery id (tests/fixtures/linear/README.md).
+DOCUMENTED_DELIVERY = "234d1a4e-b617-4388-90fe-adc3633d6b72"
+# webhookTimestamp of the documented example: 2023-02-10T19:22:20.508Z.
+DOCUMENTED_SENT_NS = 1676056940508 * 1_000_000
 
 # §2.10 "Linear (clock frozen near timestamp)".
 SECRET = "linear-secret"
@@ -241,6 +248,73 @@ class TestExtract:
     def test_a_body_that_is_not_an_object_is_a_bad_payload(self, body: bytes) -> None:
         with pytest.raises(BadPayload):
             extract_one(body)
+
+
+class TestDocumentedPayloads:
+    @pytest.mark.parametrize(
+        ("name", "entity_type", "entity_id", "action", "created_at"),
+        [
+            (
+                "comment-create",
+                "comment",
+                "2174add1-f7c8-44e3-bbf3-2d60b5ea8bc9",
+                "created",
+                "2020-01-23T12:53:18.084Z",
+            ),
+            (
+                "issue-create",
+                "issue",
+                "539068e2-ae88-4d09-bd75-22eb4a59612f",
+                "created",
+                "2020-01-23T12:40:02.511Z",
+            ),
+            (
+                "issue-update",
+                "issue",
+                "539068e2-ae88-4d09-bd75-22eb4a59612f",
+                "updated",
+                "2020-01-23T12:53:18.084Z",
+            ),
+            (
+                "issue-remove",
+                "issue",
+                "539068e2-ae88-4d09-bd75-22eb4a59612f",
+                "deleted",
+                "2020-01-23T13:05:41.300Z",
+            ),
+        ],
+    )
+    def test_each_documented_delivery(
+        self, name: str, entity_type: str, entity_id: str, action: str, created_at: str
+    ) -> None:
+        body = (FIXTURES / f"{name}.json").read_bytes()
+        verify(body, received_ns=DOCUMENTED_SENT_NS + 2 * NS)
+        payload = json.loads(body)
+        headers = {"Linear-Delivery": DOCUMENTED_DELIVERY, "Linear-Event": payload["type"]}
+        found = extract_one(body, **headers)
+        assert (found.entity_type, found.entity_id, found.action) == (
+            entity_type,
+            entity_id,
+            action,
+        )
+        assert found.provider_time_ns == parse_rfc3339_ns(created_at)
+        assert found.provider_event_id == found.dedup_key == DOCUMENTED_DELIVERY
+        assert found.snapshot == payload
+
+    def test_a_retry_keeps_the_time_of_the_action(self) -> None:
+        """Linear retries after 1 minute, 1 hour and 6 hours with a fresh webhookTimestamp
+        (it must pass the 60-second window): the event's time must not follow it."""
+        first = json.loads((FIXTURES / "issue-update.json").read_bytes())
+        retry = {**first, "webhookTimestamp": first["webhookTimestamp"] + 3_600_000}
+        times = {extract_one(json.dumps(body).encode()).provider_time_ns for body in (first, retry)}
+        assert times == {parse_rfc3339_ns("2020-01-23T12:53:18.084Z")}
+
+    @pytest.mark.parametrize("created_at", ["", "yesterday", 1579783998084, None])
+    def test_without_a_usable_created_at_the_webhook_timestamp_is_the_time(
+        self, created_at: object
+    ) -> None:
+        body = body_with(type="Issue", createdAt=created_at, webhookTimestamp=1709562120000)
+        assert extract_one(body).provider_time_ns == VECTOR_NS
 
 
 def test_linear_has_its_dedicated_provider() -> None:

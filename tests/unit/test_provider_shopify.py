@@ -1,14 +1,21 @@
 """Shopify webhooks (spec §2.7, §3.3, with the §9 fixes).
 
 Fixed behaviours: the dedup key is ``X-Shopify-Webhook-Id`` (stable across retries), falling back
-to ``X-Shopify-Event-Id``; a missing topic is a bad payload instead of ``event.updated``.
+to ``X-Shopify-Event-Id``; a missing topic is a bad payload instead of ``event.updated``. The
+CloudEvent id is ``X-Shopify-Webhook-Id`` too: the Event-Id is shared by every delivery one
+merchant action produces.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import orjson
 import pytest
 
 from ensemble_tap.events import parse_rfc3339_ns
+from ensemble_tap.ingress import envelope_for
 from ensemble_tap.providers import webhook_provider
 from ensemble_tap.providers.base import (
     BadPayload,
@@ -20,6 +27,16 @@ from ensemble_tap.providers.shopify import ShopifyProvider
 from tests.unit.webhooks import hmac_b64, hmac_hex, make_request, settings, sha256_hex
 
 PROVIDER = ShopifyProvider()
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "shopify"
+# The documented example headers (tests/fixtures/shopify/README.md); the topic is per fixture.
+DOCUMENTED_HEADERS = {
+    "X-Shopify-Shop-Domain": "snowdevil.myshopify.com",
+    "X-Shopify-API-Version": "2026-07",
+    "X-Shopify-Webhook-Id": "545ebdd4-b7be-4d3d-b14e-54aa78e0e0f9",
+    "X-Shopify-Triggered-At": "2025-07-10T16:15:47.000000Z",
+    "X-Shopify-Event-Id": "59d6d79c-595f-4e7e-bc6f-72f5c3d0c66f",
+    "X-Shopify-Name": "product-sync",
+}
 
 # §2.10 "Shopify".
 SECRET = "shopify-secret"
@@ -156,6 +173,65 @@ class TestExtract:
     def test_a_body_that_is_not_an_object_is_a_bad_payload(self, body: bytes) -> None:
         with pytest.raises(BadPayload):
             extract_one(body, **{"X-Shopify-Topic": "orders/paid"})
+
+
+class TestDocumentedPayloads:
+    @pytest.mark.parametrize(
+        ("topic", "entity_type", "entity_id", "action"),
+        [
+            ("products/update", "products", "9554194432293", "update"),
+            ("customers/delete", "customers", "706405506930370084", "delete"),
+            (
+                "app_subscriptions/update",
+                "app_subscriptions",
+                "gid://shopify/AppSubscription/1029266977",
+                "update",
+            ),
+        ],
+    )
+    def test_each_documented_delivery(
+        self, topic: str, entity_type: str, entity_id: str, action: str
+    ) -> None:
+        body = (FIXTURES / f"{topic.replace('/', '-')}.json").read_bytes()
+        verify(hmac_b64(SECRET, body), body=body)
+        found = extract_one(body, **DOCUMENTED_HEADERS, **{"X-Shopify-Topic": topic})
+        assert (found.entity_type, found.entity_id, found.action) == (
+            entity_type,
+            entity_id,
+            action,
+        )
+        assert found.provider_time_ns == parse_rfc3339_ns("2025-07-10T16:15:47Z")
+        assert found.provider_event_id == "59d6d79c-595f-4e7e-bc6f-72f5c3d0c66f"
+        assert found.dedup_key == found.event_id == "545ebdd4-b7be-4d3d-b14e-54aa78e0e0f9"
+        assert found.snapshot == json.loads(body)
+
+    def test_a_wrapped_record_without_any_id_is_unknown(self) -> None:
+        found = extract_one(b'{"app_subscription":{"name":"x"}}', **{"X-Shopify-Topic": "a/b"})
+        assert found.entity_id == "unknown"
+
+    def test_deliveries_of_one_merchant_action_are_distinct_cloudevents(self) -> None:
+        """Shopify: X-Shopify-Event-Id is "shared across all deliveries from the same merchant
+        action"; the sink keys rows by the CloudEvent id, so that id is the Webhook-Id."""
+        envelopes = []
+        for topic, webhook_id in (("orders/create", "wh-create"), ("orders/paid", "wh-paid")):
+            headers = {
+                "X-Shopify-Topic": topic,
+                "X-Shopify-Webhook-Id": webhook_id,
+                "X-Shopify-Event-Id": "98880550-7158-44d4-b7cd-2c97c8a091b5",
+            }
+            found = extract_one(b'{"id":820982911946154508}', **headers)
+            envelope, msg_id = envelope_for(found, "shopify", "", "req-1", 1, "ensemble", False)
+            assert msg_id == f"shopify::{webhook_id}"
+            envelopes.append(envelope)
+        assert [e.event_id for e in envelopes] == ["wh-create", "wh-paid"]
+        for envelope in envelopes:
+            data = orjson.loads(envelope.body)["data"]
+            assert data["provider_event_id"] == "98880550-7158-44d4-b7cd-2c97c8a091b5"
+
+    def test_without_a_webhook_id_the_event_id_is_the_cloudevent_id(self) -> None:
+        found = extract_one(**{"X-Shopify-Topic": "orders/paid", "X-Shopify-Event-Id": "ev-1"})
+        envelope, _ = envelope_for(found, "shopify", "", "req-1", 1, "ensemble", False)
+        assert envelope.event_id == "ev-1"
 
 
 def test_shopify_has_its_dedicated_provider() -> None:

@@ -1,12 +1,16 @@
 """Stripe webhooks: ``Stripe-Signature: t=…,v1=…`` (spec §2.3, §3.3, with the §9 fixes).
 
 Fixed behaviours: no API-version pin, future timestamps beyond the tolerance are rejected, and
-``customer.subscription.updated`` keeps its middle segment.
+``customer.subscription.updated`` keeps its middle segment. Thin events (event destinations,
+``"object": "v2.core.event"``) keep their entity id (``related_object.id``) and their RFC 3339
+``created``.
 """
 
 from __future__ import annotations
 
+import calendar
 import json
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +20,7 @@ from ensemble_tap.providers.stripe import StripeProvider, parse_signature_header
 from tests.unit.webhooks import NS, VECTOR_NS, VECTOR_TIME, hmac_hex, make_request, settings
 
 PROVIDER = StripeProvider()
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "stripe"
 
 # §2.10 "Stripe (clock frozen near t)".
 SECRET = "whsec_test"
@@ -39,6 +44,15 @@ def verify(header: str | None, body: bytes = BODY, received_ns: int = VECTOR_NS)
 
 def event_body(**fields: object) -> bytes:
     return json.dumps(fields).encode()
+
+
+def documented(name: str) -> bytes:
+    """A body Stripe's documentation shows (tests/fixtures/stripe/README.md names the page)."""
+    return (FIXTURES / f"{name}.json").read_bytes()
+
+
+def utc_ns(year: int, month: int, day: int, hour: int, minute: int, second: int, ms: int) -> int:
+    return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) * NS + ms * 10**6
 
 
 class TestVerify:
@@ -221,6 +235,123 @@ class TestExtract:
         [found] = PROVIDER.extract(make_request(event_body(type="a.b")))
         assert found.dedup_key == ""
         assert found.provider_event_id == ""
+
+
+class TestDocumentedPayloads:
+    @pytest.mark.parametrize(
+        ("name", "entity_type", "entity_id", "action", "time_ns"),
+        [
+            (
+                "setup_intent.created",
+                "setup_intent",
+                "seti_1NG8Du2eZvKYlo2C9XMqbR0x",
+                "created",
+                1686089970 * NS,
+            ),
+            (
+                "v1.billing.meter.error_report_triggered",
+                "billing.meter",
+                "mtr_test_61R9IeP0SgKbYROOx41PEAQhH0qO23oW",
+                "error_report_triggered",
+                utc_ns(2024, 9, 17, 6, 20, 52, 246),
+            ),
+            (
+                "v2.core.event_destination.ping",
+                "v2.core.event_destination",
+                "ed_test_61RM8ltWcTW4mbsxf16RJyfa2xSQLHJJh1sxm7H0KVT6",
+                "ping",
+                utc_ns(2024, 10, 22, 16, 26, 54, 63),
+            ),
+            (
+                "v2.billing.metered_item.created",
+                "v2.billing.metered_item",
+                "bli_61SJYFLbcODkA5Zd7rZ16RuKJoESSQUtPVJKIgeI4D2KpL",
+                "created",
+                utc_ns(2025, 1, 1, 0, 0, 0, 0),
+            ),
+        ],
+    )
+    def test_each_documented_event(
+        self, name: str, entity_type: str, entity_id: str, action: str, time_ns: int
+    ) -> None:
+        body = documented(name)
+        verify(sign(body), body=body)
+        [found] = PROVIDER.extract(make_request(body))
+        assert (found.entity_type, found.entity_id, found.action) == (
+            entity_type,
+            entity_id,
+            action,
+        )
+        assert found.provider_time_ns == time_ns
+        event = json.loads(body)
+        assert found.provider_event_id == found.dedup_key == event["id"]
+
+    def test_a_thin_event_is_its_own_snapshot(self) -> None:
+        """No object travels in a thin event: the snapshot keeps what fetching it needs."""
+        body = documented("v2.billing.metered_item.created")
+        [found] = PROVIDER.extract(make_request(body))
+        assert found.snapshot == json.loads(body)
+
+    def test_a_snapshot_event_keeps_its_object_as_snapshot(self) -> None:
+        body = documented("setup_intent.created")
+        [found] = PROVIDER.extract(make_request(body))
+        assert found.snapshot == json.loads(body)["data"]["object"]
+
+
+class TestThinEvents:
+    def test_without_related_object_the_type_names_the_entity(self) -> None:
+        body = event_body(
+            id="evt_1",
+            object="v2.core.event",
+            type="v1.billing.meter.no_meter_found",
+            created="2024-09-17T06:20:52.246Z",
+            related_object=None,
+        )
+        [found] = PROVIDER.extract(make_request(body))
+        assert (found.entity_type, found.entity_id, found.action) == (
+            "billing.meter",
+            "unknown",
+            "no_meter_found",
+        )
+
+    def test_a_bracketed_qualifier_is_not_a_segment(self) -> None:
+        body = event_body(
+            id="evt_2",
+            object="v2.core.event",
+            type="v2.core.account[configuration.merchant].capability_status_updated",
+            created="2025-01-01T00:00:00.000Z",
+            related_object={"id": "acct_1", "type": "v2.core.account"},
+        )
+        [found] = PROVIDER.extract(make_request(body))
+        assert (found.entity_type, found.entity_id, found.action) == (
+            "v2.core.account",
+            "acct_1",
+            "capability_status_updated",
+        )
+
+    @pytest.mark.parametrize("created", [1709562120, "1709562120", "2024-09-17 06:20:52Z", None])
+    def test_only_an_rfc3339_created_is_a_provider_time(self, created: object) -> None:
+        body = event_body(id="e", object="v2.core.event", type="v2.a.b.c", created=created)
+        [found] = PROVIDER.extract(make_request(body))
+        assert found.provider_time_ns is None
+
+    @pytest.mark.parametrize("related", ["mtr_1", ["mtr_1"], 5])
+    def test_a_related_object_that_is_not_an_object_is_a_bad_payload(self, related: object) -> None:
+        body = event_body(id="e", object="v2.core.event", type="v1.a.b", related_object=related)
+        with pytest.raises(BadPayload, match="related_object"):
+            PROVIDER.extract(make_request(body))
+
+    def test_data_of_a_thin_event_is_not_read_as_a_snapshot_event(self) -> None:
+        """A thin event's ``data`` holds extra details, never ``data.object``."""
+        body = event_body(
+            id="e",
+            object="v2.core.event",
+            type="v1.billing.meter.error_report_triggered",
+            data={"developer_message_summary": "There is 1 invalid event", "object": "x"},
+            related_object={"id": "mtr_1", "type": "billing.meter"},
+        )
+        [found] = PROVIDER.extract(make_request(body))
+        assert (found.entity_type, found.entity_id) == ("billing.meter", "mtr_1")
 
 
 class TestSplitType:

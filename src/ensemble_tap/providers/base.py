@@ -58,6 +58,8 @@ class Extraction:
     ``dedup_key`` is the provider's own delivery or event id; when empty the service derives
     a stable key from ``payload_digest`` (a SHA-256 of the bytes this event came from).
     ``provider_time_ns`` of None means the delivery carries no usable time (now is used).
+    ``event_id`` is the CloudEvent id if set (it must be unique per event); by default the
+    envelope uses ``provider_event_id``.
     """
 
     entity_type: str
@@ -69,6 +71,7 @@ class Extraction:
     provider_time_ns: int | None = None
     changes: dict[str, Any] | None = None
     snapshot: dict[str, Any] | None = None
+    event_id: str = ""
 
 
 class WebhookProvider(Protocol):

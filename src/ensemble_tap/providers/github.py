@@ -2,6 +2,9 @@
 
 SHA-1 (``X-Hub-Signature``) and SHA-512 are refused unless listed in the provider's
 ``signature_versions``; GitHub always sends the SHA-256 header.
+
+The dedup key and CloudEvent id are ``<X-GitHub-Delivery>:<X-GitHub-Hook-ID>``;
+``data.provider_event_id`` is the delivery GUID alone.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from ensemble_tap.providers.common import (
     extract_entity_id,
     parse_json,
     require_secrets,
+    to_string,
 )
 from ensemble_tap.providers.hmac_verifier import decode_signature, matches
 
@@ -34,25 +38,56 @@ class GitHubProvider:
         if not event:
             raise BadPayload("missing X-GitHub-Event header")
         payload = decode_payload(request)
-        action = payload.get("action")
-        if event == "push":
-            action_text = "created"
-        elif isinstance(action, str) and action.strip():
-            action_text = action.strip().lower()
-        else:
-            action_text = "updated"
         delivery = request.header("x-github-delivery")
+        key = delivery_key(request, delivery)
         return [
             Extraction(
                 entity_type=event,
                 entity_id=entity_id(event, payload),
-                action=action_text,
+                action=action_of(event, payload),
                 provider_event_id=delivery,
-                dedup_key=delivery,
+                dedup_key=key,
                 payload_digest=digest(request.body),
                 snapshot=payload,
+                event_id=key,
             )
         ]
+
+
+def delivery_key(request: WebhookRequest, delivery: str) -> str:
+    """The delivery GUID and the hook it came through: GitHub sends an event with one GUID to
+    every hook subscribed to it (a repository hook and an app each get their own payload),
+    and a redelivery through the same hook keeps both. Empty without a GUID (digest dedup)."""
+    if not delivery:
+        return ""
+    hook = request.header("x-github-hook-id")
+    if hook:
+        return f"{delivery}:{hook}"
+    target_id = request.header("x-github-hook-installation-target-id")
+    if target_id:
+        target_type = request.header("x-github-hook-installation-target-type")
+        return f"{delivery}:{target_type}:{target_id}"
+    return delivery
+
+
+# Events without an ``action`` that name what happened to their ref.
+REF_EVENT_ACTIONS = {"create": "created", "delete": "deleted"}
+
+
+def action_of(event: str, payload: dict[str, Any]) -> str:
+    """The payload's ``action``; a push has none: the ref was ``created``, ``deleted`` or
+    ``updated`` (new commits, or a forced move); ``create``/``delete`` are ``created``/
+    ``deleted``; any other event without one is ``updated``."""
+    if event == "push":
+        if payload.get("deleted") is True:
+            return "deleted"
+        return "created" if payload.get("created") is True else "updated"
+    if event in REF_EVENT_ACTIONS:
+        return REF_EVENT_ACTIONS[event]
+    action = payload.get("action")
+    if isinstance(action, str) and action.strip():
+        return action.strip().lower()
+    return "updated"
 
 
 def verify_signature(
@@ -96,9 +131,135 @@ def decode_payload(request: WebhookRequest) -> dict[str, Any]:
     return value
 
 
+# Per event (GitHub's "Webhook events and payloads"), where the id of the object the event is
+# about sits in the payload: a comment event is about the comment, a review event about the
+# review, not about the issue or pull request they belong to.
+OBJECT_ID_PATHS: dict[str, tuple[str, ...]] = {
+    "branch_protection_configuration": ("repository", "id"),
+    "branch_protection_rule": ("rule", "id"),
+    "check_run": ("check_run", "id"),
+    "check_suite": ("check_suite", "id"),
+    "commit_comment": ("comment", "id"),
+    "custom_property": ("definition", "property_name"),
+    "custom_property_values": ("repository", "id"),
+    "deploy_key": ("key", "id"),
+    "deployment": ("deployment", "id"),
+    "deployment_protection_rule": ("deployment", "id"),
+    "deployment_review": ("workflow_run", "id"),
+    "deployment_status": ("deployment_status", "id"),
+    "discussion": ("discussion", "id"),
+    "discussion_comment": ("comment", "id"),
+    "fork": ("forkee", "id"),
+    "github_app_authorization": ("sender", "id"),
+    "gollum": ("repository", "id"),
+    "installation": ("installation", "id"),
+    "installation_repositories": ("installation", "id"),
+    "installation_target": ("account", "id"),
+    "issue_comment": ("comment", "id"),
+    "issue_dependencies": ("blocked_issue", "id"),
+    "issues": ("issue", "id"),
+    "label": ("label", "id"),
+    "marketplace_purchase": ("marketplace_purchase", "account", "id"),
+    "member": ("member", "id"),
+    "membership": ("member", "id"),
+    "merge_group": ("merge_group", "head_sha"),
+    "meta": ("hook_id",),
+    "milestone": ("milestone", "id"),
+    "org_block": ("blocked_user", "id"),
+    "organization": ("organization", "id"),
+    "package": ("package", "id"),
+    "page_build": ("id",),
+    "personal_access_token_request": ("personal_access_token_request", "id"),
+    "ping": ("hook_id",),
+    "project": ("project", "id"),
+    "project_card": ("project_card", "id"),
+    "project_column": ("project_column", "id"),
+    "projects_v2": ("projects_v2", "id"),
+    "projects_v2_item": ("projects_v2_item", "id"),
+    "projects_v2_status_update": ("projects_v2_status_update", "id"),
+    "public": ("repository", "id"),
+    "pull_request": ("pull_request", "id"),
+    "pull_request_review": ("review", "id"),
+    "pull_request_review_comment": ("comment", "id"),
+    "pull_request_review_thread": ("thread", "node_id"),
+    "registry_package": ("registry_package", "id"),
+    "release": ("release", "id"),
+    "repository": ("repository", "id"),
+    "repository_advisory": ("repository_advisory", "ghsa_id"),
+    "repository_dispatch": ("repository", "id"),
+    "repository_import": ("repository", "id"),
+    "repository_ruleset": ("repository_ruleset", "id"),
+    "repository_vulnerability_alert": ("alert", "id"),
+    "secret_scanning_scan": ("repository", "id"),
+    "security_advisory": ("security_advisory", "ghsa_id"),
+    "security_and_analysis": ("repository", "id"),
+    "sponsorship": ("sponsorship", "node_id"),
+    "star": ("repository", "id"),
+    "status": ("id",),
+    "sub_issues": ("sub_issue", "id"),
+    "team": ("team", "id"),
+    "team_add": ("team", "id"),
+    "watch": ("repository", "id"),
+    "workflow_job": ("workflow_job", "id"),
+    "workflow_run": ("workflow_run", "id"),
+}
+# Alerts numbered per repository (``alert.number``, no global id): ``<owner>/<repo>/<number>``.
+REPOSITORY_NUMBERED_ALERTS = frozenset(
+    {
+        "code_scanning_alert",
+        "dependabot_alert",
+        "secret_scanning_alert",
+        "secret_scanning_alert_location",
+    }
+)
+# ``create``/``delete`` name a branch or tag without its ``refs/…`` prefix.
+REF_PREFIXES = {"branch": "refs/heads/", "tag": "refs/tags/"}
+
+
 def entity_id(event: str, payload: dict[str, Any]) -> str:
-    """The id of the event's main object: top level, then ``payload[<event>]`` (singular too),
-    then ``pull_request``; a push is identified by its head commit (``after``)."""
+    """The id of the object the event is about (OBJECT_ID_PATHS). A push, ``create`` and
+    ``delete`` are about a ref: ``<owner>/<repo>/refs/heads/<branch>`` (or ``refs/tags/…``),
+    the same entity for the three. Events not in the table: a top-level id, then
+    ``payload[<event>]`` (singular too), then ``pull_request``; else ``unknown``."""
+    found = ""
+    path = OBJECT_ID_PATHS.get(event)
+    if path is not None:
+        found = to_string(value_at(payload, path))
+    elif event == "push":
+        found = ref_entity(payload, to_string(payload.get("ref")))
+    elif event in ("create", "delete"):
+        ref = to_string(payload.get("ref"))
+        prefix = REF_PREFIXES.get(to_string(payload.get("ref_type")), "")
+        found = ref_entity(payload, ref and prefix + ref)
+    elif event in REPOSITORY_NUMBERED_ALERTS:
+        found = repository_scoped(payload, to_string(value_at(payload, ("alert", "number"))))
+    elif event == "workflow_dispatch":
+        found = repository_scoped(payload, to_string(payload.get("workflow")))
+    return found or fallback_entity_id(event, payload)
+
+
+def ref_entity(payload: dict[str, Any], ref: str) -> str:
+    return repository_scoped(payload, ref) if ref.startswith("refs/") else ref
+
+
+def repository_scoped(payload: dict[str, Any], name: str) -> str:
+    """``<owner>/<repo>/<name>``; just ``name`` when the payload names no repository."""
+    if not name:
+        return ""
+    repository = to_string(value_at(payload, ("repository", "full_name")))
+    return f"{repository}/{name}" if repository else name
+
+
+def value_at(payload: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = payload
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def fallback_entity_id(event: str, payload: dict[str, Any]) -> str:
     found = extract_entity_id(payload)
     if found != "unknown":
         return found
@@ -106,5 +267,4 @@ def entity_id(event: str, payload: dict[str, Any]) -> str:
         found = extract_entity_id(payload.get(key))
         if found != "unknown":
             return found
-    after = payload.get("after")
-    return after.strip() if isinstance(after, str) and after.strip() else "unknown"
+    return "unknown"

@@ -4,6 +4,10 @@ A delivery is a JSON array of up to 100 events; each becomes its own CloudEvent.
 v1 and v2 (plain SHA-256 with the client secret) are accepted only when listed in
 ``signature_versions``.
 
+HubSpot documents ``eventId`` as "not guaranteed to be unique", so an event is identified by
+``eventId:portalId:subscriptionId:occurredAt``: its dedup key and its CloudEvent id (the
+ClickHouse sink keys rows by that id). ``data.provider_event_id`` keeps the bare ``eventId``.
+
 The module also holds HubSpot's poller (``HubSpotPoller``, at the end).
 """
 
@@ -66,14 +70,20 @@ class HubSpotProvider:
         return [extract(element) for element in events_of(request.body)]
 
 
-def signed_url(request: WebhookRequest) -> str:
-    """The URL HubSpot called: forwarded scheme/host when a proxy set them, else https+Host."""
+def request_url(request: WebhookRequest) -> str:
+    """The URL HubSpot called, as received: forwarded scheme/host when a proxy set them, else
+    https+Host. Signature v2 signs exactly this ("must exactly match the original request")."""
     scheme = request.header("x-forwarded-proto") or "https"
     host = request.header("x-forwarded-host") or request.host
     url = f"{scheme}://{host}{request.raw_path}"
     if request.query_string:
         url += "?" + request.query_string
-    return _ESCAPE.sub(lambda m: _DECODED_ESCAPES[m.group(1).lower()], url)
+    return url
+
+
+def signed_url(request: WebhookRequest) -> str:
+    """The URL signature v3 signs: ``request_url`` with the escapes v3 decodes."""
+    return _ESCAPE.sub(lambda m: _DECODED_ESCAPES[m.group(1).lower()], request_url(request))
 
 
 def verify_signature(
@@ -92,7 +102,7 @@ def verify_signature(
     legacy = request.header("x-hubspot-signature")
     version = request.header("x-hubspot-signature-version").lower() or "v1"
     if legacy and version in ("v1", "v2") and version in versions:
-        prefix = request.method + signed_url(request) if version == "v2" else ""
+        prefix = request.method + request_url(request) if version == "v2" else ""
         signature = decode_signature(legacy, "hex")
         for secret in secrets:
             expected = hashlib.sha256(secret.encode() + prefix.encode() + request.body).digest()
@@ -115,16 +125,23 @@ def events_of(body: bytes) -> list[dict[str, Any]]:
 
 
 def extract(element: dict[str, Any]) -> Extraction:
-    subscription = to_string(element.get("subscriptionType")).lower()
+    # HubSpot's webhooks guide names the field ``eventType`` in its sample payload and field
+    # table, its newer pages ``subscriptionType``: either is read.
+    subscription = to_string(element.get("subscriptionType") or element.get("eventType")).lower()
     prefix, _, kind = subscription.partition(".")
-    entity = to_string(element.get("objectType")).lower() or prefix or "object"
+    entity = (
+        to_string(element.get("objectType")).lower()
+        or object_type_entity(to_string(element.get("objectTypeId")))
+        or prefix
+        or "object"
+    )
     event_id = to_string(element.get("eventId"))
-    dedup = ""
+    identity = ""
     if event_id:
         # HubSpot documents eventId as not guaranteed unique on its own.
-        dedup = ":".join(
-            to_string(element.get(key))
-            for key in ("eventId", "portalId", "subscriptionId", "occurredAt")
+        identity = ":".join(
+            to_string(element.get(name))
+            for name in ("eventId", "portalId", "subscriptionId", "occurredAt")
         )
     property_name = to_string(element.get("propertyName"))
     changes = (
@@ -137,12 +154,22 @@ def extract(element: dict[str, Any]) -> Extraction:
         entity_id=to_string(element.get("objectId")) or "unknown",
         action=_ACTIONS.get(kind, "updated"),
         provider_event_id=event_id,
-        dedup_key=dedup,
+        dedup_key=identity,
         payload_digest=digest(json_bytes(element, sort_keys=True)),
         provider_time_ns=time_value_ns(element.get("occurredAt")),
         changes=changes,
         snapshot=element,
+        event_id=identity,
     )
+
+
+def object_type_entity(object_type_id: str) -> str:
+    """The entity of an ``objectTypeId`` (generic ``object.*`` subscriptions): the name the
+    poller gives the same object, so both paths publish one subject per record. Objects not in
+    ``OBJECT_NAMES``, custom objects (``2-…``) among them, keep their id, as the poller does
+    when ``objects`` lists them by id. Empty for no id."""
+    type_id = object_type_id.lower()
+    return poll_entity_type(OBJECT_NAMES.get(type_id, type_id)) if type_id else ""
 
 
 # ------------------------------------------------------------------------------ polling
@@ -173,6 +200,40 @@ _ENTITY_TYPES = {
     "meetings": "meeting",
     "notes": "note",
     "tasks": "task",
+}
+
+
+# HubSpot's standard objects: objectTypeId (HubSpot's "Understanding the CRM" object type
+# table) → the object's name in ``/crm/v3/objects/{name}``. Objects HubSpot's guides address
+# by id (courses ``/crm/v3/objects/0-410``; appointments 0-421, listings 0-420, services
+# 0-162, projects 0-970, marketing events 0-54) are not listed: they keep their id.
+OBJECT_NAMES = {
+    "0-1": "contacts",
+    "0-2": "companies",
+    "0-3": "deals",
+    "0-5": "tickets",
+    "0-7": "products",
+    "0-8": "line_items",
+    "0-14": "quotes",
+    "0-18": "communications",
+    "0-19": "feedback_submissions",
+    "0-27": "tasks",
+    "0-46": "notes",
+    "0-47": "meetings",
+    "0-48": "calls",
+    "0-49": "emails",
+    "0-53": "invoices",
+    "0-69": "subscriptions",
+    "0-74": "goal_targets",
+    "0-84": "discounts",
+    "0-85": "fees",
+    "0-86": "taxes",
+    "0-101": "commerce_payments",
+    "0-115": "users",
+    "0-116": "postal_mail",
+    "0-123": "orders",
+    "0-136": "leads",
+    "0-142": "carts",
 }
 
 

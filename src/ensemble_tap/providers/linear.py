@@ -1,7 +1,9 @@
 """Linear webhooks: ``Linear-Signature`` is the hex HMAC-SHA256 of the raw body.
 
 Entity and action come from the body (``type``, ``action``); ``webhookTimestamp`` is epoch
-milliseconds and must be within 60 seconds of now.
+milliseconds and must be within 60 seconds of now. The event's time is the body ``createdAt``
+("the date and time that the action took place"), not ``webhookTimestamp`` ("when the webhook
+was sent"): a retry, sent a minute to hours later, carries a new one to pass that window.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ensemble_tap.config.models import ProviderConfig
+from ensemble_tap.events import parse_rfc3339_ns
 from ensemble_tap.providers import hmac_verifier
 from ensemble_tap.providers.base import BadPayload, Extraction, VerificationFailed, WebhookRequest
 from ensemble_tap.providers.common import (
@@ -53,6 +56,9 @@ class LinearProvider:
         if entity_id == "unknown":
             entity_id = extract_entity_id(body)
         delivery = request.header("linear-delivery")
+        created_at = body.get("createdAt")
+        if isinstance(created_at, str):
+            timestamp = parse_rfc3339_ns(created_at.strip()) or timestamp
         return [
             Extraction(
                 entity_type=to_string(body.get("type")).lower() or "event",
