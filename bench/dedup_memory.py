@@ -1,18 +1,22 @@
-"""What JetStream's duplicate window costs nats-server in memory per message id: publishes
-``--ids`` messages with distinct ``Nats-Msg-Id`` into a stream whose window keeps them all,
-and reports the server's resident memory before and after (and after the same count with
-the window too short to keep any, to separate the ids from the stored messages).
+"""What remembering delivery ids costs nats-server, for the two ways a redelivery horizon of
+days can be kept in NATS (issue #18): JetStream's duplicate window on the event stream, or a
+KV bucket of ids with a TTL.
+
+Publishes ``--ids`` messages with distinct ``Nats-Msg-Id`` into a stream whose window keeps
+them all (after as many into a stream whose window keeps none, to separate the ids from the
+stored messages), then ``--ids`` keys into a KV bucket, and reports the server's resident
+memory after each; then restarts the server on the same store and reports how long the
+stream with the long window takes to answer (nats-server rebuilds the window from disk).
 
     .venv/bin/python bench/dedup_memory.py --ids 1000000
-
-The figure decides how a redelivery horizon of days can be kept (issue #18): inside
-JetStream's window, or in a store on disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +28,7 @@ from proc import nats_server
 
 BATCH = 5_000
 ID_PAD = "x" * 40  # ids as long as a GitHub delivery GUID plus provider and tenant
+HORIZON = 72 * 3600.0
 
 
 def rss_mib(pid: int) -> float:
@@ -33,7 +38,7 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def fill(url: str, stream: str, window: float, ids: int) -> None:
+async def fill_window(url: str, stream: str, window: float, ids: int) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
     subject = f"{stream.lower()}.events"
@@ -51,24 +56,70 @@ async def fill(url: str, stream: str, window: float, ids: int) -> None:
     await nc.close()
 
 
+async def fill_kv(url: str, ids: int) -> None:
+    """Keys as a KV-backed dedup store would write them: a 128-bit digest of the id, base64url
+    (KV keys allow ``[-/_=.A-Za-z0-9]``), one revision kept, expiring after the horizon."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await js.create_key_value(bucket="DEDUP", history=1, ttl=HORIZON)
+    for start in range(0, ids, BATCH):
+        for n in range(start, start + BATCH):
+            digest = hashlib.sha256(f"{ID_PAD}-{n}".encode()).digest()[:16]
+            await nc.publish(f"$KV.DEDUP.{base64.urlsafe_b64encode(digest).decode()}", b"")
+        await nc.flush()
+    await nc.close()
+
+
+async def wait_for_stream(url: str, stream: str) -> None:
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0)
+            try:
+                await nc.jetstream().stream_info(stream)
+                return
+            finally:
+                await nc.close()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ids", type=int, default=1_000_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as root, nats_server(Path(root)) as (url, server):
-        time.sleep(0.5)
-        idle = rss_mib(server.pid)
-        asyncio.run(fill(url, "SHORT", 0.1, args.ids))
-        time.sleep(1.0)  # let the short window's ids expire
-        short = rss_mib(server.pid)
-        asyncio.run(fill(url, "LONG", 72 * 3600.0, args.ids))
-        time.sleep(1.0)
-        long = rss_mib(server.pid)
-    per_id = (long - short) * 1024 * 1024 / args.ids
-    print(f"nats-server RSS: idle {idle:.0f} MiB; after {args.ids:,} messages with a window "
-          f"too short to keep ids {short:.0f} MiB; after {args.ids:,} more kept for 72 h "
-          f"{long:.0f} MiB")  # fmt: skip
-    print(f"≈ {per_id:.0f} bytes per kept message id ({per_id * 1e6 / 2**20:,.0f} MiB per million)")
+    n = args.ids
+    with tempfile.TemporaryDirectory() as root:
+        with nats_server(Path(root)) as (url, server):
+            time.sleep(0.5)
+            idle = rss_mib(server.pid)
+            asyncio.run(fill_window(url, "SHORT", 0.1, n))
+            time.sleep(1.0)  # let the short window's ids expire
+            short = rss_mib(server.pid)
+            asyncio.run(fill_window(url, "LONG", HORIZON, n))
+            time.sleep(1.0)
+            long = rss_mib(server.pid)
+            asyncio.run(fill_kv(url, n))
+            time.sleep(1.0)
+            kv = rss_mib(server.pid)
+        with nats_server(Path(root)) as (url, server):
+            started = time.monotonic()
+            asyncio.run(wait_for_stream(url, "LONG"))
+            recovered = time.monotonic() - started
+            time.sleep(1.0)
+            restarted = rss_mib(server.pid)
+    window_per_id = (long - short) * 2**20 / n
+    kv_per_id = (kv - long) * 2**20 / n
+    print(f"nats-server RSS: idle {idle:.0f} MiB; after {n:,} messages whose ids expire "
+          f"{short:.0f} MiB; + {n:,} ids kept for 72 h {long:.0f} MiB; + {n:,} KV keys "
+          f"{kv:.0f} MiB; restarted on that store {restarted:.0f} MiB")  # fmt: skip
+    print(f"duplicate window: ≈ {window_per_id:.0f} bytes per id "
+          f"({window_per_id * 1e6 / 2**20:,.0f} MiB per million)")  # fmt: skip
+    print(f"KV bucket:        ≈ {kv_per_id:.0f} bytes per key "
+          f"({kv_per_id * 1e6 / 2**20:,.0f} MiB per million)")  # fmt: skip
+    print(f"restart: the stream with {n:,} ids in its window answered after {recovered:.1f} s")
 
 
 if __name__ == "__main__":

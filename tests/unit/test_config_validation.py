@@ -53,7 +53,7 @@ def test_defaults_match_the_reference() -> None:
     assert c.nats.stream == "ENSEMBLE_TAP"
     assert c.nats.subject_prefix == "ensemble.tap"
     assert c.nats.max_age == 168 * 3600
-    assert c.nats.dedup_window == 120
+    assert c.nats.dedup_window == 72 * 3600  # the reference: 2m (docs/compatibility.md)
     assert c.nats.max_reconnects == -1
     assert c.nats.publish_max_retries == 3
     assert c.nats.publish_retry_backoff == 0.1
@@ -168,6 +168,11 @@ def test_dedup_window_must_not_exceed_max_age(tmp_path: Path) -> None:
 def test_dedup_window_equal_to_max_age_is_fine(tmp_path: Path) -> None:
     nats = load_text(tmp_path, "nats:\n  max_age: 1m\n  dedup_window: 60s\n").config.nats
     assert nats.max_age == nats.dedup_window == 60
+
+
+def test_a_shorter_max_age_shortens_the_default_dedup_window(tmp_path: Path) -> None:
+    """The 72 h default follows a shorter max_age (JetStream: window <= max_age)."""
+    assert load_text(tmp_path, "nats:\n  max_age: 24h\n").config.nats.dedup_window == 86400
 
 
 def test_dedup_window_minimum(tmp_path: Path) -> None:

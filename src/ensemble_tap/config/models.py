@@ -260,13 +260,19 @@ StreamDiscard = Annotated[Literal["old", "new"], BeforeValidator(_lower)]
 StreamCompression = Annotated[Literal["none", "s2"], BeforeValidator(_lower)]
 
 
+DEFAULT_DEDUP_WINDOW = 72 * 3600.0
+
+
 class NatsConfig(Section):
     url: str | None = None
     stream: str = "ENSEMBLE_TAP"
     subject_prefix: str = "ensemble.tap"
     tenant_scoped_subjects: bool = False
     max_age: PositiveDuration = 168 * 3600.0
-    dedup_window: PositiveDuration = 120.0
+    # How long a redelivery is recognised: the providers' documented retries (Stripe's 3 days,
+    # GitHub's manual redeliveries of the past 3 days, HubSpot's 10 over about a day, Shopify's
+    # 4 h). nats-server keeps ≈ 236 bytes per id in memory (bench/dedup_memory.py).
+    dedup_window: PositiveDuration = DEFAULT_DEDUP_WINDOW
     connect_timeout: PositiveDuration = 5.0
     reconnect_wait: PositiveDuration = 2.0
     max_reconnects: int = Field(-1, ge=-1)
@@ -297,6 +303,14 @@ class NatsConfig(Section):
     stream_max_msgs: int = Field(0, ge=0)
     stream_max_bytes: int = Field(0, ge=0)
     stream_max_msg_size: int = Field(0, ge=0, le=2_147_483_647)
+
+    @model_validator(mode="after")
+    def _default_window_within_max_age(self) -> NatsConfig:
+        """JetStream requires ``duplicate_window <= max_age``: a shorter ``max_age`` shortens
+        the default window with it (a window set beyond it is a config error)."""
+        if "dedup_window" not in self.model_fields_set and self.dedup_window > self.max_age:
+            object.__setattr__(self, "dedup_window", self.max_age)  # the model is frozen
+        return self
 
     @field_validator("stream")
     @classmethod
