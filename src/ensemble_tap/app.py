@@ -410,7 +410,7 @@ def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:
         "server_header": False,
         "access_log": False,
         "log_config": None,
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": server.shutdown_timeout,
         "h11_max_incomplete_event_size": 1024 * 1024,
     }
     options.update(overrides)

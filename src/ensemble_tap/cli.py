@@ -220,8 +220,73 @@ def _quiet_on_closed_pipe() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
+# The reference's command line (Go flags), kept so container args and probes written for it
+# work: ``-config FILE`` runs the service, ``-check-config`` only checks (docs/migrating.md).
+REFERENCE_USAGE = """Usage of {prog} (the reference's flags; `{prog} --help` lists the subcommands):
+  -check-config
+        load and validate the config, then exit
+  -config string
+        path of the YAML config file (default: ./config.yaml if present, else built-in defaults)
+"""
+_GO_BOOLS = {
+    **dict.fromkeys(("1", "t", "T", "true", "TRUE", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "false", "FALSE", "False"), False),
+}
+
+
+class ReferenceFlagError(ValueError):
+    pass
+
+
+def reference_command(args: list[str]) -> list[str] | None:
+    """``-config FILE [-check-config]`` (Go flag syntax: one or two dashes, ``-flag value`` or
+    ``-flag=value``) as the equivalent subcommand line; None when ``args`` does not start with
+    one of the reference's flags (subcommands are the primary interface)."""
+    if not args or _flag_name(args[0]) not in ("config", "check-config"):
+        return None
+    config: str | None = None
+    check = False
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        name, has_value, value = _flag_name(arg), "=" in arg, arg.partition("=")[2]
+        if name == "config":
+            if not has_value:
+                index += 1
+                if index == len(args):
+                    raise ReferenceFlagError("flag needs an argument: -config")
+                value = args[index]
+            config = value
+        elif name == "check-config":
+            if has_value and value not in _GO_BOOLS:
+                raise ReferenceFlagError(f'invalid boolean value "{value}" for -check-config')
+            check = _GO_BOOLS[value] if has_value else True
+        elif name:
+            raise ReferenceFlagError(f"flag provided but not defined: -{name}")
+        else:
+            raise ReferenceFlagError(f"unexpected argument after the flags: {arg}")
+        index += 1
+    command = ["check-config" if check else "serve"]
+    return command + (["--config", config] if config is not None else [])
+
+
+def _flag_name(arg: str) -> str:
+    """``-name``, ``--name`` or either with ``=value`` → ``name``; "" for anything else."""
+    for dashes in ("--", "-"):
+        if arg.startswith(dashes) and arg[len(dashes) : len(dashes) + 1] not in ("", "-", "="):
+            return arg[len(dashes) :].partition("=")[0]
+    return ""
+
+
 def main() -> None:
-    cli(prog_name=Path(sys.argv[0]).name if sys.argv else "ensemble-tap")
+    prog = Path(sys.argv[0]).name if sys.argv else "ensemble-tap"
+    args = sys.argv[1:]
+    try:
+        translated = reference_command(args)
+    except ReferenceFlagError as exc:
+        sys.stderr.write(f"{exc}\n{REFERENCE_USAGE.format(prog=prog)}")
+        sys.exit(2)
+    cli(args=translated if translated is not None else args, prog_name=prog)
 
 
 __all__ = ["cli", "main"]

@@ -117,6 +117,9 @@ class ServerConfig(Section):
     # The reference's fixed http.Server ReadHeaderTimeout and IdleTimeout, made keys.
     read_header_timeout: PositiveDuration = 5.0
     idle_timeout: PositiveDuration = 60.0
+    # On SIGTERM, how long in-flight requests may take to finish before their connections
+    # are closed (the reference's fixed 10 s budget, later its ``shutdown_timeout`` key).
+    shutdown_timeout: PositiveDuration = 10.0
     # Connections served at once by each process (0: no limit); more are answered 503.
     max_connections: int = Field(1024, ge=0, le=1_000_000)
     max_body_size: int = Field(1_048_576, ge=1, le=64 * 1_048_576)
