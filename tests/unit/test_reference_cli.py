@@ -1,5 +1,6 @@
-"""The reference's command line (Go flags) keeps working: ``-config FILE`` serves,
-``-check-config`` checks; anything else in that form exits 2 with the flags' usage."""
+"""What a reference deployment starts with keeps working: its command line (Go flags:
+``-config FILE`` serves, ``-check-config`` checks, anything else in that form exits 2 with the
+flags' usage) and its newer ``server.shutdown_timeout`` key."""
 
 from __future__ import annotations
 
@@ -69,3 +70,11 @@ def test_the_installed_command_takes_the_reference_flags(tmp_path: Path) -> None
     )  # fmt: skip
     assert refused.returncode == 2
     assert refused.stderr.startswith("flag provided but not defined: -bogus\nUsage of ensemble-tap")
+
+
+def test_shutdown_timeout_is_the_http_drain_budget(tmp_path: Path) -> None:
+    from ensemble_tap.app import TapApp, uvicorn_config
+    from tests.support.app import make_config
+
+    config = make_config(None, str(tmp_path), server={"shutdown_timeout": "2500ms"})
+    assert uvicorn_config(TapApp(config)).timeout_graceful_shutdown == 2.5
