@@ -21,6 +21,7 @@ from ensemble_tap.config.models import (
     TenantOverride,
     VaultConfig,
 )
+from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 SECTIONS: dict[str, type[BaseModel]] = {
@@ -48,7 +49,7 @@ def example_tree(example_text: str) -> dict[str, Any]:
 
 def test_example_loads_with_an_empty_environment() -> None:
     loaded = load_config(str(EXAMPLE), environ={})
-    assert loaded.warnings == []
+    assert loaded.warnings == [EMBEDDED_BROKER]  # make run's embedded nats-server
     cfg = loaded.config
     assert cfg.nats.url is None  # runs the embedded server
     assert cfg.server.admin_token == ""  # admin API disabled without tokens

@@ -10,6 +10,7 @@ import pytest
 from ensemble_tap.config import ConfigError, load_config
 from ensemble_tap.config.loader import env_override_path
 from ensemble_tap.config.models import Config
+from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
 from tests.unit.config_support import load_text, only_problem, problems_of, write_config
 
 # ---------------------------------------------------------------------------------- files
@@ -31,7 +32,7 @@ def test_explicit_file_is_loaded(tmp_path: Path) -> None:
     assert loaded.config.log_level == "debug"
     assert loaded.config.server.port == 9090
     assert loaded.config.providers["stripe"].secret == ["whsec_test"]
-    assert loaded.warnings == []
+    assert loaded.warnings == [EMBEDDED_BROKER]
 
 
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
@@ -62,7 +63,7 @@ def test_defaults_without_default_file(tmp_path: Path, monkeypatch: pytest.Monke
     loaded = load_config(None, environ={})
     assert loaded.source == "built-in defaults"
     assert loaded.config == Config()
-    assert loaded.warnings == []
+    assert loaded.warnings == [EMBEDDED_BROKER]
 
 
 def test_defaults_still_take_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -496,7 +497,7 @@ def test_unknown_tap_section_is_ignored_but_works_as_placeholder(tmp_path: Path)
         tmp_path, "server:\n  admin_token: ${TAP_ADMIN_TOKEN}\n", {"TAP_ADMIN_TOKEN": "tok"}
     )
     assert loaded.config.server.admin_token == "tok"
-    assert loaded.warnings == []
+    assert loaded.warnings == [EMBEDDED_BROKER]
 
 
 def test_clickhouse_addr_override_reaches_validation(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from ensemble_tap.config import ConfigError, load_config
 from ensemble_tap.config.models import Config
+from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
 from ensemble_tap.config.validate import check
 from tests.unit.config_support import load_text, only_problem, problems_of
 
@@ -813,6 +814,7 @@ def test_inert_keys_warn_through_load(tmp_path: Path) -> None:
     )
     assert loaded.warnings == [
         "providers.hubspot.app_id: is accepted for compatibility but has no effect",
+        EMBEDDED_BROKER,
     ]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ensemble_tap.config.models import ClickHouseConfig, Config
+from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
 from ensemble_tap.config.validate import check, clickhouse_endpoints
 from tests.unit.config_support import load_text, only_problem, problems_of
 
@@ -107,10 +108,18 @@ def test_bad_addresses(addr: str, message: str) -> None:
     assert errors(addr=addr) == [message]
 
 
-def test_native_protocol_port_warns() -> None:
-    assert warnings(addr="ch:9000") == [
-        'clickhouse.addr: entry "ch:9000" uses a native-protocol port; the sink speaks '
-        "ClickHouse's HTTP interface (8123, or 8443 with clickhouse.secure)"
+@pytest.mark.parametrize(
+    ("settings", "http_port"),
+    [({"addr": "ch:9000"}, 8123), ({"addr": "ch:9440", "secure": True}, 8443)],
+)
+def test_a_native_protocol_port_is_an_error_naming_the_http_port(
+    settings: dict[str, Any], http_port: int
+) -> None:
+    """The reference's addr was the native protocol; the sink cannot work on that port."""
+    entry, port = settings["addr"], settings["addr"].split(":")[1]
+    assert errors(**settings) == [
+        f'clickhouse.addr: entry "{entry}" uses port {port}, ClickHouse\'s native protocol; '
+        f"the sink speaks ClickHouse's HTTP interface: use port {http_port}"
     ]
 
 
@@ -261,7 +270,8 @@ def test_ack_wait_beside_backoff_warns(tmp_path: Path) -> None:
     )
     assert loaded.warnings == [
         "clickhouse.consumer_ack_wait: has no effect while clickhouse.consumer_backoff is set: "
-        "JetStream uses consumer_backoff[0] as the ack wait"
+        "JetStream uses consumer_backoff[0] as the ack wait",
+        EMBEDDED_BROKER,
     ]
 
 

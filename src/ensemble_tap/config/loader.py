@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ensemble_tap.config import validate
+from ensemble_tap.config import reference_semantics, validate
 from ensemble_tap.config.models import Config
 
 DEFAULT_PATH = "config.yaml"
@@ -48,6 +48,7 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
     env = os.environ if environ is None else environ
     tree, source = _read_tree(path)
     problems: list[str] = []
+    unbraced = list(reference_semantics.unbraced_variables(tree))
     tree = _expand(tree, env, "", problems)
     _apply_env_overrides(tree, env)
     if problems:
@@ -59,7 +60,16 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
     errors, warnings = validate.check(config)
     if errors:
         raise ConfigError(source, [str(issue) for issue in errors])
-    return LoadedConfig(config, source, [str(issue) for issue in warnings])
+    return LoadedConfig(
+        config,
+        source,
+        [
+            *(str(issue) for issue in warnings),
+            *unbraced,
+            *reference_semantics.zero_value_warnings(config),
+            *reference_semantics.embedded_broker_warning(config),
+        ],
+    )
 
 
 def _read_tree(path: str | None) -> tuple[dict[str, Any], str]:

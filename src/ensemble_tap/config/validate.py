@@ -252,9 +252,18 @@ def _clickhouse_server(ch: ClickHouseConfig) -> Iterator[Issue]:
         yield Issue("clickhouse.addr", "must not contain empty entries")
     else:
         for entry in ch.addr.split(","):
-            _, _, problem = _split_host_port(entry.strip())
+            _, port, problem = _split_host_port(entry.strip())
             if problem:
                 yield Issue("clickhouse.addr", f'entry "{entry.strip()}" {problem}')
+            elif port in CLICKHOUSE_NATIVE_PORTS:
+                # The reference's addr was the native protocol; a native port cannot answer
+                # HTTP, so the sink could never insert.
+                http_port = 8443 if ch.secure else 8123
+                yield Issue(
+                    "clickhouse.addr",
+                    f'entry "{entry.strip()}" uses port {port}, ClickHouse\'s native protocol; '
+                    f"the sink speaks ClickHouse's HTTP interface: use port {http_port}",
+                )
     if not ch.username.strip():
         yield Issue("clickhouse.username", "must not be empty when the sink uses a server")
     if ch.insecure_skip_verify and not ch.secure:
@@ -318,15 +327,6 @@ def _clickhouse_warnings(ch: ClickHouseConfig) -> Iterator[Issue]:
         for key in _SERVER_ONLY_KEYS:
             if getattr(ch, key) != getattr(defaults, key):
                 yield Issue(f"clickhouse.{key}", "has no effect with clickhouse.backend=embedded")
-    elif ch.mode == "server" and ch.addr:
-        for entry in ch.addr.split(","):
-            _, port, problem = _split_host_port(entry.strip())
-            if not problem and port in CLICKHOUSE_NATIVE_PORTS:
-                yield Issue(
-                    "clickhouse.addr",
-                    f'entry "{entry.strip()}" uses a native-protocol port; the sink speaks '
-                    "ClickHouse's HTTP interface (8123, or 8443 with clickhouse.secure)",
-                )
     if not ch.enabled:
         return
     if (
