@@ -67,6 +67,8 @@ def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]
         if process.poll() is None:
             process.kill()
             process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
@@ -207,4 +209,5 @@ def test_serves_probes_while_nats_is_unreachable_and_stops_cleanly(tmp_path: Pat
         assert "connecting to nats" in ready.json()["error"]
     finally:
         process.send_signal(signal.SIGTERM)
-    assert process.wait(15) == 0
+        assert process.wait(15) == 0
+        process.stdout.close()
