@@ -349,6 +349,11 @@ def test_rate_limit_per_token(start_app: StartApp) -> None:
         assert get("192.0.2.5", {"X-Admin-Token": "guess"}).status_code == 401
 
 
+def with_raw_reason(reason: bytes) -> list[tuple[bytes, bytes]]:
+    """The admin headers with an ``X-Admin-Reason`` given as raw bytes (not always UTF-8)."""
+    return [(k.encode(), v.encode()) for k, v in ADMIN.items()] + [(b"X-Admin-Reason", reason)]
+
+
 # --- error messages (spec §2.7) ------------------------------------------------------------
 
 REPLAY, DLQ = "/admin/replay-dlq", "/admin/dlq"
@@ -413,7 +418,7 @@ def test_every_bad_request_message(start_app: StartApp) -> None:
         accepted = client.post(
             "/admin/replay-dlq",
             params={"limit": "+9223372036854775807", "dry_run": "T"},
-            headers={**ADMIN, "X-Admin-Reason": ("é" * 12).encode()},
+            headers=with_raw_reason(("é" * 12).encode()),
         )
         assert accepted.status_code == 202, accepted.text
         job = accepted.json()["job"]
@@ -426,7 +431,7 @@ def test_every_bad_request_message(start_app: StartApp) -> None:
         latin1 = client.post(  # not UTF-8: taken as Latin-1, as the bytes say
             "/admin/replay-dlq",
             params={"dry_run": "true"},
-            headers={**ADMIN, "X-Admin-Reason": b"\xe9" * 12},
+            headers=with_raw_reason(b"\xe9" * 12),
         )
         assert latin1.json()["job"]["operator_reason"] == "é" * 12
         listing = client.get(

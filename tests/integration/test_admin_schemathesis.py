@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -104,6 +105,6 @@ def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     suppress_health_check=list(HealthCheck),
 )
 def test_admin_api_conforms_to_its_openapi_document(
-    case: schemathesis.Case, admin_url: str
+    case: schemathesis.Case[Any], admin_url: str
 ) -> None:
     case.call_and_validate(base_url=admin_url, headers=ADMIN, checks=CHECKS)

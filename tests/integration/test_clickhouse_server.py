@@ -81,7 +81,7 @@ async def test_outage_backs_off_then_catches_up(
             assert (await sink.readiness_detail())["clickhouse"].startswith("degraded: ")
             clickhouse.start()
             await eventually(tap.settled)
-            await eventually(lambda: sink.status_info.state == "running")
+            await eventually(lambda: sink.status()["state"] == "running")
         finally:
             await sink.stop()
         # One failed insert, then probes only: no insert storm against a down server.

@@ -11,7 +11,7 @@ import orjson
 
 from ensemble_tap.sink import EventFilters
 from tests.integration.conftest import StartApp
-from tests.support.cloudevent import parse_cloudevent
+from tests.support.cloudevent import data_of, parse_cloudevent
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.signing import hubspot_v3
@@ -76,7 +76,7 @@ async def test_events_sharing_an_event_id_are_two_rows(
     messages = await stored_messages(private_nats.url, "ENSEMBLE_TAP")
     events = [parse_cloudevent(m.data) for m in messages]
     assert sorted(e.get_id() for e in events) == sorted(r["id"] for r in rows)  # retry deduplicated
-    assert [e.get_data()["provider_event_id"] for e in events] == ["777001", "777001"]
+    assert [data_of(e)["provider_event_id"] for e in events] == ["777001", "777001"]
     assert sorted(m.headers["Nats-Msg-Id"] for m in messages) == [
         "hubspot::777001:1001:4001:1709562120000",
         "hubspot::777001:2002:4001:1709562120000",

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ class Service:
     url: str
     log: Path
 
-    def log_lines(self) -> list[dict[str, object]]:
+    def log_lines(self) -> list[dict[str, Any]]:
         lines = []
         for line in self.log.read_text().splitlines():
             if line.startswith("{"):
@@ -41,7 +42,7 @@ class Service:
         """The worker pids the primary logged at start-up."""
         started = [e for e in self.log_lines() if e.get("msg") == "workers started"]
         assert started, self.log.read_text()
-        return list(started[-1]["pids"])  # type: ignore[call-overload]
+        return [int(pid) for pid in started[-1]["pids"]]
 
 
 def _post(url: str, event_id: str) -> int:
@@ -203,6 +204,6 @@ def test_a_dead_worker_is_restarted_and_sigterm_stops_every_process(service: Ser
     left = {pid: _cmdline(pid) for pid in tree if _alive(pid)}
     assert not left, f"child processes outlived the service: {left}"
     started = [e for e in service.log_lines() if e.get("msg") == "ensemble-tap started"]
-    assert sorted(e.get("worker", 0) for e in started) == [0, 1, 1, 2]  # worker 1 twice
+    assert sorted(int(e.get("worker", 0)) for e in started) == [0, 1, 1, 2]  # worker 1 twice
     stopped = [e for e in service.log_lines() if e.get("msg") == "ensemble-tap stopped"]
-    assert sorted(e.get("worker", 0) for e in stopped) == [0, 1, 2]  # type: ignore[type-var]
+    assert sorted(int(e.get("worker", 0)) for e in stopped) == [0, 1, 2]

@@ -6,10 +6,11 @@ import asyncio
 import threading
 from typing import Any
 
-from ensemble_tap.app import ALL_ROLES, TapApp, TapServer, uvicorn_config
+from ensemble_tap.app import ALL_ROLES, TapApp, uvicorn_config
 from ensemble_tap.bus.embedded import free_port
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics
+from ensemble_tap.serving import TapServer
 
 
 def make_config(nats_url: str | None, data_dir: str, **sections: Any) -> Config:

@@ -108,7 +108,7 @@ class ClickHouseHttp:
 
     def start(self) -> ClickHouseHttp:
         if self._conn is None:
-            self._conn = chdb.connect(str(self.data_path))
+            self._conn = chdb.connect(str(self.data_path))  # type: ignore[no-untyped-call]
         server = _Server(("127.0.0.1", self.port), _handler(self))
         if self.tls is not None:
             server.socket = self.tls.wrap_socket(server.socket, server_side=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
@@ -11,3 +13,10 @@ def parse_cloudevent(body: bytes) -> CloudEvent:
     event = JSONFormat().read(CloudEvent, body)
     assert isinstance(event, CloudEvent)
     return event
+
+
+def data_of(event: CloudEvent) -> dict[str, Any]:
+    """The event's ``data`` object (every Tap CloudEvent has one)."""
+    data = event.get_data()
+    assert isinstance(data, dict)
+    return data

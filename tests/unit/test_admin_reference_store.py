@@ -5,6 +5,7 @@ queued or running is not run again here."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ ROWS = [
 ]  # fmt: skip
 
 
-def reference_file(path: Path, rows: list[tuple[object, ...]]) -> Path:
+def reference_file(path: Path, rows: Sequence[tuple[object, ...]]) -> Path:
     db = sqlite3.connect(path)
     db.executescript(REFERENCE_SCHEMA)
     db.executemany(f"INSERT INTO admin_replay_jobs VALUES ({', '.join('?' * 19)})", rows)

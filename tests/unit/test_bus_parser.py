@@ -47,7 +47,7 @@ class Recorder(TapClient):
         self.seen: list[tuple[Any, ...]] = []
         self.add_direct(DIRECT, lambda *message: self.seen.append(("direct", *message)))
 
-    async def _process_msg(  # type: ignore[override]
+    async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
         if sid == OTHER:

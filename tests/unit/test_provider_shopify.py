@@ -49,7 +49,7 @@ def verify(signature: str | None, body: bytes = BODY, secret: str | list[str] = 
     PROVIDER.verify(make_request(body, headers), settings(secret=secret), "shopify")
 
 
-def extract_one(body: bytes = BODY, **headers: str) -> Extraction:
+def extract_one(body: bytes = BODY, /, **headers: str) -> Extraction:
     [found] = PROVIDER.extract(make_request(body, headers))
     return found
 

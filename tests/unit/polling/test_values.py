@@ -27,7 +27,7 @@ from tests.support.fakes import at
         ),
     ],
 )
-def test_spec_dedup_vectors(parts: tuple[str, ...], expected: str) -> None:
+def test_spec_dedup_vectors(parts: tuple[str, str, str, str, str, str], expected: str) -> None:
     # Without a content digest the id is the reference's; the engine always passes one.
     assert poll_dedup_id(*parts, "") == expected
 
