@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.dlq import DeadLetterWriter
 from ensemble_tap.bus.embedded import free_port
-from ensemble_tap.bus.publisher import Publisher
+from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import (
     dlq_stream_config,
     ensure_stream,
@@ -264,7 +264,7 @@ async def measure(
     await broker.connect()
     await ensure_stream(broker.js, main_stream_config(config.nats))
     await ensure_stream(broker.js, dlq_stream_config(config.nats))
-    publisher = Publisher(broker, config.nats, metrics)
+    publisher = JetStreamPublisher(broker, config.nats, metrics)
     service = PollerService(config, publisher, DeadLetterWriter(publisher, metrics), metrics)
     result = Result(
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),

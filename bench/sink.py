@@ -53,7 +53,7 @@ import yaml
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.dlq import DeadLetterWriter
 from ensemble_tap.bus.embedded import free_port
-from ensemble_tap.bus.publisher import Publisher
+from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import dlq_stream_config, ensure_stream, main_stream_config
 from ensemble_tap.config.models import Config
 from ensemble_tap.events import NormalizedEvent, build_envelope
@@ -186,7 +186,7 @@ async def drain(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
             progress(f"pre-filling JetStream with {opts.events:,} events")
             filled = await prefill(broker, config, opts.events)
             progress(f"pre-filled at {filled['rate']:,.0f}/s; starting the sink")
-            dlq = DeadLetterWriter(Publisher(broker, config.nats, metrics), metrics)
+            dlq = DeadLetterWriter(JetStreamPublisher(broker, config.nats, metrics), metrics)
             sink = ClickHouseSink(config, broker, dlq, metrics)
             tune_gc()  # as ``serve`` does once it has started
             cpu_self, cpu_nats = time.process_time(), tree_cpu_seconds(server.pid)
@@ -453,7 +453,7 @@ async def lag_jetstream(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
         metrics = Metrics()
         broker = await connected_broker(config, url, metrics)
         try:
-            dlq = DeadLetterWriter(Publisher(broker, config.nats, metrics), metrics)
+            dlq = DeadLetterWriter(JetStreamPublisher(broker, config.nats, metrics), metrics)
             sink = ClickHouseSink(config, broker, dlq, metrics)
             await sink.start()
             while sink.status_info.state != "running":  # noqa: ASYNC110

@@ -33,10 +33,11 @@ from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.admin.sqlite_store import SqliteJobStore
 from ensemble_tap.bus.advisories import subscribe_advisories
 from ensemble_tap.bus.connection import Broker
+from ensemble_tap.bus.contract import Publisher
 from ensemble_tap.bus.dlq import DeadLetterWriter
 from ensemble_tap.bus.dlq_store import DeadLetterStore
 from ensemble_tap.bus.embedded import EmbeddedNatsServer
-from ensemble_tap.bus.publisher import Publisher
+from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import (
     StreamSetupError,
     dlq_stream_config,
@@ -153,7 +154,7 @@ class TapApp:
             servers = [url.strip() for url in cfg.nats.url.split(",")]
         self.broker = Broker(cfg.nats, servers, self.metrics)
         streams = (cfg.nats.stream, dlq_stream_name(cfg.nats))
-        publisher = Publisher(self.broker, cfg.nats, self.metrics)
+        publisher = JetStreamPublisher(self.broker, cfg.nats, self.metrics)
         dlq = DeadLetterWriter(publisher, self.metrics)
         if "ingress" in self.roles and cfg.server.spool.enabled:
             index = 0 if self.worker is None else self.worker.index

@@ -20,8 +20,8 @@ from urllib.parse import unquote
 import orjson
 from prometheus_client import Counter, Histogram
 
+from ensemble_tap.bus.contract import Failure, Publisher, PublishError
 from ensemble_tap.bus.dlq import DeadLetter, DeadLetterWriter, request_metadata
-from ensemble_tap.bus.publisher import Publisher, PublishError
 from ensemble_tap.config import InvalidTenant, TenantNotFound, resolve_tenant
 from ensemble_tap.config.models import Config, ProviderConfig
 from ensemble_tap.events import (
@@ -233,14 +233,14 @@ class WebhookIngress:
             self.metrics.verification_failures.labels(route.name).inc()
             log.warning("webhook rejected", **context.log_fields(), error=reason)
             await self.dlq.write(context.dead_letter("verify", reason, keep_body=False))
-            raise Reply(401, "signature verification failed", "rejected") from None
+            raise Reply(exc.status, exc.public_message, "rejected") from None
         except SecretNotConfigured as exc:
             log.error("webhook provider misconfigured", **context.log_fields(), error=str(exc))
-            raise Reply(500, "provider secret not configured", "error") from None
+            raise Reply(exc.status, exc.public_message, "error") from None
         except BadPayload as exc:
             log.warning("webhook payload invalid", **context.log_fields(), error=str(exc))
             await self.dlq.write(context.dead_letter("normalize", str(exc)))
-            raise Reply(400, f"invalid payload: {exc}", "rejected") from None
+            raise _invalid_payload(exc) from None
         except Exception as exc:  # a bug; the request is not authenticated: no body is kept
             raise await self._internal_error(exc, context, "verify") from None
         try:
@@ -274,7 +274,7 @@ class WebhookIngress:
         except (BadPayload, NormalizeError) as exc:  # both caused by what the sender sent
             log.warning("webhook normalization failed", **context.log_fields(), error=str(exc))
             await self.dlq.write(context.dead_letter("normalize", str(exc)))
-            raise Reply(400, f"invalid payload: {exc}", "rejected") from None
+            raise _invalid_payload(exc) from None
         if len(envelopes) == 1:  # the common case: no task per event
             try:
                 spooled = await self._publish_one(*envelopes[0], context)
@@ -316,10 +316,12 @@ class WebhookIngress:
         With the spool on and the connection down, the event is spooled at once: waiting
         out the publish budget would hold every sender's connection for seconds during an
         outage, and the spool's throughput would be connections / budget."""
-        if self.spool is not None and not self.publisher.broker.is_connected:
+        if self.spool is not None and not self.publisher.connected:
             if await self._spool(envelope, dedup, context):
                 return True
-            raise PublishError("nats not connected and the spool cannot take it", True)
+            raise PublishError(
+                "nats not connected and the spool cannot take it", Failure.UNAVAILABLE
+            )
         try:
             result = await self.publisher.publish(
                 envelope.subject, envelope.body, dedup, envelope.request_id
@@ -351,7 +353,7 @@ class WebhookIngress:
             if exc.too_large:
                 raise
             if not stored:  # kept nowhere: only the sender's retry can save it
-                raise PublishError(str(exc), unavailable=True) from exc
+                raise PublishError(str(exc), Failure.UNAVAILABLE) from exc
             raise
         self._published_metric(envelope).inc()
         if result.duplicate:
@@ -545,6 +547,12 @@ async def _read_body(
     finally:
         del deadlines.reading[task]
     return b"".join(chunks)
+
+
+def _invalid_payload(exc: Exception) -> Reply:
+    """400 for what an authenticated sender sent: a provider's BadPayload, or an event the
+    envelope refuses (NormalizeError); status and text are BadPayload's."""
+    return Reply(BadPayload.status, f"{BadPayload.public_message}: {exc}", "rejected")
 
 
 def _header_map(scope: Scope) -> dict[str, str]:

@@ -11,7 +11,8 @@ from nats.js.api import DiscardPolicy, StorageType
 
 from ensemble_tap.bus.advisories import advisory_kind, concerns_streams, subscribe_advisories
 from ensemble_tap.bus.connection import Broker, BrokerConnectError
-from ensemble_tap.bus.publisher import Publisher, PublishError
+from ensemble_tap.bus.contract import Failure, PublishError
+from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import StreamSetupError, ensure_stream, main_stream_config
 from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import Metrics
@@ -81,7 +82,7 @@ async def test_a_refused_update_is_a_clear_error(broker: Broker) -> None:
 async def test_publish_dedups_within_the_window(broker: Broker) -> None:
     cfg = _nats_config()
     await ensure_stream(broker.js, main_stream_config(cfg))
-    publisher = Publisher(broker, cfg, broker.metrics)
+    publisher = JetStreamPublisher(broker, cfg, broker.metrics)
     subject = f"{cfg.subject_prefix}.stripe.invoice.paid"
     first = await publisher.publish(subject, b"{}", "dup_123", "req-1")
     second = await publisher.publish(subject, b"{}", "dup_123", "req-1")
@@ -93,10 +94,10 @@ async def test_publish_dedups_within_the_window(broker: Broker) -> None:
 
 async def test_no_stream_for_the_subject_is_retried_then_unavailable(broker: Broker) -> None:
     cfg = _nats_config(publish_timeout="1s", publish_retry_backoff="50ms")
-    publisher = Publisher(broker, cfg, broker.metrics)
+    publisher = JetStreamPublisher(broker, cfg, broker.metrics)
     with pytest.raises(PublishError) as failure:
         await publisher.publish("nowhere.at.all", b"{}", "id-1")
-    assert failure.value.unavailable
+    assert failure.value.failure is Failure.UNAVAILABLE
     retries = broker.metrics.registry.get_sample_value(
         "tap_nats_publish_retries_total", {"reason": "transport"}
     )
@@ -106,10 +107,10 @@ async def test_no_stream_for_the_subject_is_retried_then_unavailable(broker: Bro
 async def test_a_message_over_the_size_limit_is_not_retried(broker: Broker) -> None:
     cfg = _nats_config(stream_max_msg_size=16)
     await ensure_stream(broker.js, main_stream_config(cfg))
-    publisher = Publisher(broker, cfg, broker.metrics)
+    publisher = JetStreamPublisher(broker, cfg, broker.metrics)
     with pytest.raises(PublishError, match="message size exceeds maximum") as failure:
         await publisher.publish(f"{cfg.subject_prefix}.a.b.c", b"x" * 64, "big")
-    assert not failure.value.unavailable
+    assert failure.value.failure is Failure.PERMANENT
     assert broker.metrics.registry.get_sample_value(
         "tap_nats_publish_retries_total", {"reason": "api_4xx"}
     ) in (None, 0.0)
@@ -118,10 +119,11 @@ async def test_a_message_over_the_size_limit_is_not_retried(broker: Broker) -> N
 async def test_a_full_stream_with_discard_new_is_not_retried(broker: Broker) -> None:
     cfg = _nats_config(stream_max_msgs=1, stream_discard="new")
     await ensure_stream(broker.js, main_stream_config(cfg))
-    publisher = Publisher(broker, cfg, broker.metrics)
+    publisher = JetStreamPublisher(broker, cfg, broker.metrics)
     await publisher.publish(f"{cfg.subject_prefix}.a.b.c", b"1", "one")
-    with pytest.raises(PublishError, match="maximum messages exceeded"):
+    with pytest.raises(PublishError, match="maximum messages exceeded") as failure:
         await publisher.publish(f"{cfg.subject_prefix}.a.b.c", b"2", "two")
+    assert failure.value.failure is Failure.PERMANENT
     assert broker.metrics.registry.get_sample_value(
         "tap_nats_publish_retries_total", {"reason": "api_5xx"}
     ) in (None, 0.0)
@@ -140,7 +142,7 @@ async def test_publish_waits_for_a_reconnect_within_its_budget(private_nats: Nat
             await asyncio.sleep(0.02)
         assert broker.metrics.registry.get_sample_value("tap_nats_connected") == 0
         publish = asyncio.create_task(
-            Publisher(broker, cfg, broker.metrics).publish(
+            JetStreamPublisher(broker, cfg, broker.metrics).publish(
                 f"{cfg.subject_prefix}.a.b.c", b"{}", "during-outage"
             )
         )
@@ -196,14 +198,14 @@ async def test_a_publish_the_server_would_answer_by_closing_the_connection_is_re
     a publish is refused before it is sent, as a permanent failure."""
     cfg = _nats_config()
     await ensure_stream(broker.js, main_stream_config(cfg))
-    publisher = Publisher(broker, cfg, broker.metrics)
+    publisher = JetStreamPublisher(broker, cfg, broker.metrics)
     with pytest.raises(PublishError, match="subject of 5017 bytes is too long") as long_subject:
         await publisher.publish(f"{cfg.subject_prefix}.{'s' * 5000}", b"{}", "long-subject")
-    assert not long_subject.value.unavailable
+    assert long_subject.value.failure is Failure.PERMANENT
     payload = b"p" * (broker.nc.max_payload - 10)  # fits alone; not with its headers
     with pytest.raises(PublishError, match="exceed the server's max_payload") as too_large:
         await publisher.publish(f"{cfg.subject_prefix}.a.b.c", payload, "m" * 40)
-    assert too_large.value.too_large and not too_large.value.unavailable
+    assert too_large.value.failure is Failure.TOO_LARGE
     result = await publisher.publish(f"{cfg.subject_prefix}.a.b.c", b"{}", "after")
     assert result.sequence == 1
     assert broker.is_connected

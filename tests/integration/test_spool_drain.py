@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from ensemble_tap.bus.connection import Broker
+from ensemble_tap.bus.contract import PublishError
 from ensemble_tap.bus.embedded import free_port
-from ensemble_tap.bus.publisher import Publisher, PublishError
+from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import ensure_stream, main_stream_config
 from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import Metrics
@@ -80,7 +81,10 @@ async def test_events_spooled_without_a_broker_are_stored_once_in_order(
     broker = Broker(cfg, [server.url], spool.metrics)
     connecting = asyncio.create_task(broker.connect())
     drainer = Drainer(
-        spool, Publisher(broker, cfg, spool.metrics), metrics=spool.metrics, max_backoff=0.5
+        spool,
+        JetStreamPublisher(broker, cfg, spool.metrics),
+        metrics=spool.metrics,
+        max_backoff=0.5,
     )
     drainer.start()
     try:
@@ -126,7 +130,7 @@ async def test_a_crash_between_the_acks_and_the_cursor_stores_nothing_twice(
     drainer: Drainer | None = None
     try:
         await ensure_stream(broker.js, main_stream_config(cfg))
-        publisher = Publisher(broker, cfg, metrics)
+        publisher = JetStreamPublisher(broker, cfg, metrics)
         # Published and acknowledged, then "crashed" before the cursor was written.
         for record in await log.read_batch(25):
             await publisher.publish(
@@ -154,7 +158,7 @@ class StopsTheBrokerMidWindow:
     """The real publisher; its ``after``-th publish first stops the broker (SIGTERM), so
     the outage lands inside a window of pipelined publishes, whatever the machine's speed."""
 
-    def __init__(self, publisher: Publisher, server: NatsServer, after: int) -> None:
+    def __init__(self, publisher: JetStreamPublisher, server: NatsServer, after: int) -> None:
         self.publisher = publisher
         self.server = server
         self.after = after
@@ -184,7 +188,7 @@ async def test_a_broker_outage_mid_drain_keeps_order_and_stores_each_once(
     await broker.connect()
     await ensure_stream(broker.js, main_stream_config(cfg))
     publisher = StopsTheBrokerMidWindow(
-        Publisher(broker, cfg, spool.metrics), private_nats, after=1000
+        JetStreamPublisher(broker, cfg, spool.metrics), private_nats, after=1000
     )
     drainer = Drainer(spool, publisher, metrics=spool.metrics, max_backoff=0.5)
     drainer.start()
@@ -221,7 +225,7 @@ async def test_an_event_the_broker_refuses_goes_to_the_handler_and_the_rest_flow
     await ensure_stream(broker.js, main_stream_config(cfg))
     drainer = Drainer(
         spool,
-        Publisher(broker, cfg, metrics),
+        JetStreamPublisher(broker, cfg, metrics),
         on_rejected=on_rejected,
         metrics=metrics,
         min_backoff=0.01,

@@ -15,7 +15,7 @@ from nats.js.errors import NotFoundError
 
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.dlq import DeadLetterWriter
-from ensemble_tap.bus.publisher import Publisher
+from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import ensure_stream, main_stream_config
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics
@@ -137,7 +137,7 @@ async def poll_rig(
     broker = Broker(config.nats, [nats_url], metrics)
     await broker.connect()
     await ensure_stream(broker.js, main_stream_config(config.nats))
-    publisher = Publisher(broker, config.nats, metrics)
+    publisher = JetStreamPublisher(broker, config.nats, metrics)
     clock = clock or FakeClock()
     service = PollerService(
         config, publisher, DeadLetterWriter(publisher, metrics), metrics, clock=clock, store=store

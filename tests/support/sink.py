@@ -14,7 +14,7 @@ import orjson
 
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.dlq import DeadLetterWriter
-from ensemble_tap.bus.publisher import Publisher
+from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import dlq_stream_config, ensure_stream, main_stream_config
 from ensemble_tap.config.models import Config
 from ensemble_tap.events import NormalizedEvent, build_envelope
@@ -59,7 +59,7 @@ def envelope(index: int, tenant: str = "t1", **fields: Any) -> tuple[str, bytes,
 class Harness:
     config: Config
     broker: Broker
-    publisher: Publisher
+    publisher: JetStreamPublisher
     dlq: DeadLetterWriter
     metrics: Metrics
 
@@ -104,7 +104,7 @@ async def harness(config: Config) -> AsyncIterator[Harness]:
     try:
         await ensure_stream(broker.js, main_stream_config(config.nats))
         await ensure_stream(broker.js, dlq_stream_config(config.nats))
-        publisher = Publisher(broker, config.nats, metrics)
+        publisher = JetStreamPublisher(broker, config.nats, metrics)
         yield Harness(config, broker, publisher, DeadLetterWriter(publisher, metrics), metrics)
     finally:
         await broker.close()

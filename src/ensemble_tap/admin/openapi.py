@@ -23,7 +23,7 @@ from ensemble_tap.admin.routes import AdminDependencies, admin_app
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.dlq_store import DeadLetterStore
-from ensemble_tap.bus.publisher import Publisher
+from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import dlq_stream_name
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics
@@ -106,7 +106,7 @@ def build_app_schema() -> dict[str, Any]:
     dead_letters = DeadLetterStore(broker.js, dlq_stream_name(config.nats))
     replayer = Replayer(
         dead_letters,
-        Publisher(broker, config.nats, metrics),
+        JetStreamPublisher(broker, config.nats, metrics),
         config.nats.subject_prefix,
         config.nats.tenant_scoped_subjects,
     )

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ensemble_tap.admin.jobs import MAX_REPORTED_FAILURES, Job
+from ensemble_tap.bus.contract import Publisher, PublishError
 from ensemble_tap.bus.dlq_store import DeadLetterStore, LetterFilter, StoredLetter
-from ensemble_tap.bus.publisher import Publisher, PublishError
 from ensemble_tap.events import NormalizeError
 from ensemble_tap.ingress import envelope_for
 from ensemble_tap.observability import get_logger

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ensemble_tap.bus.publisher import Publisher, PublishError
+from ensemble_tap.bus.contract import Publisher, PublishError
 from ensemble_tap.events import format_time_ns, subject_token
 from ensemble_tap.observability import Metrics, get_logger
 

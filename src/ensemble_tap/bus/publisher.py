@@ -16,7 +16,6 @@ import asyncio
 import itertools
 import random
 import time
-from dataclasses import dataclass
 
 import orjson
 from nats.errors import (
@@ -30,6 +29,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 
 from ensemble_tap.bus.client import encode_headers
 from ensemble_tap.bus.connection import Broker
+from ensemble_tap.bus.contract import Failure, PublishError, PublishResult
 from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import Metrics
 
@@ -41,24 +41,10 @@ _STREAM_FULL = {10077}  # store failed: maximum messages or bytes exceeded (disc
 _RETRYABLE_4XX = {409, 429}
 
 
-class PublishError(Exception):
-    """The message was not stored. ``unavailable`` means the broker could not be reached;
-    ``too_large`` that the message exceeds the server's ``max_payload`` (never retried)."""
+class JetStreamPublisher:
+    """The ``bus.contract.Publisher`` of the service: JetStream over the process's one
+    connection. nats-py's exceptions stop here, classified as a ``Failure``."""
 
-    def __init__(self, message: str, unavailable: bool, too_large: bool = False) -> None:
-        super().__init__(message)
-        self.unavailable = unavailable
-        self.too_large = too_large
-
-
-@dataclass(slots=True)
-class PublishResult:
-    stream: str
-    sequence: int
-    duplicate: bool
-
-
-class Publisher:
     def __init__(self, broker: Broker, config: NatsConfig, metrics: Metrics) -> None:
         self.broker = broker
         self.config = config
@@ -73,6 +59,10 @@ class Publisher:
                 await router.subscribe()
                 self._router = router
             return self._router
+
+    @property
+    def connected(self) -> bool:
+        return self.broker.is_connected
 
     async def publish(
         self,
@@ -91,13 +81,13 @@ class Publisher:
         deadline = time.monotonic() + budget
         attempts = self.config.publish_max_retries + 1
         last_error = "publish budget exhausted"
-        unavailable = False
+        failure = Failure.REFUSED
         for attempt in range(attempts):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             if not self.broker.is_connected and not await self.broker.wait_connected(remaining):
-                raise PublishError("nats not connected", unavailable=True)
+                raise PublishError("nats not connected", Failure.UNAVAILABLE)
             remaining = deadline - time.monotonic()
             left = attempts - attempt
             attempt_timeout = min(remaining, max(remaining / left, MIN_ATTEMPT_TIMEOUT))
@@ -108,28 +98,27 @@ class Publisher:
                 raise PublishError(
                     f"publish nats message: {len(payload)} bytes with headers exceed the "
                     f"server's max_payload of {self.broker.nc.max_payload} bytes",
-                    unavailable=False,
-                    too_large=True,
+                    Failure.TOO_LARGE,
                 ) from exc
             except BadSubjectError as exc:
                 raise PublishError(
                     f"publish nats message: subject of {len(subject)} bytes is too long",
-                    unavailable=False,
+                    Failure.PERMANENT,
                 ) from exc
             except APIError as exc:
                 reason = _retry_reason(exc)
                 last_error = f"publish nats message: {exc.description or exc}"
-                unavailable = False
+                failure = Failure.REFUSED
                 if reason is None:
-                    raise PublishError(last_error, unavailable=False) from exc
+                    raise PublishError(last_error, Failure.PERMANENT) from exc
             except (NoStreamResponseError, NatsTimeoutError, TimeoutError) as exc:
                 reason = "transport"
                 last_error = f"publish nats message: {type(exc).__name__}"
-                unavailable = True
+                failure = Failure.UNAVAILABLE
             except (ConnectionClosedError, OutboundBufferLimitError, OSError) as exc:
                 reason = "transport"
                 last_error = f"publish nats message: {exc or type(exc).__name__}"
-                unavailable = True
+                failure = Failure.UNAVAILABLE
             else:
                 return ack
             if attempt == attempts - 1:
@@ -140,7 +129,7 @@ class Publisher:
             self.metrics.publish_retries.labels(reason).inc()
             self.metrics.publish_retry_delay.observe(delay)
             await asyncio.sleep(delay)
-        raise PublishError(last_error, unavailable=unavailable)
+        raise PublishError(last_error, failure)
 
 
 class AckRouter:

@@ -28,11 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nats.errors import MaxPayloadError
-from nats.js.errors import APIError
-
+from ensemble_tap.bus.contract import Publisher, PublishError
 from ensemble_tap.bus.dlq import DeadLetter, DeadLetterWriter
-from ensemble_tap.bus.publisher import Publisher, PublishError
 from ensemble_tap.events import (
     Envelope,
     NormalizedEvent,
@@ -119,7 +116,8 @@ class EventOutput:
     metrics: Metrics
     subject_prefix: str
     tenant_scoped: bool
-    _limit: asyncio.Semaphore = field(
+    # Shared by every engine of the service: bounds the publishes in flight at once.
+    publish_slots: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_PUBLISHES)
     )
 
@@ -357,16 +355,18 @@ class PollEngine:
             )
             return "dead"
         envelope = item.envelope
-        async with output._limit:
+        async with output.publish_slots:
             try:
                 result = await output.publisher.publish(
                     envelope.subject, envelope.body, item.dedup_id
                 )
-            except (PublishError, MaxPayloadError) as exc:
+            except PublishError as exc:
                 output.metrics.publish_failures.labels(self.provider).inc()
-                permanent = isinstance(exc, MaxPayloadError) or isinstance(exc.__cause__, APIError)
-                if not permanent:
+                if not exc.permanent:  # unavailable, or refused with a code that may clear
                     raise PublishUnavailable(f"publish poll event: {exc}") from None
+                # Past max_payload the dead letter could not hold the event either: it keeps
+                # the digest (as the webhook route's does).
+                digest = hashlib.sha256(envelope.body).hexdigest() if exc.too_large else ""
                 await output.dlq.write(
                     DeadLetter(
                         stage="poll_publish",
@@ -375,7 +375,8 @@ class PollEngine:
                         tenant_id=self.tenant_id,
                         original_subject=envelope.subject,
                         original_dedup_id=item.dedup_id,
-                        original_payload=envelope.body,
+                        original_payload=b"" if exc.too_large else envelope.body,
+                        payload_sha256=digest,
                     )
                 )
                 return "dead"

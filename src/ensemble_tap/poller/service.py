@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
+from ensemble_tap.bus.contract import Publisher
 from ensemble_tap.bus.dlq import DeadLetterWriter
-from ensemble_tap.bus.publisher import Publisher
 from ensemble_tap.config.models import Config, ProviderConfig
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.poller.clock import Clock, SystemClock

@@ -24,7 +24,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from ensemble_tap.bus.publisher import PublishError
+from ensemble_tap.bus.contract import PublishError
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.spool.log import SpoolLog
 from ensemble_tap.spool.record import Position, SpooledRecord
@@ -33,7 +33,7 @@ log = get_logger("ensemble_tap.spool")
 
 
 class SpoolPublisher(Protocol):
-    """What the drainer needs of ``bus.publisher.Publisher``."""
+    """What the drainer needs of a ``bus.contract.Publisher``."""
 
     async def publish(
         self,

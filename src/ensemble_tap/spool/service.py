@@ -11,8 +11,8 @@ from pathlib import Path
 
 import orjson
 
+from ensemble_tap.bus.contract import Publisher, PublishError
 from ensemble_tap.bus.dlq import DeadLetter, DeadLetterWriter
-from ensemble_tap.bus.publisher import Publisher, PublishError
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.providers.common import digest
