@@ -331,11 +331,10 @@ def send_command(
         wait_timeout=wait_timeout,
     )
     try:
-        status = send(options, typer.echo)
+        send(options, typer.echo)
     except SendError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    raise typer.Exit(status)
 
 
 def _quiet_on_closed_pipe() -> None:

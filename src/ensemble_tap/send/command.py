@@ -51,9 +51,10 @@ def check(options: SendOptions) -> None:
         )
 
 
-def send(options: SendOptions, echo: Echo) -> int:
-    """Send one delivery; the exit status: 0 when the answer is the expected one (and, with
-    --wait, its events arrived), else 1. Raises SendError for what prevents that."""
+def send(options: SendOptions, echo: Echo) -> None:
+    """Send one delivery and report it through ``echo``. Raises SendError (exit status 1)
+    when it cannot be sent, the answer is not ``expect``, or with ``wait`` its events do not
+    arrive."""
     check(options)
     provider = options.provider.strip().lower()
     kind = kind_of(provider)
@@ -73,7 +74,6 @@ def send(options: SendOptions, echo: Echo) -> int:
         raise SendError(f"expected HTTP {options.expect}, got {answer.status}")
     if options.wait:
         _wait(options, answer, sent_at, echo)
-    return 0
 
 
 def _body(options: SendOptions, kind: Kind, now_ns: int) -> Body:
