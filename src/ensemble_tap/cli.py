@@ -214,6 +214,129 @@ def query(
     sys.stdout.buffer.flush()
 
 
+# --------------------------------------------------------------------------- send
+
+
+@cli.command("send")
+def send_command(
+    provider: Annotated[
+        str,
+        typer.Argument(
+            help="Provider name as configured: stripe, github, hubspot, linear, shopify, or "
+            "any other name (generic HMAC, e.g. acme).",
+            metavar="PROVIDER",
+            show_default=False,
+        ),
+    ],
+    url: Annotated[
+        str,
+        typer.Option(
+            "--url",
+            help="The service's base URL, e.g. http://localhost:8080; the command adds "
+            "BASE_PATH/PROVIDER (or BASE_PATH/PROVIDER/TENANT).",
+            show_default=False,
+        ),
+    ],
+    secret: Annotated[
+        str,
+        typer.Option(
+            "--secret",
+            envvar="TAP_SEND_SECRET",
+            show_envvar=True,
+            show_default=False,
+            help="The provider's signing secret (HubSpot: the app's client secret). Prefer "
+            "TAP_SEND_SECRET: a --secret value lands in your shell history and the process list.",
+        ),
+    ] = "",
+    tenant: Annotated[
+        str, typer.Option("--tenant", help="Tenant key: posts to PROVIDER/TENANT.")
+    ] = "",
+    event_type: Annotated[
+        str | None,
+        typer.Option(
+            "--event-type",
+            help="Event type: Stripe `type`, GitHub X-GitHub-Event, HubSpot "
+            "`subscriptionType`, Linear TYPE or TYPE.ACTION, Shopify topic, generic "
+            "X-Event-Type (default: the sample's).",
+            show_default=False,
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="JSON body to send instead of the provider's sample.",
+            show_default=False,
+        ),
+    ] = None,
+    expect: Annotated[
+        int, typer.Option("--expect", help="Expected HTTP status; any other exits 1.")
+    ] = 202,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Then confirm the event arrived and print it: from the stream with --nats, "
+            "else through GET /admin/events (needs the ClickHouse sink and the admin token).",
+        ),
+    ] = False,
+    nats_url: Annotated[
+        str | None,
+        typer.Option(
+            "--nats", help="NATS URL for --wait, e.g. nats://127.0.0.1:4222.", show_default=False
+        ),
+    ] = None,
+    admin_url: Annotated[
+        str | None,
+        typer.Option(
+            "--admin-url",
+            help="Base URL of the process serving /admin, for --wait (default: --url).",
+            show_default=False,
+        ),
+    ] = None,
+    admin_token: Annotated[
+        str,
+        typer.Option(
+            "--admin-token",
+            envvar="TAP_ADMIN_TOKEN",
+            show_envvar=True,
+            show_default=False,
+            help="Admin token for --wait through /admin/events (prefer TAP_ADMIN_TOKEN).",
+        ),
+    ] = "",
+    wait_timeout: Annotated[
+        float, typer.Option("--wait-timeout", min=0.1, help="Seconds --wait waits.")
+    ] = 10.0,
+    base_path: Annotated[
+        str, typer.Option("--base-path", help="The service's server.base_path.")
+    ] = "/webhooks",
+) -> None:
+    """Send a test delivery signed exactly as PROVIDER signs; print the answer (and, with
+    --wait, the event). Exits 1 when the status is not --expect."""
+    from ensemble_tap.send import SendError, SendOptions, send
+
+    options = SendOptions(
+        provider=provider,
+        url=url,
+        secret=secret,
+        tenant=tenant,
+        base_path=base_path,
+        event_type=event_type,
+        file=file,
+        expect=expect,
+        wait=wait,
+        nats_url=nats_url,
+        admin_url=admin_url,
+        admin_token=admin_token,
+        wait_timeout=wait_timeout,
+    )
+    try:
+        send(options, typer.echo)
+    except SendError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 def _quiet_on_closed_pipe() -> None:
     """For printing commands only (``| head``): a closed pipe ends them without a traceback.
     Never for ``serve``: a client closing its connection must not kill the service."""

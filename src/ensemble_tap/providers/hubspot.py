@@ -83,7 +83,12 @@ def request_url(request: WebhookRequest) -> str:
 
 def signed_url(request: WebhookRequest) -> str:
     """The URL signature v3 signs: ``request_url`` with the escapes v3 decodes."""
-    return _ESCAPE.sub(lambda m: _DECODED_ESCAPES[m.group(1).lower()], request_url(request))
+    return v3_signed_uri(request_url(request))
+
+
+def v3_signed_uri(url: str) -> str:
+    """``url`` with the escapes HubSpot decodes before signing v3 (also ``ensemble-tap send``)."""
+    return _ESCAPE.sub(lambda m: _DECODED_ESCAPES[m.group(1).lower()], url)
 
 
 def verify_signature(
