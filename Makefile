@@ -1,6 +1,7 @@
 # make run  : set up .venv and run the service on its embedded defaults
 # make test : set up .venv and run lint + the whole test suite
 # make openapi : regenerate docs/admin-openapi.yaml from the admin API code
+# make sbom : write sbom.cdx.json (CycloneDX) of the runtime dependencies
 # make reliability : re-measure docs/reliability.md's figures (faults, fuzz, spool, soak; ~25 min)
 PYTHON ?= python3
 VENV   := .venv
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= $(if $(wildcard config.yaml),config.yaml,config.example.yaml)
 
-.PHONY: run test lint format unit bench reliability openapi clean
+.PHONY: run test lint format unit bench reliability openapi sbom clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/bandit -q -c pyproject.toml -r src
 
 # The coverage floor only goes up (docs/status.md has the figure of the last run).
 COVERAGE_FLOOR := 91
@@ -47,6 +49,15 @@ reliability: $(STAMP)
 # Regenerate the committed admin API document (a unit test fails when it is out of date).
 openapi: $(STAMP)
 	$(BIN)/python -m ensemble_tap.admin.openapi > docs/admin-openapi.yaml
+
+# A CycloneDX SBOM of what the service runs with: the wheel installed in a fresh virtualenv
+# without dev extras (as in the container image), described by cyclonedx-py.
+sbom: $(STAMP)
+	rm -rf build/sbom && $(BIN)/pip wheel -q --no-deps --wheel-dir build/sbom/dist .
+	$(PYTHON) -m venv build/sbom/venv
+	build/sbom/venv/bin/pip install -q --disable-pip-version-check build/sbom/dist/*.whl
+	$(BIN)/cyclonedx-py environment --pyproject pyproject.toml --of JSON -o sbom.cdx.json build/sbom/venv
+	@echo "wrote sbom.cdx.json"
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

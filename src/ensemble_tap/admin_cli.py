@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "http://localhost:8080"
 URL_ENV = "TAP_ADMIN_URL"
-TOKEN_ENV = "TAP_ADMIN_TOKEN"
+TOKEN_ENV = "TAP_ADMIN_TOKEN"  # nosec B105
 HTTP_TIMEOUT = 10.0
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 # Longest wait honoured from a Retry-After while following a job.
@@ -167,7 +167,7 @@ class AdminClient:
         "publish and normalize records can; verify records (bad signatures) never are."
     ),
 )
-def dlq(
+def dlq(  # nosec B107
     stage: Annotated[
         str | None,
         typer.Option(help="Only records of this stage: verify, normalize, publish, poll_publish."),
@@ -247,7 +247,7 @@ def dlq(
         "Replay dead letters only after the cause is fixed; try --dry-run first."
     ),
 )
-def replay(
+def replay(  # nosec B107
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Only count what a real replay would deliver."),
@@ -324,7 +324,7 @@ _LIST_ONLY = ("status", "limit", "cursor", "all_pages")
         "Subcommands: `show JOB_ID` (--follow waits for the job to end) and `cancel JOB_ID`."
     ),
 )
-def jobs(
+def jobs(  # nosec B107
     ctx: typer.Context,
     status: Annotated[
         str | None,
@@ -407,7 +407,7 @@ def jobs(
         "it failed or was cancelled."
     ),
 )
-def jobs_show(
+def jobs_show(  # nosec B107
     ctx: typer.Context,
     job_id: Annotated[
         str, typer.Argument(metavar="JOB_ID", help="The job's id (replay_…).", show_default=False)
@@ -432,7 +432,7 @@ def jobs_show(
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(
+def jobs_cancel(  # nosec B107
     ctx: typer.Context,
     job_id: Annotated[
         str, typer.Argument(metavar="JOB_ID", help="The job's id (replay_…).", show_default=False)
@@ -466,7 +466,7 @@ def jobs_cancel(
 
 
 @app.command("pollers")
-def pollers(
+def pollers(  # nosec B107
     provider: Annotated[str | None, typer.Option(help="Only pollers of this provider.")] = None,
     tenant: Annotated[str | None, typer.Option(help="Only pollers of this tenant.")] = None,
     as_json: JsonOption = False,
@@ -518,7 +518,7 @@ def pollers(
 
 
 @app.command("events")
-def events(
+def events(  # nosec B107
     event_id: Annotated[str | None, typer.Option("--id", help="CloudEvent id.")] = None,
     request_id: Annotated[
         str | None, typer.Option(help='The webhook\'s X-Request-ID ("where is my webhook?").')

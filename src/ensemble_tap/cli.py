@@ -218,7 +218,7 @@ def query(
 
 
 @cli.command("send")
-def send_command(
+def send_command(  # nosec B107
     provider: Annotated[
         str,
         typer.Argument(

@@ -211,4 +211,5 @@ def _retry_reason(exc: APIError) -> str | None:
 def _backoff(base: float, attempt: int) -> float:
     """``base * 2^attempt`` capped at 2 s, with jitter in [50%, 100%] against herds."""
     delay = min(base * (2**attempt), MAX_BACKOFF)
-    return float(delay * (0.5 + random.random() / 2))
+    # Jitter for waits, not a secret: the standard generator is right here.
+    return float(delay * (0.5 + random.random() / 2))  # nosec B311

@@ -107,7 +107,8 @@ class SpoolConfig(Section):
 
 
 class ServerConfig(Section):
-    host: str = "0.0.0.0"
+    # A server listens on every interface unless server.host narrows it.
+    host: str = "0.0.0.0"  # nosec B104
     port: int = Field(8080, ge=1, le=65535)
     # Processes serving the port (SO_REUSEPORT); one of them also runs pollers, sink, admin.
     workers: int = Field(1, ge=1, le=64)

@@ -23,7 +23,7 @@ _ZERO_MEANINGS = {
     "set 3 for that",
     "server.admin_replay_max_queued_per_ip": "no limit on queued replay jobs per IP; the "
     "reference read 0 as 100",
-    "server.admin_replay_max_queued_per_token": "no limit on queued replay jobs per token; the "
+    "server.admin_replay_max_queued_per_token": "no limit on queued replay jobs per token; the "  # nosec B105
     "reference read 0 as 20",
 }
 _POLL_BUDGET_ZERO = (

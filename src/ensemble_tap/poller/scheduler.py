@@ -103,7 +103,8 @@ class PollScheduler:
         self.status = status
         self.metrics = metrics
         self.clock = clock
-        self.policy = RetryPolicy(target, rng or random.Random())
+        # Jitter for waits, not a secret: the standard generator is right here.
+        self.policy = RetryPolicy(target, rng or random.Random())  # nosec B311
         self.gate = gate
         self.cycle_timeout = max(MIN_CYCLE_TIMEOUT, 10 * target.interval)
         self._labels = (target.provider, target.tenant_id)

@@ -79,7 +79,8 @@ class PollerService:
         )
         self.store = store
         self.client = client
-        self.rng = rng or random.Random()
+        # Jitter for waits, not a secret: the standard generator is right here.
+        self.rng = rng or random.Random()  # nosec B311
         self.max_concurrent_cycles = max_concurrent_cycles
         self.schedulers: list[PollScheduler] = []
         self._owns_store = store is None

@@ -124,7 +124,8 @@ class QuickBooksQuery:
         skip = dig(position.token, "skip")
         offset = skip if isinstance(skip, int) and skip > 0 else 0
         return (
-            f"SELECT * FROM {self.entity}{where(self.entity, *changed)} ORDERBY "
+            # QuickBooks' query language sent over HTTPS, not SQL: entities come from a fixed list.
+            f"SELECT * FROM {self.entity}{where(self.entity, *changed)} ORDERBY "  # nosec B608
             f"MetaData.LastUpdatedTime STARTPOSITION {offset + 1} MAXRESULTS {self.page_size}"
         )
 
@@ -332,7 +333,8 @@ class QuickBooksDeletes:
         records are found: they still exist)."""
         listed = ", ".join(_quoted(entity_id) for entity_id in ids)
         text = (
-            f"SELECT * FROM {entity}{where(entity, f'Id IN ({listed})')} "
+            # QuickBooks' query language sent over HTTPS, not SQL: entities come from a fixed list.
+            f"SELECT * FROM {entity}{where(entity, f'Id IN ({listed})')} "  # nosec B608
             f"STARTPOSITION 1 MAXRESULTS {len(ids)}"
         )
         reply = await http.request("GET", f"{self.query_url}?query={quote_plus(text)}")

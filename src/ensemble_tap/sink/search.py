@@ -84,7 +84,8 @@ async def search_events(
         params.update(c_time=str(cursor_time), c_provider=provider, c_tenant=tenant, c_id=event_id)
     where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
     sql = (
-        f"SELECT {_SELECT} FROM {table.qualified} FINAL {where}ORDER BY {_ORDER} LIMIT {limit + 1}"
+        # Identifiers validated and backquoted (TableRef); every value is a bound parameter.
+        f"SELECT {_SELECT} FROM {table.qualified} FINAL {where}ORDER BY {_ORDER} LIMIT {limit + 1}"  # nosec B608
     )
     try:
         rows = await backend.query(sql, params)

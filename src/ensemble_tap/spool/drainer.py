@@ -207,5 +207,6 @@ class Drainer:
     async def _backoff(self) -> None:
         delay = min(self.max_backoff, self.min_backoff * 2 ** min(self._failures - 1, 30))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay * (0.5 + random.random() / 2))
+            # Jitter for waits, not a secret: the standard generator is right here.
+            await asyncio.wait_for(self._wake.wait(), delay * (0.5 + random.random() / 2))  # nosec B311
         self._wake.clear()

@@ -79,7 +79,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             updated_at    TEXT NOT NULL
         )""",
         *(
-            f"UPDATE OR IGNORE snapshots SET entity_type = '{singular}' "
+            # Only constants of this module are formatted in.
+            f"UPDATE OR IGNORE snapshots SET entity_type = '{singular}' "  # nosec B608
             f"WHERE entity_type = '{plural}' "
             "AND (provider = 'hubspot' OR provider LIKE 'hubspot::%')"
             for plural, singular in _HUBSPOT_SINGULAR.items()
@@ -159,7 +160,8 @@ class SqliteStateStore:
         def work(db: sqlite3.Connection) -> set[EntityKey]:
             marks = ",".join("?" for _ in entity_types)
             rows = db.execute(
-                "SELECT entity_type, entity_id FROM snapshots "
+                # Only ? placeholders are formatted in; the values are bound.
+                "SELECT entity_type, entity_id FROM snapshots "  # nosec B608
                 f"WHERE provider = ? AND entity_type IN ({marks})",
                 (state_key, *entity_types),
             ).fetchall()
