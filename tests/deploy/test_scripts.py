@@ -142,3 +142,48 @@ def test_smoke_onboarding_forwards_the_release_service(
     ]
     assert "202" in result.stdout
     assert '"type":"ensemble.tap.acme.' in result.stdout.replace(" ", "")
+
+
+def test_bootstrap_dry_run_prints_every_command_and_no_secret(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            SCRIPTS / "bootstrap.sh", "--provider", "acme", "--secret", "s3cr3t-value",
+            "--release", "tap", "--namespace", "prod", "--clickhouse-addr", "ch:8123",
+            "--clickhouse-password", "pw-value", "--dry-run",
+        ],
+        capture_output=True, text=True, cwd=tmp_path, check=False, stdin=subprocess.DEVNULL,
+        env={"PATH": "/usr/bin:/bin"},  # no kubectl, helm or ensemble-tap: nothing may run
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "s3cr3t-value" not in out + result.stderr
+    assert "pw-value" not in out + result.stderr
+    commands = [line[2:] for line in out.splitlines() if line.startswith("+ ")]
+    chart = str(SCRIPTS / ".." / "charts" / "ensemble-tap")
+    assert commands == [
+        "command -v kubectl",
+        "command -v helm",
+        "command -v ensemble-tap",
+        "write values.onboarding.yaml:",
+        "kubectl get namespace prod || kubectl create namespace prod",
+        "kubectl --namespace prod create secret generic tap-ensemble-tap-onboarding "
+        "--from-literal=ACME_SIGNING_SECRET=**** --from-literal=CLICKHOUSE_PASSWORD=**** "
+        "--dry-run=client -o yaml | kubectl apply -f -",
+        f"helm upgrade --install tap {chart} --namespace prod "
+        "--values values.onboarding.yaml --wait --timeout 5m",
+        f"{SCRIPTS}/smoke-onboarding.sh --provider acme --release tap --namespace prod",
+    ]
+    assert not (tmp_path / "values.onboarding.yaml").exists()  # a dry run writes nothing
+    values = "\n".join(line[2:] for line in out.splitlines() if line.startswith("  "))
+    assert "existingSecret: tap-ensemble-tap-onboarding" in values
+    assert "secret: ${ACME_SIGNING_SECRET}" in values
+    assert "addr: ch:8123" in values
+
+
+def test_bootstrap_needs_a_provider_and_secret_when_not_interactive() -> None:
+    result = subprocess.run(
+        [SCRIPTS / "bootstrap.sh", "--dry-run"], capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--provider and --secret are required" in result.stderr
