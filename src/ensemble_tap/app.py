@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from prometheus_client import generate_latest
 
 from ensemble_tap import __version__
-from ensemble_tap.admin.guards import admin_enabled
+from ensemble_tap.admin.guards import TokenAuthenticator, admin_enabled
 from ensemble_tap.admin.jobs import JobRegistry, JobStore, Limits, MemoryJobStore
 from ensemble_tap.admin.replay import Replayer
 from ensemble_tap.admin.routes import AdminDependencies, admin_app
@@ -51,6 +51,7 @@ from ensemble_tap.http_connections import ConnectionGuard, ConnectionLimits
 from ensemble_tap.ingress import Receive, Scope, Send, WebhookIngress
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.poller.service import PollerService
+from ensemble_tap.secret_reload import ConfigSource, SecretReloader
 from ensemble_tap.serving import (
     TapHttpProtocol,
     TapServer,
@@ -89,6 +90,7 @@ class TapApp:
         metrics: Metrics | None = None,
         worker: WorkerSpec | None = None,
         roles: frozenset[str] = ALL_ROLES,
+        source: ConfigSource | None = None,
     ) -> None:
         check_roles(roles)
         if config.server.workers > 1 and "ingress" not in roles:
@@ -113,6 +115,11 @@ class TapApp:
         self._starting_reason = "starting"
         self._job_registry: JobRegistry | None = None
         self.spool: ProcessSpool | None = None
+        # Where the config came from: SIGHUP (and vault.refresh_interval) reload its secrets.
+        self.source = source or (worker.source if worker is not None else None)
+        self.secrets: SecretReloader | None = None
+        self.admin_authenticator: TokenAuthenticator | None = None
+        self._reloads: set[asyncio.Task[bool]] = set()
 
     async def start(self) -> None:
         """Build every part and start reaching NATS in the background, so HTTP can be served
@@ -125,6 +132,11 @@ class TapApp:
             await self.stop()
             raise
         self._bring_up_task = asyncio.create_task(self._bring_up(), name="tap-bring-up")
+        if self.source is not None:
+            self.secrets = SecretReloader(self.config, self.source.load, [self], self.metrics)
+            interval = self.config.vault.refresh_interval
+            if interval is not None:
+                self.secrets.start_periodic(interval)
         log.info(
             "ensemble-tap started",
             version=__version__,
@@ -274,7 +286,9 @@ class TapApp:
         listener = bind_listener(server.host, server.port)
         assert self.broker is not None
         nats = self.config.nats.model_copy(update={"url": ",".join(self.broker.servers)})
-        self.pool = WorkerPool(self.config.model_copy(update={"nats": nats}), self.asgi, listener)
+        self.pool = WorkerPool(
+            self.config.model_copy(update={"nats": nats}), self.asgi, listener, self.source
+        )
         await self.pool.start()
         return [listener]
 
@@ -283,7 +297,31 @@ class TapApp:
         if self.pool is not None:
             self.pool.terminate()
 
+    def apply_secrets(self, config: Config) -> None:
+        """Hand a reloaded config's secrets to every part that holds some (secret_reload)."""
+        self.config = config
+        if self.ingress is not None:
+            self.ingress.apply_secrets(config)
+        if self.admin_authenticator is not None:
+            self.admin_authenticator.replace(config.server)
+        if self.pollers is not None:
+            self.pollers.apply_secrets(config)
+
+    def request_reload(self, trigger: str) -> None:
+        """Reload the secrets in the background (a signal handler cannot await); the workers
+        of ``server.workers`` reload their own."""
+        if self.pool is not None:
+            self.pool.reload_secrets()
+        if self.secrets is None:
+            log.warning("secrets reload ignored: the config has no source to load again")
+            return
+        task = asyncio.create_task(self.secrets.reload(trigger), name="secrets-reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
     async def stop(self) -> None:
+        if self.secrets is not None:
+            await self.secrets.stop()
         if self._bring_up_task is not None and not self._bring_up_task.done():
             self._bring_up_task.cancel()
             with contextlib.suppress(BaseException):
@@ -370,6 +408,7 @@ class TapApp:
             self.metrics,
         )
         self._job_registry = registry  # its stored jobs resume once NATS is reached
+        self.admin_authenticator = TokenAuthenticator(server)
         return admin_app(
             AdminDependencies(
                 server=server,
@@ -379,6 +418,7 @@ class TapApp:
                 metrics=self.metrics,
                 poller_status=self.pollers.status if self.pollers is not None else list,
                 search_events=self.sink.search if self.sink is not None else None,
+                authenticator=self.admin_authenticator,
             )
         )
 
@@ -418,10 +458,13 @@ def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:
     return uvicorn.Config(app.asgi, **options)
 
 
-async def serve(config: Config, roles: frozenset[str] = ALL_ROLES) -> None:
-    """Run until SIGINT/SIGTERM; then finish in-flight requests and shut down in order."""
+async def serve(
+    config: Config, roles: frozenset[str] = ALL_ROLES, source: ConfigSource | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM (SIGHUP reloads the secrets from ``source``); then finish
+    in-flight requests and shut down in order."""
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-    await _serve(TapApp(config, roles=roles))
+    await _serve(TapApp(config, roles=roles, source=source))
 
 
 async def serve_worker(config: Config, worker: WorkerSpec) -> None:
@@ -456,7 +499,7 @@ async def _serve(app: TapApp) -> None:
         server.should_exit = True
         app.stopping()
 
-    with signal_handlers(on_signal):
+    with signal_handlers(on_signal, on_reload=lambda: app.request_reload("sighup")):
         try:
             await app.start()
             assert app.bring_up is not None

@@ -65,6 +65,7 @@ def serve(config: ConfigOption = None, role: RoleOption = None) -> None:
     from ensemble_tap.app import ALL_ROLES, check_roles
     from ensemble_tap.app import serve as run_service
     from ensemble_tap.observability import configure_logging, get_logger
+    from ensemble_tap.secret_reload import ConfigSource
 
     roles = frozenset(role) if role else ALL_ROLES
     try:
@@ -78,7 +79,7 @@ def serve(config: ConfigOption = None, role: RoleOption = None) -> None:
     for warning in loaded.warnings:
         log.warning("config warning", detail=warning)
     try:
-        _run(run_service(loaded.config, roles))
+        _run(run_service(loaded.config, roles, source=ConfigSource(config)))
     except Exception as exc:
         log.error("tap runtime failed", error=str(exc) or type(exc).__name__)
         raise typer.Exit(1) from None

@@ -156,6 +156,15 @@ class WebhookIngress:
         self._published_children: dict[tuple[str, str, str], Counter] = {}
         self.log_accepted = log.is_enabled_for(logging.INFO)
 
+    def apply_secrets(self, config: Config) -> None:
+        """Take the providers' new secrets (secret_reload): routes and the tenant cache are
+        replaced together, so a request verifies against the old set or the new one."""
+        routes = {
+            name: Route(name, config.providers[name], route.handler)
+            for name, route in self.routes.items()
+        }
+        self.routes, self._tenant_settings = routes, {}
+
     def close(self) -> None:
         self.body_deadlines.close()
 

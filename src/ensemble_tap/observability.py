@@ -47,6 +47,13 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.vault_refreshes = Counter(
+            "tap_vault_refresh_total",
+            "Secret reloads (SIGHUP or vault.refresh_interval) by result: success or failure "
+            "(the running secrets stay).",
+            ["result"],
+            registry=r,
+        )
         self.webhook_internal_errors = Counter(
             "tap_webhooks_internal_errors_total",
             "Webhook requests that failed on an unexpected error (a bug), by provider.",

@@ -226,12 +226,18 @@ def tune_gc() -> None:
 
 
 @contextlib.contextmanager
-def signal_handlers(callback: Callable[[], None]) -> Iterator[None]:
+def signal_handlers(
+    callback: Callable[[], None], on_reload: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """SIGINT/SIGTERM call ``callback``; SIGHUP calls ``on_reload`` (secrets reload)."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, callback)
+    handled = {signal.SIGINT: callback, signal.SIGTERM: callback}
+    if on_reload is not None:
+        handled[signal.SIGHUP] = on_reload
+    for sig, handler in handled.items():
+        loop.add_signal_handler(sig, handler)
     try:
         yield
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in handled:
             loop.remove_signal_handler(sig)

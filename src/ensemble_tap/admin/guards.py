@@ -57,6 +57,11 @@ class Principal:
 
 class TokenAuthenticator:
     def __init__(self, server: ServerConfig) -> None:
+        self.replace(server)
+
+    def replace(self, server: ServerConfig) -> None:
+        """Take ``server``'s tokens (secret_reload); one assignment, so a request is checked
+        against the old tokens or the new ones."""
         self._slots = [
             (name, hashlib.sha256(getattr(server, key).strip().encode()).digest(), scopes)
             for name, key, scopes in _SLOTS

@@ -123,6 +123,8 @@ class AdminDependencies:
     poller_status: PollerStatusSource
     # The ClickHouse sink's event search; None when the sink is not enabled.
     search_events: EventSearch | None = None
+    # Given by the app so a secrets reload can replace the tokens; else built from server.
+    authenticator: TokenAuthenticator | None = None
 
 
 def _quoted(raw: str) -> str:
@@ -132,7 +134,7 @@ def _quoted(raw: str) -> str:
 def admin_app(deps: AdminDependencies) -> FastAPI:
     """The admin API as its own ASGI app (mounted under /admin by the service)."""
     server = deps.server
-    authenticator = TokenAuthenticator(server)
+    authenticator = deps.authenticator or TokenAuthenticator(server)
     limiter = TokenBucketLimiter(server.admin_rate_limit_per_sec, server.admin_rate_limit_burst)
     addresses = ClientAddress(server.trusted_proxies)
     allowed = [

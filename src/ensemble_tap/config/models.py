@@ -442,6 +442,8 @@ class VaultConfig(Section):
     kubernetes_role: str = ""
     kubernetes_mount_path: str = "kubernetes"
     kubernetes_jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    # Also reload secrets this often (SIGHUP always does): docs/configuration.md, "Vault".
+    refresh_interval: PositiveDuration | None = None
 
 
 class StateConfig(Section):

@@ -65,6 +65,7 @@ class TokenSource:
         self.provider = provider
         self.state_key = state_key
         self.access_token = access_token.strip()
+        self._configured_access_token = self.access_token
         self.oauth = oauth
         self.store = store
         self.client = client
@@ -78,6 +79,20 @@ class TokenSource:
     @property
     def can_refresh(self) -> bool:
         return self.oauth is not None
+
+    def replace_credentials(self, access_token: str, oauth: OAuthSettings | None) -> None:
+        """Configured credentials changed (secret_reload): a new access token is used from the
+        next request; a new configured refresh token replaces any rotated one."""
+        configured = access_token.strip()
+        if configured != self._configured_access_token:
+            self._configured_access_token = configured
+            if configured:  # else keep the token a refresh got
+                self.access_token, self.expires_at = configured, None
+        if oauth != self.oauth:
+            old_refresh = self.oauth.refresh_token if self.oauth is not None else None
+            if oauth is None or oauth.refresh_token != old_refresh:
+                self._refresh_token = None  # read again: the stored one only if it came from it
+            self.oauth = oauth
 
     async def token(self) -> str:
         if not self.access_token or self._expiring():

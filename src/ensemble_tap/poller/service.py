@@ -68,6 +68,8 @@ class PollerService:
         self.config = config
         self.clock = clock or SystemClock()
         self.targets = poll_targets(config)
+        # Each target's credentials and whether its token endpoint takes HTTP Basic auth.
+        self._credentials: dict[str, tuple[TokenSource, bool]] = {}
         self.registry = StatusRegistry(self.clock)
         self.metrics = PollerMetrics(metrics.registry, self.registry)
         self.output = EventOutput(
@@ -147,6 +149,7 @@ class PollerService:
                 target.provider, target.tenant_id, outcome
             ).inc(),
         )
+        self._credentials[target.state_key] = (auth, poller.basic_token_auth)
         http = ProviderHTTP(
             target.provider,
             client,
@@ -166,6 +169,17 @@ class PollerService:
             target, poller.streams(settings, context), http, store, self.output, self.clock
         )
         return PollScheduler(target, engine, status, self.metrics, self.clock, self.rng, gate)
+
+    def apply_secrets(self, config: Config) -> None:
+        """Take the targets' new credentials (secret_reload); used from the next request."""
+        for target in poll_targets(config):
+            found = self._credentials.get(target.state_key)
+            if found is not None:
+                auth, basic_auth = found
+                settings = target.settings
+                auth.replace_credentials(
+                    token_of(target.provider, settings), _oauth(settings, basic_auth)
+                )
 
     async def stop(self) -> None:
         """Cancel and await every poller, then close the HTTP client and the store."""

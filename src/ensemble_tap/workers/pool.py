@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -28,6 +30,7 @@ import uvicorn
 
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import get_logger
+from ensemble_tap.secret_reload import ConfigSource
 from ensemble_tap.serving import TapServer
 from ensemble_tap.workers.metrics import fetch_exposition
 from ensemble_tap.workers.proxy import ASGIApp, trust_peer_header
@@ -49,6 +52,8 @@ class WorkerSpec:
     index: int
     control_dir: str
     listener: socket.socket
+    # Where the config came from, so a worker reloads its secrets itself on SIGHUP.
+    source: ConfigSource | None = None
 
     @property
     def metrics_socket(self) -> Path:
@@ -70,8 +75,15 @@ def primary_socket(control_dir: Path) -> Path:
 class WorkerPool:
     """The primary's view of its workers: start, restart, metrics, stop."""
 
-    def __init__(self, config: Config, primary_asgi: ASGIApp, listener: socket.socket) -> None:
+    def __init__(
+        self,
+        config: Config,
+        primary_asgi: ASGIApp,
+        listener: socket.socket,
+        source: ConfigSource | None = None,
+    ) -> None:
         self.config = config  # what workers run: nats.url names the primary's server
+        self.source = source
         self.count = config.server.workers - 1
         self.listener = listener
         self.control_dir = Path(tempfile.mkdtemp(prefix="ensemble-tap-"))
@@ -104,6 +116,12 @@ class WorkerPool:
         )
         return [text for text in texts if text is not None]
 
+    def reload_secrets(self) -> None:
+        """Pass a SIGHUP on: each worker loads the config again and takes its secrets."""
+        for process in self._processes.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)
+
     def terminate(self) -> None:
         """Ask every worker to finish its in-flight requests and exit (SIGTERM)."""
         self._stopping = True
@@ -130,7 +148,7 @@ class WorkerPool:
     def _spawn(self, index: int) -> None:
         from ensemble_tap.workers.worker import run_worker
 
-        spec = WorkerSpec(index, str(self.control_dir), self.listener)
+        spec = WorkerSpec(index, str(self.control_dir), self.listener, self.source)
         spec.metrics_socket.unlink(missing_ok=True)  # left behind by a worker that was killed
         process = self._context.Process(
             target=run_worker,
