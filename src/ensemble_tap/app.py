@@ -62,6 +62,7 @@ from ensemble_tap.serving import (
 )
 from ensemble_tap.sink import ClickHouseSink
 from ensemble_tap.spool.service import ProcessSpool
+from ensemble_tap.vault_renewal import TokenRenewal, renewal_wanted
 from ensemble_tap.workers.metrics import MetricsEndpoint, merge_expositions
 from ensemble_tap.workers.pool import WorkerPool, WorkerSpec
 from ensemble_tap.workers.proxy import PrimaryProxy, forwarded_to_primary
@@ -120,6 +121,7 @@ class TapApp:
         self.secrets: SecretReloader | None = None
         self.admin_authenticator: TokenAuthenticator | None = None
         self._reloads: set[asyncio.Task[bool]] = set()
+        self.vault_renewal: TokenRenewal | None = None
 
     async def start(self) -> None:
         """Build every part and start reaching NATS in the background, so HTTP can be served
@@ -132,6 +134,9 @@ class TapApp:
             await self.stop()
             raise
         self._bring_up_task = asyncio.create_task(self._bring_up(), name="tap-bring-up")
+        if renewal_wanted(self.config.vault):
+            self.vault_renewal = TokenRenewal(self.config.vault)
+            self.vault_renewal.start()
         if self.source is not None:
             self.secrets = SecretReloader(self.config, self.source.load, [self], self.metrics)
             interval = self.config.vault.refresh_interval
@@ -322,6 +327,8 @@ class TapApp:
     async def stop(self) -> None:
         if self.secrets is not None:
             await self.secrets.stop()
+        if self.vault_renewal is not None:
+            await self.vault_renewal.stop()
         if self._bring_up_task is not None and not self._bring_up_task.done():
             self._bring_up_task.cancel()
             with contextlib.suppress(BaseException):

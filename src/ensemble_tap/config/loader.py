@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ensemble_tap.config import reference_semantics, validate
+from ensemble_tap.config import reference_semantics, validate, vault
 from ensemble_tap.config.models import Config
 
 DEFAULT_PATH = "config.yaml"
@@ -53,6 +53,10 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
     _apply_env_overrides(tree, env)
     if problems:
         raise ConfigError(source, problems)
+    try:
+        tree = vault.resolve_tree(tree, env)
+    except vault.VaultError as exc:
+        raise ConfigError(source, exc.problems) from None
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:

@@ -436,12 +436,19 @@ class ClickHouseConfig(Section):
 class VaultConfig(Section):
     address: str = ""
     namespace: str = ""
-    auth_method: Annotated[Literal["kubernetes", "token"], BeforeValidator(_lower)] = "kubernetes"
+    auth_method: Annotated[Literal["kubernetes", "token", "approle"], BeforeValidator(_lower)] = (
+        "kubernetes"
+    )
     token: str = ""
     token_file: str = ""
     kubernetes_role: str = ""
     kubernetes_mount_path: str = "kubernetes"
     kubernetes_jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    approle_role_id: str = ""
+    approle_secret_id_file: str = ""
+    approle_mount_path: str = "approle"
+    ca_file: str = ""  # else VAULT_CACERT, else the system's roots
+    insecure_skip_verify: bool = False
     # Also reload secrets this often (SIGHUP always does): docs/configuration.md, "Vault".
     refresh_interval: PositiveDuration | None = None
 

@@ -47,7 +47,6 @@ def check(config: Config) -> tuple[list[Issue], list[Issue]]:
         warnings.extend(_provider_warnings(name, provider))
     errors.extend(_clickhouse(config.clickhouse))
     warnings.extend(_clickhouse_warnings(config.clickhouse))
-    errors.extend(_vault_refs(config))
     return errors, warnings
 
 
@@ -345,19 +344,3 @@ def _clickhouse_warnings(ch: ClickHouseConfig) -> Iterator[Issue]:
             "messages still failing after this many deliveries (e.g. during a long ClickHouse "
             "outage) are never inserted; 0 (unlimited) is recommended for the sink",
         )
-
-
-def _vault_refs(config: Config) -> Iterator[Issue]:
-    def walk(value: object, path: str) -> Iterator[str]:
-        if isinstance(value, str):
-            if value.strip().startswith("vault://"):
-                yield path
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                yield from walk(item, f"{path}.{key}" if path else str(key))
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                yield from walk(item, f"{path}[{index}]")
-
-    for path in walk(config.model_dump(), ""):
-        yield Issue(path, "vault:// references are not supported in this release")
