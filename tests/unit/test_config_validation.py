@@ -551,7 +551,11 @@ def test_log_level_case_insensitive(tmp_path: Path, value: str, expected: str) -
             "server.admin_replay_store_backend",
             "'memory' or 'sqlite'",
         ),
-        ("vault:\n  auth_method: ldap\n", "vault.auth_method", "'kubernetes', 'token' or 'approle'"),
+        (
+            "vault:\n  auth_method: ldap\n",
+            "vault.auth_method",
+            "'kubernetes', 'token' or 'approle'",
+        ),
         ("state:\n  backend: postgres\n", "state.backend", "'memory' or 'sqlite'"),
         ("log_level: trace\n", "log_level", "'debug', 'info', 'warning' or 'error'"),
     ],
