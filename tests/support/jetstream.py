@@ -21,8 +21,9 @@ class Stored:
         return orjson.loads(self.data)
 
 
-async def stored_messages(url: str, stream: str) -> list[Stored]:
-    nc = await nats.connect(url)
+async def stored_messages(url: str, stream: str, **options: Any) -> list[Stored]:
+    """Every message of ``stream``; ``options``: more ``nats.connect`` options (credentials)."""
+    nc = await nats.connect(url, **options)
     try:
         js = nc.jetstream()
         try:

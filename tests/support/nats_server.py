@@ -12,15 +12,31 @@ from ensemble_tap.bus.embedded import free_port, nats_server_binary
 
 
 class NatsServer:
-    def __init__(self, store_dir: Path, port: int | None = None, max_payload: int = 0) -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int | None = None,
+        max_payload: int = 0,
+        websocket: bool = False,
+        config: str = "",
+    ) -> None:
+        """``websocket``: a plain-text WebSocket listener too (``ws_url``); ``config``: more
+        server configuration (auth, TLS listeners)."""
         self.store_dir = store_dir
         self.port = port or free_port()
         self.max_payload = max_payload
+        self.ws_port = free_port() if websocket else 0
+        self.config = config
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        assert self.ws_port, "started without websocket=True"
+        return f"ws://127.0.0.1:{self.ws_port}"
 
     def start(self) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -34,10 +50,15 @@ class NatsServer:
             "-sd",
             str(self.store_dir),
         ]
+        config = self.config
         if self.max_payload:
-            config = self.store_dir / "limits.conf"
-            config.write_text(f"max_payload: {self.max_payload}\n")
-            args += ["-c", str(config)]
+            config += f"\nmax_payload: {self.max_payload}\n"
+        if self.ws_port:
+            config += f'\nwebsocket {{ listen: "127.0.0.1:{self.ws_port}", no_tls: true }}\n'
+        if config:
+            config_file = self.store_dir / "server.conf"
+            config_file.write_text(config)
+            args += ["-c", str(config_file)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -12,7 +12,10 @@ from ensemble_tap.config import ConfigError, load_config, vault
 from ensemble_tap.config.models import Config
 from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
 from ensemble_tap.config.validate import check
+from tests.support.nats_operator import Operator
 from tests.unit.config_support import load_text, only_problem, problems_of
+
+CREDS = "<a valid creds file>"
 
 
 def yaml_of(section: str, key: str, value: str) -> str:
@@ -203,21 +206,21 @@ def test_dedup_window_minimum(tmp_path: Path) -> None:
             ],
         ),
         (
-            {"creds_file": "/c", "token": "t"},
+            {"creds_file": CREDS, "token": "t"},
             [
                 "nats.creds_file: cannot be combined with nats.token, nats.username, "
                 "or nats.password"
             ],
         ),
         (
-            {"creds_file": "/c", "username": "u"},
+            {"creds_file": CREDS, "username": "u"},
             [
                 "nats.creds_file: cannot be combined with nats.token, nats.username, "
                 "or nats.password"
             ],
         ),
         (
-            {"creds_file": "/c", "username": "u", "password": "p"},
+            {"creds_file": CREDS, "username": "u", "password": "p"},
             [
                 "nats.creds_file: cannot be combined with nats.token, nats.username, "
                 "or nats.password"
@@ -225,8 +228,8 @@ def test_dedup_window_minimum(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_nats_auth_combinations(nats: dict[str, str], problems: list[str]) -> None:
-    assert errors_of({"nats": nats}) == problems
+def test_nats_auth_combinations(nats: dict[str, str], problems: list[str], creds_file: str) -> None:
+    assert errors_of({"nats": _with_creds(nats, creds_file)}) == problems
 
 
 @pytest.mark.parametrize(
@@ -235,11 +238,21 @@ def test_nats_auth_combinations(nats: dict[str, str], problems: list[str]) -> No
         {"username": "u"},
         {"username": "u", "password": "p"},
         {"token": "t"},
-        {"creds_file": "/c"},
+        {"creds_file": CREDS},
     ],
 )
-def test_nats_auth_single_modes_are_fine(nats: dict[str, str]) -> None:
-    assert errors_of({"nats": nats}) == []
+def test_nats_auth_single_modes_are_fine(nats: dict[str, str], creds_file: str) -> None:
+    assert errors_of({"nats": _with_creds(nats, creds_file)}) == []
+
+
+@pytest.fixture
+def creds_file(tmp_path: Path) -> str:
+    """A valid creds file (the file is read: tests/unit/test_nats_creds.py)."""
+    return str(Operator().account("APP").write_creds(tmp_path / "tap.creds"))
+
+
+def _with_creds(nats: dict[str, str], creds_file: str) -> dict[str, str]:
+    return {key: creds_file if value == CREDS else value for key, value in nats.items()}
 
 
 @pytest.mark.parametrize(

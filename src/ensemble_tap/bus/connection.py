@@ -7,9 +7,11 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from ensemble_tap.bus.client import TapClient
+from ensemble_tap.bus.creds import CredsFileError, connect_callbacks
 from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import Metrics, get_logger
 
@@ -30,6 +32,7 @@ class Broker:
         self.nc = TapClient()
         self._connected = asyncio.Event()
         self._last_error = ""
+        self._last_refusal = ""  # the server's -ERR (auth) or a bad creds file, kept over resets
         # Called on every reconnect (the spool's drainers stop backing off).
         self.on_reconnect: list[Callable[[], None]] = []
 
@@ -72,7 +75,8 @@ class Broker:
         except (TimeoutError, Exception) as exc:
             if not self.nc.is_closed:
                 await self.nc.close()
-            reason = str(exc) or type(exc).__name__
+            # A timeout says nothing: then the last refusal or error says why.
+            reason = str(exc) or self._last_refusal or self._last_error or type(exc).__name__
             limit = f" within {timeout:g}s" if timeout is not None else ""
             raise BrokerConnectError(
                 f"nats not reachable at {', '.join(self.servers)}{limit}: {reason}"
@@ -116,6 +120,8 @@ class Broker:
 
     async def _on_error(self, error: Exception) -> None:
         self._last_error = str(error) or type(error).__name__
+        if type(error) in (NatsError, CredsFileError):  # nats-py raises Error for a -ERR
+            self._last_refusal = self._last_error
         log.warning("nats error", error=self._last_error)
 
     def _options(self) -> dict[str, Any]:
@@ -137,7 +143,7 @@ class Broker:
             "pending_size": 64 * 1024 * 1024,
         }
         if cfg.creds_file:
-            options["user_credentials"] = cfg.creds_file
+            options.update(connect_callbacks(cfg.creds_file))  # read on every connect
         elif cfg.token:
             options["token"] = cfg.token
         elif cfg.username:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ensemble_tap.bus.creds import creds_file_problem
 from ensemble_tap.config.models import (
     DEDICATED_WEBHOOK_PROVIDERS,
     POLL_PROVIDERS,
@@ -65,6 +66,8 @@ def _nats(nats: NatsConfig) -> Iterator[Issue]:
         yield Issue(
             "nats.creds_file", "cannot be combined with nats.token, nats.username, or nats.password"
         )
+    if nats.creds_file and not nats.creds_file.startswith("vault://"):
+        yield from _creds_file(nats.creds_file)
     if nats.insecure_skip_verify and not nats.secure:
         yield Issue("nats.insecure_skip_verify", "requires nats.secure=true")
     for key in ("ca_file", "cert_file", "key_file"):
@@ -74,6 +77,14 @@ def _nats(nats: NatsConfig) -> Iterator[Issue]:
         yield Issue(
             "nats.cert_file", "nats.cert_file and nats.key_file must be configured together"
         )
+
+
+def _creds_file(path: str) -> Iterator[Issue]:
+    """The file must hold a user JWT and its seed (read here, without connecting; the Go
+    service finds out only when NATS refuses it)."""
+    problem = creds_file_problem(path)
+    if problem is not None:
+        yield Issue("nats.creds_file", problem)
 
 
 def _nats_urls(url: str) -> Iterator[Issue]:
