@@ -4,6 +4,7 @@
 # installs or upgrades the chart (helm upgrade --install --wait) and runs the smoke test.
 #
 #   scripts/bootstrap.sh --provider P --secret S [--release tap] [--namespace ensemble-tap]
+#       [--nats-url nats://nats:4222]
 #       [--clickhouse-addr HOST:8123 --clickhouse-password PW] [--chart charts/ensemble-tap]
 #       [--values-file values.onboarding.yaml] [--dry-run]
 #
@@ -12,12 +13,13 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
   exit "${1:-0}"
 }
 
 here="$(cd "$(dirname "$0")" && pwd)"
 provider="" secret="" release="tap" namespace="ensemble-tap" chart="$here/../charts/ensemble-tap"
+nats_url="nats://nats:4222"
 clickhouse_addr="" clickhouse_password="" values_file="values.onboarding.yaml" dry_run=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -26,6 +28,7 @@ while [[ $# -gt 0 ]]; do
     --release) release="${2:?--release needs a value}"; shift 2 ;;
     --namespace) namespace="${2:?--namespace needs a value}"; shift 2 ;;
     --chart) chart="${2:?--chart needs a value}"; shift 2 ;;
+    --nats-url) nats_url="${2:?--nats-url needs a value}"; shift 2 ;;
     --clickhouse-addr) clickhouse_addr="${2:?--clickhouse-addr needs a value}"; shift 2 ;;
     --clickhouse-password) clickhouse_password="${2:?--clickhouse-password needs a value}"; shift 2 ;;
     --values-file) values_file="${2:?--values-file needs a value}"; shift 2 ;;
@@ -45,12 +48,15 @@ if [[ -n "$clickhouse_addr" && -z "$clickhouse_password" ]]; then
 fi
 
 secret_name="$release-ensemble-tap-onboarding"
+# The admin token the smoke test reads /admin/events with (kept in the release's Secret).
+admin_token="${TAP_ADMIN_TOKEN:-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}"
 provider_env="$(printf '%s' "$provider" | tr 'a-z-' 'A-Z_')_SIGNING_SECRET"
 
 # run CMD…: print it (secrets masked) and run it, or only print it with --dry-run.
 run() {
   local shown="$*"
   shown="${shown//"$secret"/****}"
+  shown="${shown//"$admin_token"/****}"
   [[ -z "$clickhouse_password" ]] || shown="${shown//"$clickhouse_password"/****}"
   echo "+ $shown"
   if [[ "$dry_run" -eq 0 ]]; then "$@"; fi
@@ -61,6 +67,10 @@ values() {
 # Written by scripts/bootstrap.sh for release $release in namespace $namespace.
 existingSecret: $secret_name
 config:
+  nats:
+    url: $nats_url
+  server:
+    admin_token: \${TAP_ADMIN_TOKEN}
   providers:
     $provider:
       secret: \${$provider_env}
@@ -91,8 +101,8 @@ else
   echo "wrote $values_file"
 fi
 
-literals=(--from-literal="$provider_env=$secret")
-shown=(--from-literal="$provider_env=****")
+literals=(--from-literal="$provider_env=$secret" --from-literal="TAP_ADMIN_TOKEN=$admin_token")
+shown=(--from-literal="$provider_env=****" --from-literal="TAP_ADMIN_TOKEN=****")
 if [[ -n "$clickhouse_password" ]]; then
   literals+=(--from-literal="CLICKHOUSE_PASSWORD=$clickhouse_password")
   shown+=(--from-literal="CLICKHOUSE_PASSWORD=****")
@@ -108,4 +118,12 @@ if [[ "$dry_run" -eq 0 ]]; then
     --dry-run=client -o yaml | kubectl apply -f -
 fi
 run helm upgrade --install "$release" "$chart" --namespace "$namespace" --values "$values_file" --wait --timeout 5m
-TAP_SEND_SECRET="$secret" run "$here/smoke-onboarding.sh" --provider "$provider" --release "$release" --namespace "$namespace"
+# Arrival is confirmed through /admin/events when the sink runs (ClickHouse given); else the
+# smoke test checks the 202 only.
+smoke=(--provider "$provider" --release "$release" --namespace "$namespace")
+if [[ -n "$clickhouse_addr" ]]; then
+  smoke+=(--admin-service "$release-ensemble-tap-admin")
+else
+  smoke+=(--no-wait)
+fi
+TAP_SEND_SECRET="$secret" TAP_ADMIN_TOKEN="$admin_token" run "$here/smoke-onboarding.sh" "${smoke[@]}"

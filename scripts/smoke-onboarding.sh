@@ -4,18 +4,19 @@
 #
 #   scripts/smoke-onboarding.sh --provider generic --release tap --namespace tap --secret S
 #       [--tenant T] [--service NAME] [--local-port 18080] [--admin-service NAME] [--timeout 10]
+#       [--no-wait]
 #
 # Arrival is confirmed through GET /admin/events (TAP_ADMIN_TOKEN, the ClickHouse sink on):
 # --admin-service port-forwards the Service that serves /admin when it is not the webhook one.
 set -euo pipefail
 
 usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
   exit "${1:-0}"
 }
 
 provider="" release="" namespace="" tenant="" service="" admin_service=""
-local_port="18080" admin_port="18081" timeout="10"
+local_port="18080" admin_port="18081" timeout="10" no_wait=""
 secret="${TAP_SEND_SECRET:-}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -28,6 +29,7 @@ while [[ $# -gt 0 ]]; do
     --admin-service) admin_service="${2:?--admin-service needs a value}"; shift 2 ;;
     --local-port) local_port="${2:?--local-port needs a value}"; shift 2 ;;
     --timeout) timeout="${2:?--timeout needs a value}"; shift 2 ;;
+    --no-wait) no_wait="--no-wait"; shift ;;
     -h | --help) usage 0 ;;
     *) echo "smoke-onboarding.sh: unknown argument: $1" >&2; usage 2 ;;
   esac
@@ -59,7 +61,8 @@ forward() {  # forward SERVICE LOCAL_PORT: port-forward and wait until the port 
 forward "$service" "$local_port"
 args=(--url "http://127.0.0.1:$local_port" --provider "$provider" --timeout "$timeout")
 [[ -z "$tenant" ]] || args+=(--tenant "$tenant")
-if [[ -n "$admin_service" ]]; then
+[[ -z "$no_wait" ]] || args+=("$no_wait")
+if [[ -n "$admin_service" && -z "$no_wait" ]]; then
   forward "$admin_service" "$admin_port"
   args+=(--admin-url "http://127.0.0.1:$admin_port")
 fi

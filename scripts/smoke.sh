@@ -3,19 +3,21 @@
 #
 #   scripts/smoke.sh --url http://localhost:8080 --provider stripe --secret whsec_…
 #                    [--tenant T] [--nats nats://…:4222 | --admin-url URL] [--timeout 10]
+#                    [--no-wait]
 #
 # Arrival is confirmed from the stream with --nats, else through GET /admin/events
 # (TAP_ADMIN_TOKEN and the ClickHouse sink). The secret may come from TAP_SEND_SECRET
-# instead of --secret (kept out of the process list). ENSEMBLE_TAP names the command to run
+# instead of --secret (kept out of the process list); --no-wait only checks the 202 (no sink
+# to confirm through). ENSEMBLE_TAP names the command to run
 # (default: ensemble-tap on PATH).
 set -euo pipefail
 
 usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
   exit "${1:-0}"
 }
 
-url="" provider="" tenant="" nats="" admin_url="" timeout="10"
+url="" provider="" tenant="" nats="" admin_url="" timeout="10" wait=1
 secret="${TAP_SEND_SECRET:-}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -26,6 +28,7 @@ while [[ $# -gt 0 ]]; do
     --nats) nats="${2:?--nats needs a value}"; shift 2 ;;
     --admin-url) admin_url="${2:?--admin-url needs a value}"; shift 2 ;;
     --timeout) timeout="${2:?--timeout needs a value}"; shift 2 ;;
+    --no-wait) wait=0; shift ;;
     -h | --help) usage 0 ;;
     *) echo "smoke.sh: unknown argument: $1" >&2; usage 2 ;;
   esac
@@ -37,7 +40,8 @@ done
 
 tap="${ENSEMBLE_TAP:-ensemble-tap}"
 command -v "$tap" >/dev/null || { echo "smoke.sh: $tap not found (pip install ensemble-tap)" >&2; exit 1; }
-args=(send "$provider" --url "$url" --expect 202 --wait --wait-timeout "$timeout")
+args=(send "$provider" --url "$url" --expect 202)
+[[ "$wait" -eq 0 ]] || args+=(--wait --wait-timeout "$timeout")
 [[ -z "$tenant" ]] || args+=(--tenant "$tenant")
 [[ -z "$nats" ]] || args+=(--nats "$nats")
 [[ -z "$admin_url" ]] || args+=(--admin-url "$admin_url")

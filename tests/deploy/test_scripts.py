@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from helm_python import chart as helm
 
 from ensemble_tap.bus.embedded import free_port
+from ensemble_tap.config import load_config
 from tests.integration.conftest import StartApp, start_app  # noqa: F401 (fixture)
 from tests.support.nats_server import NatsServer
 from tests.support.sink import FAST
@@ -167,17 +170,38 @@ def test_bootstrap_dry_run_prints_every_command_and_no_secret(tmp_path: Path) ->
         "write values.onboarding.yaml:",
         "kubectl get namespace prod || kubectl create namespace prod",
         "kubectl --namespace prod create secret generic tap-ensemble-tap-onboarding "
-        "--from-literal=ACME_SIGNING_SECRET=**** --from-literal=CLICKHOUSE_PASSWORD=**** "
-        "--dry-run=client -o yaml | kubectl apply -f -",
+        "--from-literal=ACME_SIGNING_SECRET=**** --from-literal=TAP_ADMIN_TOKEN=**** "
+        "--from-literal=CLICKHOUSE_PASSWORD=**** --dry-run=client -o yaml | kubectl apply -f -",
         f"helm upgrade --install tap {chart} --namespace prod "
         "--values values.onboarding.yaml --wait --timeout 5m",
-        f"{SCRIPTS}/smoke-onboarding.sh --provider acme --release tap --namespace prod",
+        f"{SCRIPTS}/smoke-onboarding.sh --provider acme --release tap --namespace prod "
+        "--admin-service tap-ensemble-tap-admin",
     ]
     assert not (tmp_path / "values.onboarding.yaml").exists()  # a dry run writes nothing
     values = "\n".join(line[2:] for line in out.splitlines() if line.startswith("  "))
     assert "existingSecret: tap-ensemble-tap-onboarding" in values
     assert "secret: ${ACME_SIGNING_SECRET}" in values
     assert "addr: ch:8123" in values
+    # The values are the chart's, and the config they render is one the service accepts.
+    rendered = helm.Chart.load(REPO / "charts" / "ensemble-tap").render(
+        yaml.safe_load(values), name="tap", namespace="prod"
+    )
+    config = yaml.safe_load(rendered["ensemble-tap/templates/configmap.yaml"])["data"]
+    (tmp_path / "config.yaml").write_text(config["config.yaml"])
+    secret_env = {
+        "ACME_SIGNING_SECRET": "s",
+        "TAP_ADMIN_TOKEN": "t" * 32,
+        "CLICKHOUSE_PASSWORD": "p",
+    }
+    loaded = load_config(str(tmp_path / "config.yaml"), environ=secret_env)
+    assert loaded.config.providers["acme"].secret == ["s"]
+    assert loaded.config.clickhouse.mode == "server"
+
+
+def test_smoke_without_wait_checks_the_202_only(served: str) -> None:
+    result = run("smoke.sh", "--url", served, "--provider", "acme", "--secret", SECRET, "--no-wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "202" in result.stdout
 
 
 def test_bootstrap_needs_a_provider_and_secret_when_not_interactive() -> None:
