@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from helm_python import chart as helm
+from helm_python.errors import HelmRenderError
 
 from ensemble_tap.config import load_config
 
@@ -21,8 +22,8 @@ KUBERNETES_VERSIONS = ["1.29.0", "1.33.0", "1.37.0"]
 SERVICE_MONITOR = "monitoring.coreos.com/v1"  # a CRD: not in the core schemas
 
 
-def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    out = helm.Chart.load(CHART).render(values or {}, name="tap", namespace="prod")
+def render(values: dict[str, Any] | None = None, release: str = "tap") -> list[dict[str, Any]]:
+    out = helm.Chart.load(CHART).render(values or {}, name=release, namespace="prod")
     documents: list[dict[str, Any]] = []
     for name, text in out.items():
         if name.endswith(".yaml"):
@@ -68,6 +69,22 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
     },
     "all in one": {"allInOne": True, "persistence": {"enabled": True}},
+    "pollers, IPv6 and workers behind a network policy": {
+        "networkPolicy": {"enabled": True},
+        "extraEnv": [{"name": "LOG_FORMAT", "value": "json"}],
+        "config": {
+            "server": {"workers": 4},
+            "nats": {"url": "nats://[fd00::1]:4222,tls://nats.example.com"},
+            "clickhouse": {"addr": "[fd00::2]", "secure": True},
+            "providers": {
+                "hubspot": {
+                    "mode": "poll",
+                    "base_url": "https://api.hubapi.com",
+                    "access_token": "${HUBSPOT_ACCESS_TOKEN}",
+                }
+            },
+        },
+    },
 }
 
 
@@ -187,6 +204,32 @@ def egress_ports(values: dict[str, Any]) -> list[int]:
             {"nats": {"url": "nats://n:4222"}, "vault": {"address": "http://vault:8200"}},
             [4222, 8200],
         ),
+        # userinfo, IPv6 with and without a port, the WebSocket schemes' defaults
+        (
+            {"nats": {"url": "nats://u:p@[fd00::1]:4223,wss://w.example.com,ws://w"}},
+            [4223, 443, 80],
+        ),
+        (
+            {"nats": {"url": "nats://n"}, "clickhouse": {"addr": "[fd00::2],[fd00::3]:18123"}},
+            [4222, 8123, 18123],
+        ),
+        # a poller reaches its SaaS API on 443, and on a port its base_url/token_url names
+        ({"nats": {"url": "nats://n"}, "providers": {"hubspot": {"mode": "poll"}}}, [4222, 443]),
+        (
+            {
+                "nats": {"url": "nats://n"},
+                "providers": {
+                    "salesforce": {
+                        "mode": "webhook+poll",
+                        "base_url": "${SALESFORCE_BASE_URL}",
+                        "tenants": {"eu": {"token_url": "https://login.example.com:8443/token"}},
+                    }
+                },
+            },
+            [4222, 443, 8443],
+        ),
+        # webhooks only: no egress to the providers
+        ({"nats": {"url": "nats://n"}, "providers": {"stripe": {"secret": "x"}}}, [4222]),
     ],
 )
 def test_network_policy_egress_follows_the_config(config: dict[str, Any], ports: list[int]) -> None:
@@ -270,3 +313,91 @@ def test_bootstrap_values_render_and_check(tmp_path: Path) -> None:
     path.write_text(config_map["data"]["config.yaml"])
     loaded = load_config(str(path), environ={"ACME_SIGNING_SECRET": "s"})
     assert loaded.config.providers["acme"].secret == ["s"]
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"nats": {"url": "${NATS_URL}"}}, 'config.nats.url "${NATS_URL}"'),
+        (
+            {"nats": {"url": "nats://n"}, "vault": {"address": "${VAULT_ADDR}"}},
+            'config.vault.address "${VAULT_ADDR}"',
+        ),
+        ({"nats": {"url": "nats://n"}, "clickhouse": {"addr": "ch,a:b:c"}}, '"a:b:c" is not'),
+    ],
+)
+def test_an_address_the_chart_cannot_read_fails_instead_of_a_wrong_policy(
+    config: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(HelmRenderError, match=re.escape(named)):
+        render({"networkPolicy": {"enabled": True}, "config": config})
+    # Without derived rules: DNS and the operator's own rules only.
+    own = [{"ports": [{"port": 4222, "protocol": "TCP"}]}]
+    [policy] = of_kind(
+        render(
+            {
+                "networkPolicy": {"enabled": True, "egressFromConfig": False, "extraEgress": own},
+                "config": config,
+            }
+        ),
+        "NetworkPolicy",
+    )
+    assert policy["spec"]["egress"][1:] == own
+
+
+def test_server_workers_apply_to_the_webhook_pods_only(tmp_path: Path) -> None:
+    """A process without the ingress role refuses server.workers > 1 (app.py): the singleton
+    pod is started with TAP_SERVER_WORKERS=1, the webhook pods keep the configured number."""
+    values = COMBINATIONS["pollers, IPv6 and workers behind a network policy"]
+    documents = render(values)
+    [config_map] = of_kind(documents, "ConfigMap")
+    path = tmp_path / "config.yaml"
+    path.write_text(config_map["data"]["config.yaml"])
+    deployments = by_name(documents, "Deployment")
+    workers = {}
+    for name, deployment in deployments.items():
+        env = {e["name"]: e["value"] for e in container(deployment).get("env", [])}
+        assert env["LOG_FORMAT"] == "json"  # extraEnv kept
+        secret_env = {"HUBSPOT_ACCESS_TOKEN": "pat-x"}  # what existingSecret would give
+        workers[name] = load_config(str(path), environ=secret_env | env).config.server.workers
+    assert workers == {"tap-ensemble-tap": 4, "tap-ensemble-tap-core": 1}
+
+
+def test_names_are_the_ones_the_scripts_address_whatever_the_release() -> None:
+    """scripts/smoke-onboarding.sh and bootstrap.sh use <release>-ensemble-tap[-admin]."""
+    documents = render(release="ensemble-tap")
+    assert sorted(by_name(documents, "Service")) == [
+        "ensemble-tap-ensemble-tap",
+        "ensemble-tap-ensemble-tap-admin",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"autoscaling": {"enabled": True}}, "needs resources.requests.cpu"),
+        (
+            {"replicaCount": 1, "podDisruptionBudget": {"enabled": True}},
+            "would block every eviction",
+        ),
+        (
+            {
+                "autoscaling": {"enabled": True, "minReplicas": 1},
+                "resources": {"requests": {"cpu": "100m"}},
+                "podDisruptionBudget": {"enabled": True},
+            },
+            "would block every eviction",
+        ),
+        ({"config": {"nats": {"url": ""}}}, "config.nats.url is required unless allInOne"),
+    ],
+)
+def test_values_that_cannot_work_fail_the_install(values: dict[str, Any], reason: str) -> None:
+    with pytest.raises(HelmRenderError, match=re.escape(reason)):
+        render(values)
+
+
+def test_all_in_one_runs_on_the_embedded_broker() -> None:
+    [deployment] = of_kind(
+        render({"allInOne": True, "config": {"nats": {"url": ""}}}), "Deployment"
+    )
+    assert "env" not in container(deployment)
