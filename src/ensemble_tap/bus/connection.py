@@ -127,8 +127,10 @@ class Broker:
     def _options(self) -> dict[str, Any]:
         cfg = self.config
         servers = self.servers
-        if cfg.secure:
-            servers = [s.replace("nats://", "tls://", 1) for s in servers]
+        if cfg.secure:  # TLS or fail, as the Go client (it does TLS on ws:// too when secure)
+            servers = [
+                s.replace("nats://", "tls://", 1).replace("ws://", "wss://", 1) for s in servers
+            ]
         options: dict[str, Any] = {
             "servers": servers,
             "name": "ensemble-tap",
