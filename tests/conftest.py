@@ -25,8 +25,9 @@ structlog.configure(logger_factory=lambda *_: _CurrentStdout(), cache_logger_on_
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """One real JetStream server for the session; tests use their own stream names."""
-    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    """One real JetStream server for the session; tests use their own stream names. It has
+    a WebSocket listener too (``ws_url``)."""
+    server = NatsServer(tmp_path_factory.mktemp("nats"), websocket=True).start()
     yield server
     server.stop()
 

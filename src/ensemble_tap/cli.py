@@ -121,7 +121,6 @@ def tail(
 async def _tail(
     loaded: LoadedConfig, subject: str | None, all_events: bool, count: int, dlq: bool
 ) -> None:
-    import nats
     from nats.aio.msg import Msg
     from nats.js.api import DeliverPolicy
 
@@ -138,14 +137,16 @@ async def _tail(
                 "start `ensemble-tap serve` first"
             )
         url = marker.read_text().strip()
+    from ensemble_tap.bus.client import TapClient
     from ensemble_tap.bus.connection import Broker
     from ensemble_tap.observability import Metrics
 
     options = Broker(cfg.nats, url.split(","), Metrics())._options()
     for callback in ("disconnected_cb", "reconnected_cb", "closed_cb", "error_cb"):
         options.pop(callback)
+    nc = TapClient()  # its WebSocket transport for ws:// servers (bus/websocket.py)
     try:
-        nc = await nats.connect(**{**options, "max_reconnect_attempts": 3})
+        await nc.connect(**{**options, "max_reconnect_attempts": 3})
     except Exception as exc:
         raise ConnectionError(f"cannot connect to {url}: {exc}") from None
     seen = 0

@@ -1,4 +1,5 @@
-"""The client shortcuts of bus/client.py against a real nats-server."""
+"""The client shortcuts of bus/client.py against a real nats-server, over TCP and over
+WebSocket (nats-py reads a WebSocket message at a time: frames split differently)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, MaxPayloadError
 
 from ensemble_tap.bus.client import TapClient, encode_headers
+from ensemble_tap.sink.jetstream import PullConnection
 from tests.support.nats_server import NatsServer
 
 
-async def test_frames_arrive_as_nats_py_publishes_would(nats_server: NatsServer) -> None:
+@pytest.fixture(params=["tcp", "websocket"])
+def url(request: pytest.FixtureRequest, nats_server: NatsServer) -> str:
+    return nats_server.url if request.param == "tcp" else nats_server.ws_url
+
+
+async def test_frames_arrive_as_nats_py_publishes_would(url: str) -> None:
     client = TapClient()
-    await client.connect(nats_server.url)
+    await client.connect(url)
     received: list[Msg] = []
     try:
         subscription = await client.subscribe("frames.test", cb=_collect(received))
@@ -35,11 +42,9 @@ async def test_frames_arrive_as_nats_py_publishes_would(nats_server: NatsServer)
     assert not second.headers
 
 
-async def test_direct_handlers_get_raw_messages_others_go_through_nats_py(
-    nats_server: NatsServer,
-) -> None:
+async def test_direct_handlers_get_raw_messages_others_go_through_nats_py(url: str) -> None:
     client = TapClient()
-    await client.connect(nats_server.url)
+    await client.connect(url)
     raw: list[tuple[bytes, bytes, bytes, bytes | None]] = []
     regular: list[Msg] = []
     try:
@@ -56,9 +61,9 @@ async def test_direct_handlers_get_raw_messages_others_go_through_nats_py(
     assert [m.data for m in regular] == [b"2"]
 
 
-async def test_frames_keep_the_client_checks(nats_server: NatsServer) -> None:
+async def test_frames_keep_the_client_checks(url: str) -> None:
     client = TapClient()
-    await client.connect(nats_server.url)
+    await client.connect(url)
     try:
         with pytest.raises(MaxPayloadError):
             await client.publish_frame(b"x", b"", b"", b"0" * (client.max_payload + 1))
@@ -66,6 +71,51 @@ async def test_frames_keep_the_client_checks(nats_server: NatsServer) -> None:
         await client.close()
     with pytest.raises(ConnectionClosedError):
         await client.publish_frame(b"x", b"", b"", b"late")
+
+
+async def test_a_burst_of_frames_of_every_size_arrives_whole_and_in_order(url: str) -> None:
+    """Small and large messages, with and without headers, published as one burst and read
+    on the direct path: frames that span reads (or WebSocket messages) are reassembled."""
+    client = TapClient()
+    await client.connect(url)
+    sizes = [index * 997 % 300_000 for index in range(300)]
+    received: list[tuple[bytes, bytes, bytes, bytes | None]] = []
+    try:
+        direct = await client.subscribe("burst.>")
+        client.add_direct(direct._id, lambda *message: received.append(message))
+        headers = encode_headers({"Nats-Msg-Id": "m"})
+        for index, size in enumerate(sizes):
+            payload = bytes([index % 251]) * size
+            await client.publish_frame(
+                b"burst.%d" % index, b"r.%d" % index, headers if index % 2 else b"", payload
+            )
+        await client.flush()
+        await _until(lambda: len(received) == len(sizes))
+    finally:
+        await client.close()
+    for index, (subject, reply, data, raw_headers) in enumerate(received):
+        assert (subject, reply) == (b"burst.%d" % index, b"r.%d" % index)
+        assert data == bytes([index % 251]) * sizes[index]
+        assert raw_headers == (b"NATS/1.0\r\nNats-Msg-Id: m\r\n\r\n" if index % 2 else None)
+
+
+async def test_bulk_replies_reach_every_subscriber(url: str) -> None:
+    """``PullConnection.respond_all``: the sink's acks, one buffered write for a batch."""
+    sender, receiver = PullConnection(), TapClient()
+    await sender.connect(url)
+    await receiver.connect(url)
+    got: list[bytes] = []
+    try:
+        subscription = await receiver.subscribe("acks.*")
+        receiver.add_direct(subscription._id, lambda subject, *_: got.append(subject))
+        await receiver.flush()
+        await sender.respond_all([b"acks.%d" % index for index in range(500)], b"+ACK")
+        await sender.flush()
+        await _until(lambda: len(got) == 500)
+    finally:
+        await sender.close()
+        await receiver.close()
+    assert got == [b"acks.%d" % index for index in range(500)]
 
 
 def test_encode_headers() -> None:

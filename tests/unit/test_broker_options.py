@@ -43,6 +43,14 @@ def test_secure_upgrades_nats_urls_to_tls_with_tls12_minimum() -> None:
     assert context.verify_mode == ssl.CERT_REQUIRED
 
 
+def test_secure_upgrades_ws_urls_to_wss_as_the_go_client_does() -> None:
+    options = _options(["ws://a:8080", "wss://b:8443"], secure=True)
+    assert options["servers"] == ["wss://a:8080", "wss://b:8443"]
+    assert isinstance(options["tls"], ssl.SSLContext)
+    assert _options(["ws://a:8080"])["servers"] == ["ws://a:8080"]
+    assert "tls" not in _options(["ws://a:8080"])
+
+
 def test_a_tls_url_turns_tls_on_without_secure() -> None:
     assert isinstance(_options(["tls://a:4222"])["tls"], ssl.SSLContext)
 

@@ -81,6 +81,9 @@ def test_defaults_match_the_reference() -> None:
         "nats://a:4222, nats://b:4222,nats://c",
         "nats://h:4222/",
         "NATS://h:4222",
+        "ws://h:8080/path",
+        "wss://h/path/deeper",
+        "ws://a,wss://b",
         "nats://h:1",
         "nats://h:65535",
     ],
@@ -123,14 +126,12 @@ def test_nats_url_valid(tmp_path: Path, url: str) -> None:
         ),
         ("'nats://h:0'", 'nats.url: endpoint "nats://h:0" has invalid port 0'),
         (
-            "'nats://a,ws://b:8080/path'",
-            'nats.url: endpoint "ws://b:8080/path": ws:// and wss:// servers are not supported '
-            "in this release; use the server's nats:// or tls:// port",
+            "'nats://a,ws://b'",
+            "nats.url: must not mix websocket and non-websocket endpoints",
         ),
         (
-            "'wss://h'",
-            'nats.url: endpoint "wss://h": ws:// and wss:// servers are not supported in this '
-            "release; use the server's nats:// or tls:// port",
+            "'tls://a,wss://b'",
+            "nats.url: must not mix websocket and non-websocket endpoints",
         ),
     ],
 )

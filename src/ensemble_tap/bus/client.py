@@ -12,14 +12,15 @@
 
 Both use private members of nats-py 2.16 (``_ps``, ``_process_msg``, ``_send_command``,
 ``_flush_pending``); pyproject pins the minor version, and tests/integration/test_bus_client.py
-runs both paths against a real server.
+runs both paths against a real server, over TCP and over WebSocket. ``ws://``/``wss://``
+servers get the transport of bus/websocket.py (through the private ``_connect_to_server``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from nats.aio.client import Client
+from nats.aio.client import Client, Srv
 from nats.errors import (
     BadSubjectError,
     ConnectionClosedError,
@@ -28,6 +29,8 @@ from nats.errors import (
     OutboundBufferLimitError,
 )
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
+
+from ensemble_tap.bus.websocket import WebSocket
 
 # nats-server's default max_control_line: a longer PUB/HPUB line makes it close the whole
 # connection, so such a publish is refused here (values from senders are bounded before).
@@ -85,6 +88,11 @@ class TapClient(Client):
         await self._send_command(command)
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
+
+    async def _connect_to_server(self, s: Srv) -> None:
+        if not self._transport and s.uri.scheme in ("ws", "wss"):
+            self._transport = WebSocket(ws_headers=self.options["ws_connection_headers"])
+        await super()._connect_to_server(s)
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from nats.errors import Error as NatsError
@@ -71,7 +71,7 @@ class Broker:
         options = self._options()
         options["max_reconnect_attempts"] = -1
         try:
-            await asyncio.wait_for(self.nc.connect(**options), timeout)
+            await _bounded(self.nc.connect(**options), timeout)
         except (TimeoutError, Exception) as exc:
             if not self.nc.is_closed:
                 await self.nc.close()
@@ -127,8 +127,10 @@ class Broker:
     def _options(self) -> dict[str, Any]:
         cfg = self.config
         servers = self.servers
-        if cfg.secure:
-            servers = [s.replace("nats://", "tls://", 1) for s in servers]
+        if cfg.secure:  # TLS or fail, as the Go client (it does TLS on ws:// too when secure)
+            servers = [
+                s.replace("nats://", "tls://", 1).replace("ws://", "wss://", 1) for s in servers
+            ]
         options: dict[str, Any] = {
             "servers": servers,
             "name": "ensemble-tap",
@@ -152,6 +154,24 @@ class Broker:
         if cfg.secure or any(s.startswith(("tls://", "wss://")) for s in servers):
             options["tls"] = tls_context(cfg)
         return options
+
+
+async def _bounded(connect: Coroutine[Any, Any, None], timeout: float | None) -> None:
+    """``asyncio.wait_for`` that really stops nats-py's connect loop: on Python 3.11 a nested
+    ``wait_for`` in that loop can swallow the cancellation (gh-86296), and the loop, retrying
+    a refused login without limit, then outlived ``nats.startup_timeout`` for good."""
+    task = asyncio.ensure_future(connect)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        raise TimeoutError
+    task.result()
 
 
 def tls_context(cfg: NatsConfig) -> ssl.SSLContext:

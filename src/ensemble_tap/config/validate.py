@@ -91,6 +91,7 @@ def _nats_urls(url: str) -> Iterator[Issue]:
     if not url.strip():
         yield Issue("nats.url", "must not be empty (leave it out to run the embedded server)")
         return
+    schemes: set[str] = set()
     for index, raw in enumerate(url.split(",")):
         endpoint = raw.strip()
         if not endpoint:
@@ -110,15 +111,7 @@ def _nats_urls(url: str) -> Iterator[Issue]:
                 "(expected one of nats|tls|ws|wss)",
             )
             continue
-        if scheme in ("ws", "wss"):
-            # nats-py's WebSocket transport needs fixes this release does not have yet
-            # (docs/status.md): refused here rather than failing at start.
-            yield Issue(
-                "nats.url",
-                f'endpoint "{endpoint}": ws:// and wss:// servers are not supported in this '
-                "release; use the server's nats:// or tls:// port",
-            )
-            continue
+        schemes.add("ws" if scheme in ("ws", "wss") else "nats")
         if not parts.hostname:
             yield Issue("nats.url", f'endpoint "{endpoint}" must include a host')
         if scheme in ("nats", "tls") and parts.path not in ("", "/"):
@@ -127,6 +120,8 @@ def _nats_urls(url: str) -> Iterator[Issue]:
             )
         if port is not None and not 1 <= port <= 65535:
             yield Issue("nats.url", f'endpoint "{endpoint}" has invalid port {port}')
+    if len(schemes) > 1:
+        yield Issue("nats.url", "must not mix websocket and non-websocket endpoints")
 
 
 def _server(server: ServerConfig) -> Iterator[Issue]:
