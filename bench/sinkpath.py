@@ -58,15 +58,16 @@ def wire(count: int) -> bytes:
 
 async def drive(data: bytes) -> tuple[float, int, int]:
     """Feed ``data`` through the sink; returns (CPU seconds, rows inserted, ack bytes)."""
+    from ensemble_tap.bus.client import TapClient
     from ensemble_tap.config.models import Config
     from ensemble_tap.observability import Metrics
     from ensemble_tap.serving import tune_gc
     from ensemble_tap.sink.consumer import SinkConsumer
-    from ensemble_tap.sink.jetstream import PullConnection, Puller
+    from ensemble_tap.sink.jetstream import Puller
     from ensemble_tap.sink.schema import TableRef
     from ensemble_tap.sink.status import SinkStatus
 
-    class CountingConnection(PullConnection):
+    class CountingConnection(TapClient):
         """Counts what would be written instead of writing it."""
 
         written = 0

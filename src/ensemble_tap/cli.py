@@ -137,12 +137,9 @@ async def _tail(
                 "start `ensemble-tap serve` first"
             )
         url = marker.read_text().strip()
-    from ensemble_tap.bus.connection import Broker
-    from ensemble_tap.observability import Metrics
+    from ensemble_tap.bus.connection import connect_options
 
-    options = Broker(cfg.nats, url.split(","), Metrics())._options()
-    for callback in ("disconnected_cb", "reconnected_cb", "closed_cb", "error_cb"):
-        options.pop(callback)
+    options = connect_options(cfg.nats, url.split(","))
     try:
         nc = await nats.connect(**{**options, "max_reconnect_attempts": 3})
     except Exception as exc:

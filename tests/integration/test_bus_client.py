@@ -43,8 +43,7 @@ async def test_direct_handlers_get_raw_messages_others_go_through_nats_py(
     raw: list[tuple[bytes, bytes, bytes, bytes | None]] = []
     regular: list[Msg] = []
     try:
-        direct = await client.subscribe("direct.*")
-        client.add_direct(direct._id, lambda *message: raw.append(message))
+        await client.subscribe_direct("direct.*", lambda *message: raw.append(message))
         await client.subscribe("regular", cb=_collect(regular))
         await client.publish("direct.one", b"1", reply="r", headers={"K": "v"})
         await client.publish("regular", b"2")
@@ -66,6 +65,26 @@ async def test_frames_keep_the_client_checks(nats_server: NatsServer) -> None:
         await client.close()
     with pytest.raises(ConnectionClosedError):
         await client.publish_frame(b"x", b"", b"", b"late")
+
+
+async def test_respond_all_reaches_every_reply_subject(nats_server: NatsServer) -> None:
+    client = TapClient()
+    await client.connect(nats_server.url)
+    received: list[Msg] = []
+    try:
+        await client.subscribe("acks.*", cb=_collect(received))
+        await client.respond_all([], b"+ACK")  # nothing to write
+        await client.respond_all([b"acks.one", b"acks.two"], b"+ACK")
+        await client.flush()
+        await _until(lambda: len(received) == 2)
+    finally:
+        await client.close()
+    assert sorted((m.subject, m.data) for m in received) == [
+        ("acks.one", b"+ACK"),
+        ("acks.two", b"+ACK"),
+    ]
+    with pytest.raises(ConnectionClosedError):
+        await client.respond_all([b"acks.one"], b"+ACK")
 
 
 def test_encode_headers() -> None:
