@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ensemble_tap.asgi_types import Receive, Scope, Send
 from ensemble_tap.config.models import ServerConfig
 from ensemble_tap.observability import Metrics, get_logger
 
 if TYPE_CHECKING:
     from ensemble_tap.serving import TapHttpProtocol
 
-Message = MutableMapping[str, Any]
 log = get_logger("ensemble_tap.http_connections")
 
 HEADER_TIMEOUT = "header_timeout"
@@ -151,12 +150,7 @@ class ConnectionGuard:
             return IDLE_TIMEOUT
         return None
 
-    async def refuse(
-        self,
-        scope: Message,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
+    async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The application of a connection over ``max_connections``: 503 + Retry-After and
         close. The request is read first: closing with request bytes unread would reset the
         connection, and the sender could lose the answer."""
