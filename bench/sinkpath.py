@@ -92,19 +92,19 @@ async def drive(data: bytes) -> tuple[float, int, int]:
         }
     )
     nc = CountingConnection()
-    puller = Puller(nc, STREAM, CONSUMER, 0)
+    puller = Puller(nc, stream=STREAM, consumer=CONSUMER, max_bytes=0)
     nc.add_direct(SID, puller._on_delivery)
     backend = KeepingBackend()
     consumer = SinkConsumer(
         config.clickhouse,
-        nc,
-        puller,
-        backend,  # keeps the payload: ClickHouse's work is not counted here
-        TableRef("ensemble", "tap_events"),
-        None,  # no dead letters: this stream holds no poison
-        Metrics(),
-        SinkStatus(backend="bench"),
-        None,  # the consumer is never recreated here
+        nc=nc,
+        puller=puller,
+        backend=backend,  # keeps the payload: ClickHouse's work is not counted here
+        table=TableRef("ensemble", "tap_events"),
+        dlq=None,  # no dead letters: this stream holds no poison
+        metrics=Metrics(),
+        status=SinkStatus(backend="bench"),
+        ensure_consumer=None,  # the consumer is never recreated here
     )
     chunks = [data[start : start + READ_SIZE] for start in range(0, len(data), READ_SIZE)]
     tune_gc()

@@ -175,7 +175,7 @@ class TapApp:
             self.http.include_router(health_router(readiness, self._exposition))
             return
         if "sink" in self.roles and cfg.clickhouse.enabled:  # ClickHouse itself may be down
-            self.sink = ClickHouseSink(cfg, self.broker, dlq, self.metrics)
+            self.sink = ClickHouseSink(cfg, broker=self.broker, dlq=dlq, metrics=self.metrics)
         if "poller" in self.roles:
             self.pollers = PollerService(cfg, publisher, dlq, self.metrics)
         if "admin" in self.roles and admin_enabled(cfg.server):

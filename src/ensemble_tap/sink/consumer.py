@@ -64,6 +64,7 @@ class SinkConsumer:
     def __init__(
         self,
         config: ClickHouseConfig,
+        *,
         nc: TapClient,
         puller: Puller,
         backend: Backend,

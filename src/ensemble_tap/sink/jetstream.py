@@ -138,7 +138,7 @@ async def ensure_consumer(nc: Client, stream: str, desired: dict[str, Any]) -> d
     existing = await consumer_info(nc, stream, name)
     if existing is None:
         try:
-            return await _create(nc, stream, desired, "create")
+            return await _create(nc, stream=stream, config=desired, action="create")
         except ConsumerSetupError:
             existing = await consumer_info(nc, stream, name)  # created concurrently
             if existing is None:
@@ -163,7 +163,7 @@ async def ensure_consumer(nc: Client, stream: str, desired: dict[str, Any]) -> d
     if not drift:
         return existing
     log.info("updating the sink's consumer", consumer=name, fields=drift)
-    return await _create(nc, stream, _updated(current, desired), "update")
+    return await _create(nc, stream=stream, config=_updated(current, desired), action="update")
 
 
 async def without_whole_stream_filter(
@@ -208,7 +208,9 @@ async def consumer_info(nc: Client, stream: str, name: str) -> dict[str, Any] | 
     return reply
 
 
-async def _create(nc: Client, stream: str, config: dict[str, Any], action: str) -> dict[str, Any]:
+async def _create(
+    nc: Client, *, stream: str, config: dict[str, Any], action: str
+) -> dict[str, Any]:
     name = config["durable_name"]
     request = {"stream_name": stream, "config": config, "action": action}
     reply = await _api(nc, f"CONSUMER.CREATE.{stream}.{name}", orjson.dumps(request))
@@ -239,7 +241,7 @@ class Puller:
     waiting for our next request (about a third more throughput).
     """
 
-    def __init__(self, nc: TapClient, stream: str, consumer: str, max_bytes: int) -> None:
+    def __init__(self, nc: TapClient, *, stream: str, consumer: str, max_bytes: int) -> None:
         self.nc = nc
         self.next_subject = f"{API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         # The ack subject of a first delivery starts so (without a JetStream domain).

@@ -39,6 +39,7 @@ class ClickHouseSink:
     def __init__(
         self,
         config: Config,
+        *,
         broker: Broker,
         dlq: DeadLetterWriter,
         metrics: Metrics,
@@ -73,9 +74,9 @@ class ClickHouseSink:
         await self._ensure_consumer()
         puller = Puller(
             self.nc,
-            self.nats.stream,
-            self.config.consumer_name,
-            self.config.consumer_max_request_max_bytes,
+            stream=self.nats.stream,
+            consumer=self.config.consumer_name,
+            max_bytes=self.config.consumer_max_request_max_bytes,
         )
         await puller.start()
         self._tasks = [
@@ -126,7 +127,9 @@ class ClickHouseSink:
     async def search(
         self, filters: EventFilters, limit: int = DEFAULT_LIMIT, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        return await search_events(self.backend, self.table, filters, limit, cursor)
+        return await search_events(
+            self.backend, table=self.table, filters=filters, limit=limit, cursor=cursor
+        )
 
     # ---------------------------------------------------------------- background
 
@@ -135,14 +138,14 @@ class ClickHouseSink:
             return
         self._consumer = SinkConsumer(
             self.config,
-            self.nc,
-            puller,
-            self.backend,
-            self.table,
-            self.dlq,
-            self.metrics,
-            self.status_info,
-            self._ensure_consumer,
+            nc=self.nc,
+            puller=puller,
+            backend=self.backend,
+            table=self.table,
+            dlq=self.dlq,
+            metrics=self.metrics,
+            status=self.status_info,
+            ensure_consumer=self._ensure_consumer,
         )
         if self._stopping.is_set():
             self._consumer.stopping.set()
