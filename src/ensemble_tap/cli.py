@@ -1,4 +1,6 @@
-"""Command line: ``ensemble-tap serve | check-config | tail``."""
+"""Command line: ``ensemble-tap serve | check-config | tail | query | send | version`` and
+``ensemble-tap admin …`` (admin_cli.py: the admin API from a shell); ``main`` also takes the
+Go reference's ``-config FILE [-check-config]`` flags (``reference_command``)."""
 
 from __future__ import annotations
 
