@@ -123,7 +123,7 @@ class ConnectionGuard:
                         connection.time_out(reason)
                     except Exception as exc:  # a bug: the other connections still time out
                         log.error("closing a timed-out connection failed", error=repr(exc))
-                        connection.transport.abort()
+                        connection.abort()
         finally:
             self._sweeper = None
 
@@ -134,14 +134,13 @@ class ConnectionGuard:
             return WRITE_TIMEOUT
         # Nothing else is overdue while closing, or while reading is paused by the server
         # (a pipelined request waits, or the application has not read the body yet).
-        if connection.transport.is_closing() or connection.flow.read_paused:
+        if not connection.reading():
             return None
         stamped = now - self.interval  # stamps are up to one interval early
         since = connection.awaiting_head_since
-        if since is not None and stamped - since >= limits.read_header_timeout:
-            cycle = connection.cycle
-            if cycle is None or cycle.response_complete:  # not while answering the previous
-                return HEADER_TIMEOUT
+        overdue = since is not None and stamped - since >= limits.read_header_timeout
+        if overdue and not connection.answering():  # not while answering the previous request
+            return HEADER_TIMEOUT
         since = connection.awaiting_body_since
         if since is not None and stamped - since >= limits.body_timeout:
             return BODY_TIMEOUT
