@@ -1,5 +1,6 @@
 # make run  : set up .venv and run the service on its embedded defaults
 # make test : set up .venv and run lint + the whole test suite
+# make unit : set up .venv and run the unit / in-process tier only (tests/unit, about a minute)
 # make openapi : regenerate docs/admin-openapi.yaml from the admin API code
 # make sbom : write sbom.cdx.json (CycloneDX) of the runtime dependencies
 # make reliability : re-measure docs/reliability.md's figures (faults, fuzz, spool, soak; ~25 min)
@@ -33,6 +34,9 @@ COVERAGE_FLOOR := 90
 
 test: lint
 	$(BIN)/pytest -q --cov=ensemble_tap --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench

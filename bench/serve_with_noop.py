@@ -16,17 +16,15 @@ product's own ``ensemble-tap serve`` command (config loading, logging, uvloop ru
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
 
 import ensemble_tap.app as tap_app
+from ensemble_tap.asgi_types import ASGIApp, Receive, Scope, Send
 from ensemble_tap.cli import cli
-from ensemble_tap.ingress import Receive, Scope, Send
 
 NOOP_PATH = "/noop"
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def with_noop(app: ASGIApp) -> ASGIApp:

@@ -187,7 +187,7 @@ async def drain(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
             filled = await prefill(broker, config, opts.events)
             progress(f"pre-filled at {filled['rate']:,.0f}/s; starting the sink")
             dlq = DeadLetterWriter(JetStreamPublisher(broker, config.nats, metrics), metrics)
-            sink = ClickHouseSink(config, broker, dlq, metrics)
+            sink = ClickHouseSink(config, broker=broker, dlq=dlq, metrics=metrics)
             tune_gc()  # as ``serve`` does once it has started
             cpu_self, cpu_nats = time.process_time(), tree_cpu_seconds(server.pid)
             cpu_main = time.thread_time()  # the event loop's thread: the serial part
@@ -454,7 +454,7 @@ async def lag_jetstream(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
         broker = await connected_broker(config, url, metrics)
         try:
             dlq = DeadLetterWriter(JetStreamPublisher(broker, config.nats, metrics), metrics)
-            sink = ClickHouseSink(config, broker, dlq, metrics)
+            sink = ClickHouseSink(config, broker=broker, dlq=dlq, metrics=metrics)
             await sink.start()
             while sink.status_info.state != "running":  # noqa: ASYNC110
                 await asyncio.sleep(0.05)

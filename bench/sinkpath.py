@@ -58,15 +58,16 @@ def wire(count: int) -> bytes:
 
 async def drive(data: bytes) -> tuple[float, int, int]:
     """Feed ``data`` through the sink; returns (CPU seconds, rows inserted, ack bytes)."""
+    from ensemble_tap.bus.client import TapClient
     from ensemble_tap.config.models import Config
     from ensemble_tap.observability import Metrics
     from ensemble_tap.serving import tune_gc
     from ensemble_tap.sink.consumer import SinkConsumer
-    from ensemble_tap.sink.jetstream import PullConnection, Puller
+    from ensemble_tap.sink.jetstream import Puller
     from ensemble_tap.sink.schema import TableRef
     from ensemble_tap.sink.status import SinkStatus
 
-    class CountingConnection(PullConnection):
+    class CountingConnection(TapClient):
         """Counts what would be written instead of writing it."""
 
         written = 0
@@ -91,19 +92,19 @@ async def drive(data: bytes) -> tuple[float, int, int]:
         }
     )
     nc = CountingConnection()
-    puller = Puller(nc, STREAM, CONSUMER, 0)
+    puller = Puller(nc, stream=STREAM, consumer=CONSUMER, max_bytes=0)
     nc.add_direct(SID, puller._on_delivery)
     backend = KeepingBackend()
     consumer = SinkConsumer(
         config.clickhouse,
-        nc,
-        puller,
-        backend,  # keeps the payload: ClickHouse's work is not counted here
-        TableRef("ensemble", "tap_events"),
-        None,  # no dead letters: this stream holds no poison
-        Metrics(),
-        SinkStatus(backend="bench"),
-        None,  # the consumer is never recreated here
+        nc=nc,
+        puller=puller,
+        backend=backend,  # keeps the payload: ClickHouse's work is not counted here
+        table=TableRef("ensemble", "tap_events"),
+        dlq=None,  # no dead letters: this stream holds no poison
+        metrics=Metrics(),
+        status=SinkStatus(backend="bench"),
+        ensure_consumer=None,  # the consumer is never recreated here
     )
     chunks = [data[start : start + READ_SIZE] for start in range(0, len(data), READ_SIZE)]
     tune_gc()

@@ -31,6 +31,7 @@ from ensemble_tap.admin.replay import Replayer
 from ensemble_tap.admin.routes import AdminDependencies, admin_app
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.admin.sqlite_store import SqliteJobStore
+from ensemble_tap.asgi_types import Receive, Scope, Send
 from ensemble_tap.bus.advisories import subscribe_advisories
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.contract import Publisher
@@ -48,7 +49,7 @@ from ensemble_tap.bus.streams import (
 from ensemble_tap.config.models import Config
 from ensemble_tap.health import Readiness, health_router
 from ensemble_tap.http_connections import ConnectionGuard, ConnectionLimits
-from ensemble_tap.ingress import Receive, Scope, Send, WebhookIngress
+from ensemble_tap.ingress import WebhookIngress
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.poller.service import PollerService
 from ensemble_tap.secret_reload import ConfigSource, SecretReloader
@@ -191,7 +192,7 @@ class TapApp:
             self.http.include_router(health_router(readiness, self._exposition))
             return
         if "sink" in self.roles and cfg.clickhouse.enabled:  # ClickHouse itself may be down
-            self.sink = ClickHouseSink(cfg, self.broker, dlq, self.metrics)
+            self.sink = ClickHouseSink(cfg, broker=self.broker, dlq=dlq, metrics=self.metrics)
         if "poller" in self.roles:
             self.pollers = PollerService(cfg, publisher, dlq, self.metrics)
         if "admin" in self.roles and admin_enabled(cfg.server):

@@ -1,4 +1,6 @@
-"""Command line: ``ensemble-tap serve | check-config | tail``."""
+"""Command line: ``ensemble-tap serve | check-config | tail | query | send | version`` and
+``ensemble-tap admin …`` (admin_cli.py: the admin API from a shell); ``main`` also takes the
+Go reference's ``-config FILE [-check-config]`` flags (``reference_command``)."""
 
 from __future__ import annotations
 
@@ -138,12 +140,9 @@ async def _tail(
             )
         url = marker.read_text().strip()
     from ensemble_tap.bus.client import TapClient
-    from ensemble_tap.bus.connection import Broker
-    from ensemble_tap.observability import Metrics
+    from ensemble_tap.bus.connection import connect_options
 
-    options = Broker(cfg.nats, url.split(","), Metrics())._options()
-    for callback in ("disconnected_cb", "reconnected_cb", "closed_cb", "error_cb"):
-        options.pop(callback)
+    options = connect_options(cfg.nats, url.split(","))
     nc = TapClient()  # its WebSocket transport for ws:// servers (bus/websocket.py)
     try:
         await nc.connect(**{**options, "max_reconnect_attempts": 3})

@@ -1,4 +1,6 @@
-"""The normalized event, its CloudEvent envelope, NATS subject and type naming, dedup ids.
+"""The normalized event and its CloudEvent envelope: NATS subject and type naming, dedup ids
+(webhook and poll), the bounds on sender-controlled values, RFC 3339 times (formatted and
+parsed as Go does) and the JSON encoding every event body goes through.
 
 The hot path builds the CloudEvent as a plain dict (attribute order as the Go SDK writes it)
 and serializes it with orjson; the ``cloudevents`` SDK is used as an oracle in the tests.
@@ -70,7 +72,8 @@ class NormalizedEvent:
 
 @dataclass(slots=True)
 class Envelope:
-    """A CloudEvent ready to publish: its attributes dict, serialized body and routing."""
+    """A CloudEvent ready to publish: its serialized body, subject and the attributes that
+    routing, metrics and dead letters read."""
 
     event_id: str
     type: str

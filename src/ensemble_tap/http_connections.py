@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ensemble_tap.asgi_types import Receive, Scope, Send
 from ensemble_tap.config.models import ServerConfig
 from ensemble_tap.observability import Metrics, get_logger
 
 if TYPE_CHECKING:
     from ensemble_tap.serving import TapHttpProtocol
 
-Message = MutableMapping[str, Any]
 log = get_logger("ensemble_tap.http_connections")
 
 HEADER_TIMEOUT = "header_timeout"
@@ -124,7 +123,7 @@ class ConnectionGuard:
                         connection.time_out(reason)
                     except Exception as exc:  # a bug: the other connections still time out
                         log.error("closing a timed-out connection failed", error=repr(exc))
-                        connection.transport.abort()
+                        connection.abort()
         finally:
             self._sweeper = None
 
@@ -135,14 +134,13 @@ class ConnectionGuard:
             return WRITE_TIMEOUT
         # Nothing else is overdue while closing, or while reading is paused by the server
         # (a pipelined request waits, or the application has not read the body yet).
-        if connection.transport.is_closing() or connection.flow.read_paused:
+        if not connection.reading():
             return None
         stamped = now - self.interval  # stamps are up to one interval early
         since = connection.awaiting_head_since
-        if since is not None and stamped - since >= limits.read_header_timeout:
-            cycle = connection.cycle
-            if cycle is None or cycle.response_complete:  # not while answering the previous
-                return HEADER_TIMEOUT
+        overdue = since is not None and stamped - since >= limits.read_header_timeout
+        if overdue and not connection.answering():  # not while answering the previous request
+            return HEADER_TIMEOUT
         since = connection.awaiting_body_since
         if since is not None and stamped - since >= limits.body_timeout:
             return BODY_TIMEOUT
@@ -151,12 +149,7 @@ class ConnectionGuard:
             return IDLE_TIMEOUT
         return None
 
-    async def refuse(
-        self,
-        scope: Message,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
+    async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The application of a connection over ``max_connections``: 503 + Retry-After and
         close. The request is read first: closing with request bytes unread would reset the
         connection, and the sender could lose the answer."""

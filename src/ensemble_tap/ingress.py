@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -20,6 +19,7 @@ from urllib.parse import unquote
 import orjson
 from prometheus_client import Counter, Histogram
 
+from ensemble_tap.asgi_types import Receive, Scope, Send
 from ensemble_tap.bus.contract import Failure, Publisher, PublishError
 from ensemble_tap.bus.dlq import DeadLetter, DeadLetterWriter, request_metadata
 from ensemble_tap.config import InvalidTenant, TenantNotFound, resolve_tenant
@@ -45,11 +45,6 @@ from ensemble_tap.providers import (
 from ensemble_tap.providers.common import digest
 from ensemble_tap.spool.errors import SpoolError
 from ensemble_tap.spool.log import SpoolLog
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 RETRY_AFTER_SECONDS = "5"

@@ -163,6 +163,21 @@ class TapHttpProtocol(HttpToolsProtocol):
         self.write_blocked_since = None
         super().resume_writing()
 
+    # What the guard reads of uvicorn's state, so that uvicorn's internals stay in this file.
+
+    def reading(self) -> bool:
+        """Open and reading: not while closing, nor while uvicorn paused reading (a pipelined
+        request waits, or the application has not read the body yet)."""
+        return not self.transport.is_closing() and not self.flow.read_paused
+
+    def answering(self) -> bool:
+        """A response is being sent (a head may already be arriving behind it)."""
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_complete
+
+    def abort(self) -> None:
+        self.transport.abort()
+
     def time_out(self, reason: str) -> None:
         """Close for ``reason`` (counted by the guard). A head that began and did not end
         in time is answered 408; a write that cannot go out is aborted."""

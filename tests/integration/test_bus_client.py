@@ -10,7 +10,6 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, MaxPayloadError
 
 from ensemble_tap.bus.client import TapClient, encode_headers
-from ensemble_tap.sink.jetstream import PullConnection
 from tests.support.nats_server import NatsServer
 
 
@@ -48,8 +47,7 @@ async def test_direct_handlers_get_raw_messages_others_go_through_nats_py(url: s
     raw: list[tuple[bytes, bytes, bytes, bytes | None]] = []
     regular: list[Msg] = []
     try:
-        direct = await client.subscribe("direct.*")
-        client.add_direct(direct._id, lambda *message: raw.append(message))
+        await client.subscribe_direct("direct.*", lambda *message: raw.append(message))
         await client.subscribe("regular", cb=_collect(regular))
         await client.publish("direct.one", b"1", reply="r", headers={"K": "v"})
         await client.publish("regular", b"2")
@@ -99,23 +97,24 @@ async def test_a_burst_of_frames_of_every_size_arrives_whole_and_in_order(url: s
         assert raw_headers == (b"NATS/1.0\r\nNats-Msg-Id: m\r\n\r\n" if index % 2 else None)
 
 
-async def test_bulk_replies_reach_every_subscriber(url: str) -> None:
-    """``PullConnection.respond_all``: the sink's acks, one buffered write for a batch."""
-    sender, receiver = PullConnection(), TapClient()
-    await sender.connect(url)
-    await receiver.connect(url)
-    got: list[bytes] = []
+async def test_respond_all_reaches_every_reply_subject(nats_server: NatsServer) -> None:
+    client = TapClient()
+    await client.connect(nats_server.url)
+    received: list[Msg] = []
     try:
-        subscription = await receiver.subscribe("acks.*")
-        receiver.add_direct(subscription._id, lambda subject, *_: got.append(subject))
-        await receiver.flush()
-        await sender.respond_all([b"acks.%d" % index for index in range(500)], b"+ACK")
-        await sender.flush()
-        await _until(lambda: len(got) == 500)
+        await client.subscribe("acks.*", cb=_collect(received))
+        await client.respond_all([], b"+ACK")  # nothing to write
+        await client.respond_all([b"acks.one", b"acks.two"], b"+ACK")
+        await client.flush()
+        await _until(lambda: len(received) == 2)
     finally:
-        await sender.close()
-        await receiver.close()
-    assert got == [b"acks.%d" % index for index in range(500)]
+        await client.close()
+    assert sorted((m.subject, m.data) for m in received) == [
+        ("acks.one", b"+ACK"),
+        ("acks.two", b"+ACK"),
+    ]
+    with pytest.raises(ConnectionClosedError):
+        await client.respond_all([b"acks.one"], b"+ACK")
 
 
 def test_encode_headers() -> None:

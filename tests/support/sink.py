@@ -64,7 +64,9 @@ class Harness:
     metrics: Metrics
 
     def sink(self, **overrides: Any) -> ClickHouseSink:
-        return ClickHouseSink(self.config, self.broker, self.dlq, self.metrics, **overrides)
+        return ClickHouseSink(
+            self.config, broker=self.broker, dlq=self.dlq, metrics=self.metrics, **overrides
+        )
 
     async def publish(self, indexes: range, **fields: Any) -> None:
         for index in indexes:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import ssl
 
-from ensemble_tap.bus.connection import Broker
+from ensemble_tap.bus.connection import connect_options
 from ensemble_tap.config.models import NatsConfig
-from ensemble_tap.observability import Metrics
 
 
 def _options(servers: list[str] | None = None, **settings: object) -> dict[str, object]:
     cfg = NatsConfig.model_validate(settings)
-    return Broker(cfg, servers or ["nats://a:4222"], Metrics())._options()
+    return connect_options(cfg, servers or ["nats://a:4222"])
 
 
 def test_defaults_are_anonymous_plain_text_with_unlimited_reconnects() -> None:
@@ -20,7 +19,17 @@ def test_defaults_are_anonymous_plain_text_with_unlimited_reconnects() -> None:
     assert options["max_reconnect_attempts"] == -1
     assert options["reconnect_time_wait"] == 2.0
     assert options["connect_timeout"] == 5.0
-    for key in ("user", "password", "token", "user_credentials", "user_jwt_cb", "tls"):
+    # Callbacks belong to each connection (broker, sink, tail), not to the shared options.
+    for key in (
+        "user",
+        "password",
+        "token",
+        "user_credentials",
+        "user_jwt_cb",
+        "tls",
+        "error_cb",
+        "closed_cb",
+    ):
         assert key not in options
 
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from ensemble_tap.config.clickhouse_addr import clickhouse_endpoints
 from ensemble_tap.config.models import ClickHouseConfig, Config
 from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
-from ensemble_tap.config.validate import check, clickhouse_endpoints
+from ensemble_tap.config.validate import check
 from tests.unit.config_support import load_text, only_problem, problems_of
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ensemble_tap.bus.client import TapClient
 from ensemble_tap.config.models import ClickHouseConfig
 from ensemble_tap.sink.jetstream import (
     Delivery,
-    PullConnection,
     Puller,
     consumer_config,
     consumer_drift,
@@ -139,7 +139,9 @@ def test_metadata_of_both_ack_subject_forms() -> None:
 
 def test_first_deliveries_are_told_by_their_ack_subject_prefix() -> None:
     """The sink's shortcut: only a reply without the first-delivery prefix is parsed."""
-    first = Puller(PullConnection(), "ENSEMBLE_TAP", "tap_clickhouse_sink", 0).first_delivery
+    first = Puller(
+        TapClient(), stream="ENSEMBLE_TAP", consumer="tap_clickhouse_sink", max_bytes=0
+    ).first_delivery
     fresh = b"$JS.ACK.ENSEMBLE_TAP.tap_clickhouse_sink.1.120.7.1764000000123456789.42"
     again = b"$JS.ACK.ENSEMBLE_TAP.tap_clickhouse_sink.12.120.7.1764000000123456789.42"
     assert fresh.startswith(first) and not delivery(fresh).redelivered

@@ -51,7 +51,8 @@ def stored(backend: EmbeddedBackend) -> EmbeddedBackend:
 
 
 async def ids(backend: EmbeddedBackend, **filters: object) -> list[str]:
-    events, _ = await search_events(backend, TABLE, EventFilters(**filters), limit=1000)  # type: ignore[arg-type]
+    wanted = EventFilters(**filters)  # type: ignore[arg-type]
+    events, _ = await search_events(backend, table=TABLE, filters=wanted, limit=1000)
     return [event["id"] for event in events]
 
 
@@ -63,7 +64,9 @@ async def test_newest_first_and_each_event_once(stored: EmbeddedBackend) -> None
 
 
 async def test_event_shape(stored: EmbeddedBackend) -> None:
-    events, cursor = await search_events(stored, TABLE, EventFilters(request_id="req-7"))
+    events, cursor = await search_events(
+        stored, table=TABLE, filters=EventFilters(request_id="req-7")
+    )
     assert cursor is None
     assert events == [
         {
@@ -126,30 +129,34 @@ async def test_pages_cover_everything_once(stored: EmbeddedBackend) -> None:
     cursor = None
     pages = 0
     while True:
-        events, cursor = await search_events(stored, TABLE, EventFilters(), limit=7, cursor=cursor)
+        events, cursor = await search_events(
+            stored, table=TABLE, filters=EventFilters(), limit=7, cursor=cursor
+        )
         seen += [f"{event['tenant_id']}/{event['id']}" for event in events]
         pages += 1
         if cursor is None:
             break
     assert pages == 6  # 41 events
     assert len(seen) == len(set(seen)) == 41
-    everything, _ = await search_events(stored, TABLE, EventFilters(), limit=100)
+    everything, _ = await search_events(stored, table=TABLE, filters=EventFilters(), limit=100)
     assert seen == [f"{event['tenant_id']}/{event['id']}" for event in everything]
 
 
 async def test_exact_last_page_has_no_cursor(stored: EmbeddedBackend) -> None:
-    events, cursor = await search_events(stored, TABLE, EventFilters(tenant="t2"), limit=10)
+    events, cursor = await search_events(
+        stored, table=TABLE, filters=EventFilters(tenant="t2"), limit=10
+    )
     assert len(events) == 10 and cursor is None
 
 
 async def test_no_match_is_an_empty_page(stored: EmbeddedBackend) -> None:
-    assert await search_events(stored, TABLE, EventFilters(id="none")) == ([], None)
+    assert await search_events(stored, table=TABLE, filters=EventFilters(id="none")) == ([], None)
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1001])
 async def test_limit_bounds(stored: EmbeddedBackend, limit: int) -> None:
     with pytest.raises(InvalidSearch, match="limit must be between 1 and 1000"):
-        await search_events(stored, TABLE, EventFilters(), limit=limit)
+        await search_events(stored, table=TABLE, filters=EventFilters(), limit=limit)
 
 
 @pytest.mark.parametrize(
@@ -157,15 +164,15 @@ async def test_limit_bounds(stored: EmbeddedBackend, limit: int) -> None:
 )
 async def test_bad_cursor(stored: EmbeddedBackend, cursor: str) -> None:
     with pytest.raises(InvalidSearch, match="invalid cursor"):
-        await search_events(stored, TABLE, EventFilters(), cursor=cursor)
+        await search_events(stored, table=TABLE, filters=EventFilters(), cursor=cursor)
 
 
 def test_cursor_round_trip() -> None:
-    cursor = encode_cursor(1_700_000_000_123, "acme", "", "evt_'1")
+    cursor = encode_cursor(1_700_000_000_123, provider="acme", tenant="", event_id="evt_'1")
     assert "=" not in cursor
     assert decode_cursor(cursor) == (1_700_000_000_123, "acme", "", "evt_'1")
 
 
 async def test_no_table_yet_is_an_empty_page(backend: EmbeddedBackend) -> None:
     for table in (TableRef("ensemble", "not_created"), TableRef("nowhere", "tap_events")):
-        assert await search_events(backend, table, EventFilters()) == ([], None)
+        assert await search_events(backend, table=table, filters=EventFilters()) == ([], None)

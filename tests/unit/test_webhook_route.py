@@ -19,10 +19,11 @@ import httpx
 import orjson
 import pytest
 
+from ensemble_tap.asgi_types import Message, Scope
 from ensemble_tap.bus.contract import Failure
 from ensemble_tap.bus.dlq import DeadLetterWriter
 from ensemble_tap.config.models import ProviderConfig
-from ensemble_tap.ingress import Message, Scope, WebhookIngress
+from ensemble_tap.ingress import WebhookIngress
 from ensemble_tap.observability import Metrics
 from ensemble_tap.providers import Extraction, WebhookRequest
 from ensemble_tap.spool import SpoolLog

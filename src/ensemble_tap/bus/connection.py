@@ -68,8 +68,14 @@ class Broker:
         The first connection is retried without limit whatever ``max_reconnects`` says (the
         service serves probes and answers 503 meanwhile); ``max_reconnects`` applies to the
         reconnects after it."""
-        options = self._options()
-        options["max_reconnect_attempts"] = -1
+        options = connect_options(self.config, self.servers)
+        options.update(
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            closed_cb=self._on_closed,
+            error_cb=self._on_error,
+            max_reconnect_attempts=-1,
+        )
         try:
             await _bounded(self.nc.connect(**options), timeout)
         except (TimeoutError, Exception) as exc:
@@ -124,36 +130,32 @@ class Broker:
             self._last_refusal = self._last_error
         log.warning("nats error", error=self._last_error)
 
-    def _options(self) -> dict[str, Any]:
-        cfg = self.config
-        servers = self.servers
-        if cfg.secure:  # TLS or fail, as the Go client (it does TLS on ws:// too when secure)
-            servers = [
-                s.replace("nats://", "tls://", 1).replace("ws://", "wss://", 1) for s in servers
-            ]
-        options: dict[str, Any] = {
-            "servers": servers,
-            "name": "ensemble-tap",
-            "connect_timeout": cfg.connect_timeout,
-            "reconnect_time_wait": cfg.reconnect_wait,
-            "max_reconnect_attempts": cfg.max_reconnects,
-            "allow_reconnect": True,
-            "disconnected_cb": self._on_disconnected,
-            "reconnected_cb": self._on_reconnected,
-            "closed_cb": self._on_closed,
-            "error_cb": self._on_error,
-            "pending_size": 64 * 1024 * 1024,
-        }
-        if cfg.creds_file:
-            options.update(connect_callbacks(cfg.creds_file))  # read on every connect
-        elif cfg.token:
-            options["token"] = cfg.token
-        elif cfg.username:
-            options["user"] = cfg.username
-            options["password"] = cfg.password
-        if cfg.secure or any(s.startswith(("tls://", "wss://")) for s in servers):
-            options["tls"] = tls_context(cfg)
-        return options
+
+def connect_options(config: NatsConfig, servers: list[str]) -> dict[str, Any]:
+    """nats-py's ``connect`` keywords for ``config`` and ``servers``: servers, name, timeouts,
+    reconnects, credentials and TLS; no callbacks (each connection adds its own). The
+    broker, the sink's connection and ``ensemble-tap tail`` all connect with these."""
+    if config.secure:  # TLS or fail, as the Go client (it does TLS on ws:// too when secure)
+        servers = [s.replace("nats://", "tls://", 1).replace("ws://", "wss://", 1) for s in servers]
+    options: dict[str, Any] = {
+        "servers": servers,
+        "name": "ensemble-tap",
+        "connect_timeout": config.connect_timeout,
+        "reconnect_time_wait": config.reconnect_wait,
+        "max_reconnect_attempts": config.max_reconnects,
+        "allow_reconnect": True,
+        "pending_size": 64 * 1024 * 1024,
+    }
+    if config.creds_file:
+        options.update(connect_callbacks(config.creds_file))  # read on every connect
+    elif config.token:
+        options["token"] = config.token
+    elif config.username:
+        options["user"] = config.username
+        options["password"] = config.password
+    if config.secure or any(s.startswith(("tls://", "wss://")) for s in servers):
+        options["tls"] = tls_context(config)
+    return options
 
 
 async def _bounded(connect: Coroutine[Any, Any, None], timeout: float | None) -> None:

@@ -156,9 +156,6 @@ class DeadLetterStore:
                 counts[parts[2]] = counts.get(parts[2], 0) + int(count)
         return counts
 
-    async def first_sequence(self) -> int:
-        return int((await self.js.stream_info(self.stream)).state.first_seq)
-
     async def remove(self, sequence: int) -> None:
         # Already gone is fine: a concurrent replay on another replica removed it.
         with contextlib.suppress(NotFoundError):

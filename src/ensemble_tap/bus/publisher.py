@@ -144,8 +144,7 @@ class AckRouter:
         self._tokens = itertools.count()
 
     async def subscribe(self) -> None:
-        subscription = await self.nc.subscribe(self.prefix.decode() + "*")
-        self.nc.add_direct(subscription._id, self._on_reply)
+        await self.nc.subscribe_direct(self.prefix.decode() + "*", self._on_reply)
 
     async def publish(
         self, subject: str, payload: bytes, headers: bytes, timeout: float

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ensemble_tap.bus.creds import creds_file_problem
+from ensemble_tap.config.clickhouse_addr import split_host_port
 from ensemble_tap.config.models import (
     DEDICATED_WEBHOOK_PROVIDERS,
     POLL_PROVIDERS,
@@ -208,42 +209,6 @@ _SERVER_ONLY_KEYS = (
 )
 
 
-def clickhouse_endpoints(addr: str, secure: bool) -> list[tuple[str, int]]:
-    """``host[:port]`` entries of ``clickhouse.addr`` (validated) as (host, port) pairs."""
-    default = 8443 if secure else 8123
-    endpoints = []
-    for entry in addr.split(","):
-        host, port, _ = _split_host_port(entry.strip())
-        endpoints.append((host, port or default))
-    return endpoints
-
-
-def _split_host_port(entry: str) -> tuple[str, int | None, str]:
-    """(host, port or None, problem); ``[v6]`` and ``[v6]:port`` are accepted."""
-    if "://" in entry or "/" in entry:
-        return "", None, "must be host:port (no scheme or path; clickhouse.secure selects https)"
-    if entry.startswith("["):
-        host, bracket, rest = entry[1:].partition("]")
-        if not bracket or not host or (rest and not rest.startswith(":")):
-            return "", None, "must be host:port (IPv6 addresses in brackets)"
-        port_text = rest[1:] if rest else None
-    else:
-        host, colon, port_text_ = entry.partition(":")
-        if ":" in port_text_:
-            return "", None, "must be host:port (IPv6 addresses in brackets)"
-        port_text = port_text_ if colon else None
-        if not host:
-            return "", None, "must be host:port"
-    if port_text is None:
-        return host, None, ""
-    if not port_text.isdigit():
-        return host, None, f'has invalid port: port "{port_text}" must be numeric'
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        return host, None, f"has invalid port: port {port} must be in range 1..65535"
-    return host, port, ""
-
-
 def _clickhouse(ch: ClickHouseConfig) -> Iterator[Issue]:
     if ch.mode == "embedded":
         if ch.addr:
@@ -262,7 +227,7 @@ def _clickhouse_server(ch: ClickHouseConfig) -> Iterator[Issue]:
         yield Issue("clickhouse.addr", "must not contain empty entries")
     else:
         for entry in ch.addr.split(","):
-            _, port, problem = _split_host_port(entry.strip())
+            _, port, problem = split_host_port(entry.strip())
             if problem:
                 yield Issue("clickhouse.addr", f'entry "{entry.strip()}" {problem}')
             elif port in CLICKHOUSE_NATIVE_PORTS:

@@ -89,6 +89,7 @@ class CycleStats:
             "unchanged": self.unchanged,
             "skipped": self.skipped,
             "dead_lettered": self.dead_lettered,
+            "duplicates": self.duplicates,
             "requests": self.requests,
             "pages": self.pages,
             "truncated": self.truncated,

@@ -204,6 +204,7 @@ def _log_fields(target: PollTarget, stats: CycleStats) -> dict[str, object]:
         "deleted": stats.deleted,
         "unchanged": stats.unchanged,
         "dead_lettered": stats.dead_lettered,
+        "duplicates": stats.duplicates,
         "fetch_requests": stats.requests,
         "fetch_pages": stats.pages,
         "truncated": stats.truncated,

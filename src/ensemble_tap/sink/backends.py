@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
+from ensemble_tap.config.clickhouse_addr import clickhouse_endpoints
 from ensemble_tap.config.models import ClickHouseConfig
 
 T = TypeVar("T")
@@ -113,14 +114,25 @@ class EmbeddedBackend:
     ) -> list[dict[str, Any]]:
         return parse_json_rows(await self._run(self._query, sql, "JSONEachRow", params))
 
-    async def query_text(self, sql: str, fmt: str) -> bytes:
-        return await self._run(self._query, sql, fmt, None)
-
     async def insert(self, statement: str, data: bytes) -> None:
         await self._run(self._insert, statement, data)
 
     async def ping(self) -> None:
         await self._run(self._query, "SELECT 1", "TabSeparated", None)
+
+    @classmethod
+    def query_read_only(cls, path: Path, sql: str, fmt: str) -> bytes:
+        """Open the data at ``path`` read-only, run ``sql`` in the calling thread and close:
+        one query from another process (``ensemble-tap query``). A FORMAT clause in ``sql``
+        wins over ``fmt``."""
+        backend = cls(path, readonly=True)
+        try:
+            backend._open()
+            return backend._query(sql, fmt, None)
+        finally:
+            if backend._conn is not None:
+                backend._close()
+            backend._executor.shutdown(wait=False)
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -319,8 +331,6 @@ def open_backend_for(
     config: ClickHouseConfig, data_dir: str | Path
 ) -> EmbeddedBackend | ServerBackend:
     """The backend the config selects (not opened yet)."""
-    from ensemble_tap.config.validate import clickhouse_endpoints
-
     if config.mode == "embedded":
         return EmbeddedBackend(embedded_path(data_dir))
     return ServerBackend(config, clickhouse_endpoints(config.addr, config.secure))
@@ -329,14 +339,7 @@ def open_backend_for(
 def read_only_query(data_dir: str | Path, sql: str, fmt: str) -> bytes:
     """Run ``sql`` on the embedded data read-only (``ensemble-tap query``); a FORMAT clause
     in ``sql`` wins over ``fmt``."""
-    backend = EmbeddedBackend(embedded_path(data_dir), readonly=True)
-    try:
-        backend._open()
-        return backend._query(sql, fmt, None)
-    finally:
-        if backend._conn is not None:
-            backend._close()
-        backend._executor.shutdown(wait=False)
+    return EmbeddedBackend.query_read_only(embedded_path(data_dir), sql, fmt)
 
 
 def _host_text(host: str) -> str:

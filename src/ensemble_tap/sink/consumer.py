@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from ensemble_tap.bus.client import TapClient
 from ensemble_tap.bus.dlq import DeadLetter, DeadLetterWriter
 from ensemble_tap.config.models import ClickHouseConfig
 from ensemble_tap.observability import Metrics, get_logger
@@ -28,7 +29,6 @@ from ensemble_tap.sink.backends import Backend
 from ensemble_tap.sink.jetstream import (
     Delivery,
     FetchError,
-    PullConnection,
     Puller,
     nak_payload,
     respond,
@@ -64,7 +64,8 @@ class SinkConsumer:
     def __init__(
         self,
         config: ClickHouseConfig,
-        nc: PullConnection,
+        *,
+        nc: TapClient,
         puller: Puller,
         backend: Backend,
         table: TableRef,

@@ -2,8 +2,9 @@
 
 The sink reads on a connection of its own, so a burst of deliveries never queues in front of
 the publish acknowledgements that webhook requests wait for. Deliveries to the pull inbox
-go straight to the sink (``TapClient.add_direct``: no per-message objects, queue or task, about
-15 µs per message); everything else on the connection is handled by nats-py as usual.
+go straight to the sink (``TapClient.subscribe_direct``: no per-message objects, queue or task,
+about 15 µs per message), and a batch's acks leave in one write (``TapClient.respond_all``);
+everything else on the connection is handled by nats-py as usual.
 Pull requests, acks and consumer management use the documented JetStream wire API.
 """
 
@@ -16,7 +17,6 @@ from typing import Any
 
 import orjson
 from nats.aio.client import Client
-from nats.errors import ConnectionClosedError
 
 from ensemble_tap.bus.client import TapClient
 from ensemble_tap.config.models import ClickHouseConfig
@@ -40,23 +40,6 @@ class FetchError(RuntimeError):
     def __init__(self, message: str, consumer_gone: bool = False) -> None:
         super().__init__(message)
         self.consumer_gone = consumer_gone
-
-
-class PullConnection(TapClient):
-    """The sink's client: deliveries go straight to the sink (``add_direct``), acks in bulk."""
-
-    async def respond_all(self, replies: list[bytes], payload: bytes) -> None:
-        """Publish ``payload`` to every reply subject as one buffered write: the ack of a
-        whole batch. nats-py's ``publish`` validates and formats each message on its own,
-        about 5 µs apiece — a quarter of a core at 50,000 acks per second."""
-        if not replies:
-            return
-        if self.is_closed:
-            raise ConnectionClosedError
-        tail = b" %d\r\n%s\r\n" % (len(payload), payload)
-        await self._send_command(b"".join([b"PUB " + reply + tail for reply in replies]))
-        if self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
 
 
 @dataclass(slots=True)
@@ -155,7 +138,7 @@ async def ensure_consumer(nc: Client, stream: str, desired: dict[str, Any]) -> d
     existing = await consumer_info(nc, stream, name)
     if existing is None:
         try:
-            return await _create(nc, stream, desired, "create")
+            return await _create(nc, stream=stream, config=desired, action="create")
         except ConsumerSetupError:
             existing = await consumer_info(nc, stream, name)  # created concurrently
             if existing is None:
@@ -180,7 +163,7 @@ async def ensure_consumer(nc: Client, stream: str, desired: dict[str, Any]) -> d
     if not drift:
         return existing
     log.info("updating the sink's consumer", consumer=name, fields=drift)
-    return await _create(nc, stream, _updated(current, desired), "update")
+    return await _create(nc, stream=stream, config=_updated(current, desired), action="update")
 
 
 async def without_whole_stream_filter(
@@ -225,7 +208,9 @@ async def consumer_info(nc: Client, stream: str, name: str) -> dict[str, Any] | 
     return reply
 
 
-async def _create(nc: Client, stream: str, config: dict[str, Any], action: str) -> dict[str, Any]:
+async def _create(
+    nc: Client, *, stream: str, config: dict[str, Any], action: str
+) -> dict[str, Any]:
     name = config["durable_name"]
     request = {"stream_name": stream, "config": config, "action": action}
     reply = await _api(nc, f"CONSUMER.CREATE.{stream}.{name}", orjson.dumps(request))
@@ -256,7 +241,7 @@ class Puller:
     waiting for our next request (about a third more throughput).
     """
 
-    def __init__(self, nc: PullConnection, stream: str, consumer: str, max_bytes: int) -> None:
+    def __init__(self, nc: TapClient, *, stream: str, consumer: str, max_bytes: int) -> None:
         self.nc = nc
         self.next_subject = f"{API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         # The ack subject of a first delivery starts so (without a JetStream domain).
@@ -274,8 +259,7 @@ class Puller:
 
     async def start(self) -> None:
         self._inbox = self.nc.new_inbox()
-        subscription = await self.nc.subscribe(f"{self._inbox}.*")
-        self.nc.add_direct(subscription._id, self._on_delivery)
+        await self.nc.subscribe_direct(f"{self._inbox}.*", self._on_delivery)
 
     async def fetch(self, batch: int, wait: float) -> list[Delivery]:
         """Up to about ``batch`` messages (a prefetched pull may bring one more batch),
@@ -339,7 +323,7 @@ class Puller:
             self._done.set()
 
 
-async def respond(nc: PullConnection, deliveries: list[Delivery], payload: bytes) -> None:
+async def respond(nc: TapClient, deliveries: list[Delivery], payload: bytes) -> None:
     """Ack (``+ACK``), NAK (``-NAK {"delay": ns}``), terminate (``+TERM``) or extend
     (``+WPI``) each delivery. Fire and forget: a lost ack only means a redelivery, which the
     table collapses."""

@@ -215,7 +215,12 @@ def checked_row(raw: bytes, stream_time: Callable[[], int]) -> Row:
         type(ce_id) in ok and type(ce_type) in ok and type(source) in ok and type(subject) in ok
     ):
         values = [ce_id, ce_type, source, subject]
-        raise _not_a_string(event, values, _ATTRIBUTES, "not a CloudEvent: {} must be a string")
+        raise _not_a_string(
+            event,
+            values=values,
+            names=_ATTRIBUTES,
+            message="not a CloudEvent: {} must be a string",
+        )
     time_text = _event_time(get("time"), stream_time, event)
     data = _data(event)
     dget = data.get
@@ -230,7 +235,9 @@ def checked_row(raw: bytes, stream_time: Callable[[], int]) -> Row:
         dget("request_id"),
     ]
     if not ok.issuperset(map(type, strings)):
-        raise _not_a_string(event, strings, _DATA_STRINGS, "data.{} must be a string")
+        raise _not_a_string(
+            event, values=strings, names=_DATA_STRINGS, message="data.{} must be a string"
+        )
     provider, entity_type, entity_id, action, provider_event_id, _, tenant, request_id = [
         value or "" for value in strings
     ]
@@ -264,7 +271,7 @@ def checked_row(raw: bytes, stream_time: Callable[[], int]) -> Row:
 
 
 def _not_a_string(
-    event: dict[str, Any], values: list[Any], names: tuple[str, ...], message: str
+    event: dict[str, Any], *, values: list[Any], names: tuple[str, ...], message: str
 ) -> PoisonMessage:
     name = next(n for n, v in zip(names, values, strict=True) if not isinstance(v, str | None))
     reason = "data" if message.startswith("data.") else "cloudevent"

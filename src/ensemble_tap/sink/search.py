@@ -60,6 +60,7 @@ class EventFilters:
 
 async def search_events(
     backend: Backend,
+    *,
     table: TableRef,
     filters: EventFilters,
     limit: int = DEFAULT_LIMIT,
@@ -98,7 +99,10 @@ async def search_events(
     if more and page:
         last = page[-1]
         next_cursor = encode_cursor(
-            int(last["cursor_time"]), last["provider"], last["cursor_tenant"], last["id"]
+            int(last["cursor_time"]),
+            provider=last["provider"],
+            tenant=last["cursor_tenant"],
+            event_id=last["id"],
         )
     return [_event(row) for row in page], next_cursor
 
@@ -139,7 +143,7 @@ def _event(row: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def encode_cursor(time_ms: int, provider: str, tenant: str, event_id: str) -> str:
+def encode_cursor(time_ms: int, *, provider: str, tenant: str, event_id: str) -> str:
     raw = orjson.dumps([time_ms, provider, tenant, event_id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

@@ -13,14 +13,14 @@ import contextlib
 import time
 from typing import Any
 
-from ensemble_tap.bus.connection import Broker
+from ensemble_tap.bus.client import TapClient
+from ensemble_tap.bus.connection import Broker, connect_options
 from ensemble_tap.bus.dlq import DeadLetterWriter
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.sink.backends import EmbeddedBackend, ServerBackend, open_backend_for
 from ensemble_tap.sink.consumer import SinkConsumer
 from ensemble_tap.sink.jetstream import (
-    PullConnection,
     Puller,
     consumer_config,
     consumer_info,
@@ -39,6 +39,7 @@ class ClickHouseSink:
     def __init__(
         self,
         config: Config,
+        *,
         broker: Broker,
         dlq: DeadLetterWriter,
         metrics: Metrics,
@@ -52,7 +53,7 @@ class ClickHouseSink:
         self.table = TableRef(self.config.database, self.config.table)
         self.backend = backend or open_backend_for(self.config, config.data_dir)
         self.status_info = SinkStatus(backend=self.backend.description)
-        self.nc = PullConnection()
+        self.nc = TapClient()
         self._desired = consumer_config(self.config, self.nats.subject_prefix)
         self._stopping = asyncio.Event()
         self._consumer: SinkConsumer | None = None
@@ -61,22 +62,21 @@ class ClickHouseSink:
     async def start(self) -> None:
         """Connect, create or update the consumer, then run in the background. Raises when
         NATS refuses the consumer (e.g. a push consumer of the same name)."""
-        options = self.broker._options()  # same servers, credentials and TLS as the broker
+        # The same servers, credentials and TLS as the broker.
+        options = connect_options(self.nats, self.broker.servers)
         options.update(
             name="ensemble-tap-sink",
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
-            closed_cb=None,
             error_cb=self._on_error,
         )
-        options = {key: value for key, value in options.items() if value is not None}
         await asyncio.wait_for(self.nc.connect(**options), self.nats.startup_timeout)
         await self._ensure_consumer()
         puller = Puller(
             self.nc,
-            self.nats.stream,
-            self.config.consumer_name,
-            self.config.consumer_max_request_max_bytes,
+            stream=self.nats.stream,
+            consumer=self.config.consumer_name,
+            max_bytes=self.config.consumer_max_request_max_bytes,
         )
         await puller.start()
         self._tasks = [
@@ -127,7 +127,9 @@ class ClickHouseSink:
     async def search(
         self, filters: EventFilters, limit: int = DEFAULT_LIMIT, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        return await search_events(self.backend, self.table, filters, limit, cursor)
+        return await search_events(
+            self.backend, table=self.table, filters=filters, limit=limit, cursor=cursor
+        )
 
     # ---------------------------------------------------------------- background
 
@@ -136,14 +138,14 @@ class ClickHouseSink:
             return
         self._consumer = SinkConsumer(
             self.config,
-            self.nc,
-            puller,
-            self.backend,
-            self.table,
-            self.dlq,
-            self.metrics,
-            self.status_info,
-            self._ensure_consumer,
+            nc=self.nc,
+            puller=puller,
+            backend=self.backend,
+            table=self.table,
+            dlq=self.dlq,
+            metrics=self.metrics,
+            status=self.status_info,
+            ensure_consumer=self._ensure_consumer,
         )
         if self._stopping.is_set():
             self._consumer.stopping.set()

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import uvicorn
 
+from ensemble_tap.asgi_types import ASGIApp
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import get_logger
 from ensemble_tap.secret_reload import ConfigSource
 from ensemble_tap.serving import TapServer
 from ensemble_tap.workers.metrics import fetch_exposition
-from ensemble_tap.workers.proxy import ASGIApp, trust_peer_header
+from ensemble_tap.workers.proxy import trust_peer_header
 
 STOP_GRACE_SECONDS = 20.0
 RESTART_BACKOFF = (1.0, 30.0)  # first delay, cap; doubled per crash in a row

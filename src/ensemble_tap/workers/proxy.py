@@ -8,15 +8,13 @@ listener (a socket in a private directory) reads it, and a worker always overwri
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 
-from ensemble_tap.ingress import Receive, Scope, Send
+from ensemble_tap.asgi_types import ASGIApp, Receive, Scope, Send
 from ensemble_tap.observability import get_logger
 
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PEER_HEADER = b"x-ensemble-tap-peer"
 MAX_FORWARDED_BODY = 1024 * 1024
 FORWARD_TIMEOUT = 30.0
