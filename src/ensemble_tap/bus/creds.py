@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import nkeys
 from nats.errors import Error as NatsError
 
 # A creds file is a few hundred bytes; anything much larger is not one.
@@ -55,6 +54,8 @@ def read_creds(path: str) -> UserCredentials:
     jwt = bytes(blocks[0])
     claims = _user_claims(path, jwt)
     seed = bytearray(blocks[1] if len(blocks) > 1 else _bare_seed(data))
+    import nkeys  # here: only a process with a creds file loads it (and PyNaCl)
+
     try:
         if not seed:
             raise CredsFileError(f"{path} holds no nkey seed (-----BEGIN USER NKEY SEED-----)")
@@ -102,6 +103,8 @@ def connect_callbacks(path: str) -> dict[str, Callable[..., bytes]]:
         return creds.jwt
 
     def sign(nonce: str) -> bytes:
+        import nkeys
+
         creds = read_creds(path)
         try:
             key = nkeys.from_seed(creds.seed)
