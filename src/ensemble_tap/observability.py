@@ -28,6 +28,14 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._webhook_metrics(r)
+        self._nats_metrics(r)
+        self._admin_metrics(r)
+        self._sink_metrics(r)
+        self._spool_metrics(r)
+
+    def _webhook_metrics(self, r: CollectorRegistry) -> None:
+        """Webhook handling, its HTTP connections and secret reloads."""
         self.webhooks_received = Counter(
             "tap_webhooks_received_total",
             "Webhook requests by provider and outcome.",
@@ -72,6 +80,9 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+
+    def _nats_metrics(self, r: CollectorRegistry) -> None:
+        """Publishing to JetStream, its advisories and the dead-letter stream."""
         self.events_published = Counter(
             "tap_events_published_total",
             "Events published to NATS by provider/entity/action.",
@@ -125,6 +136,15 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.dlq_dropped = Counter(
+            "tap_dlq_dropped_total",
+            "Dead-letter records not written on purpose (rate limit), by stage.",
+            ["stage"],
+            registry=r,
+        )
+
+    def _admin_metrics(self, r: CollectorRegistry) -> None:
+        """The admin API and its replay jobs."""
         self.admin_requests = Counter(
             "tap_admin_requests_total",
             "Admin API requests by endpoint and outcome.",
@@ -149,12 +169,9 @@ class Metrics:
             "Replay jobs currently holding a concurrency slot.",
             registry=r,
         )
-        self.dlq_dropped = Counter(
-            "tap_dlq_dropped_total",
-            "Dead-letter records not written on purpose (rate limit), by stage.",
-            ["stage"],
-            registry=r,
-        )
+
+    def _sink_metrics(self, r: CollectorRegistry) -> None:
+        """The ClickHouse sink."""
         # ClickHouse sink. Its failures have their own counter: the reference counted them
         # as tap_events_publish_failures_total{provider="clickhouse"}.
         self.clickhouse_dedup_skipped = Counter(
@@ -220,6 +237,9 @@ class Metrics:
             "ClickHouse sink state (1 inserting normally, 0 starting, degraded or stopped).",
             registry=r,
         )
+
+    def _spool_metrics(self, r: CollectorRegistry) -> None:
+        """The local spool."""
         # The local spool (server.spool, ensemble_tap/spool); not in the reference.
         self.spool_depth_events = Gauge(
             "tap_spool_depth_events",
