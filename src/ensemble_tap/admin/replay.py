@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from ensemble_tap.admin.jobs import MAX_REPORTED_FAILURES, Job
 from ensemble_tap.bus.dlq_store import DeadLetterStore, LetterFilter, StoredLetter
 from ensemble_tap.bus.publisher import Publisher, PublishError
+from ensemble_tap.envelopes import envelope_for
 from ensemble_tap.events import NormalizeError
-from ensemble_tap.ingress import envelope_for
 from ensemble_tap.observability import get_logger
 from ensemble_tap.providers import BadPayload, WebhookRequest, webhook_provider
 

@@ -51,8 +51,8 @@ from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.bus.dlq_store import DeadLetterStore, LetterFilter, StoredLetter
 from ensemble_tap.config.models import ServerConfig
 from ensemble_tap.events import format_time_ns, parse_rfc3339_ns
-from ensemble_tap.ingress import resolve_request_id
 from ensemble_tap.observability import Metrics, get_logger
+from ensemble_tap.request_ids import resolve_request_id
 from ensemble_tap.sink.backends import BackendError
 from ensemble_tap.sink.search import DEFAULT_LIMIT as DEFAULT_EVENT_LIMIT
 from ensemble_tap.sink.search import MAX_LIMIT as MAX_EVENT_LIMIT
