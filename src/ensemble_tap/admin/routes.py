@@ -100,6 +100,7 @@ router = APIRouter()
     summary="Create a replay job",
 )
 async def create_replay(
+    *,
     call: Annotated[Call, guarded("replay_dlq", Scope.REPLAY)],
     admin: Admin,
     limit: Annotated[str | None, Query(description="records to handle (default 100)")] = None,
@@ -179,6 +180,7 @@ async def create_replay(
     summary="List replay jobs, newest first",
 )
 async def list_replays(
+    *,
     call: Annotated[Call, guarded("replay_dlq_list", Scope.READ)],
     admin: Admin,
     status: Annotated[str | None, Query(description="filter by status")] = None,
@@ -224,6 +226,7 @@ async def list_replays(
     summary="Fetch one replay job",
 )
 async def get_replay(
+    *,
     call: Annotated[Call, guarded("replay_dlq_status", Scope.READ)],
     admin: Admin,
     job_id: Annotated[str, Path()],
@@ -244,6 +247,7 @@ async def get_replay(
     summary="Cancel a queued replay job",
 )
 async def cancel_replay(
+    *,
     call: Annotated[Call, guarded("replay_dlq_cancel", Scope.CANCEL)],
     admin: Admin,
     job_id: Annotated[str, Path()],
@@ -272,6 +276,7 @@ async def cancel_replay(
     summary="List dead-letter records, newest first",
 )
 async def list_dead_letters(
+    *,
     call: Annotated[Call, guarded("dlq_list", Scope.READ)],
     admin: Admin,
     stage: Annotated[str | None, Query()] = None,
@@ -320,6 +325,7 @@ async def list_dead_letters(
     summary="Search the events stored by the ClickHouse sink, newest first",
 )
 async def list_events(
+    *,
     call: Annotated[Call, guarded("events", Scope.READ)],
     admin: Admin,
     id: Annotated[str | None, Query(description="CloudEvent id")] = None,
@@ -376,6 +382,7 @@ async def list_events(
     summary="Runtime status of the pollers",
 )
 async def poller_status(
+    *,
     call: Annotated[Call, guarded("poller_status", Scope.READ)],
     admin: Admin,
     provider: Annotated[str | None, Query()] = None,

@@ -28,7 +28,7 @@ from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, frozen=True, kw_only=True)
 class AdminService:
     """The admin ASGI app and what the service starts and stops around it."""
 
