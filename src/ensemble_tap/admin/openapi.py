@@ -89,12 +89,6 @@ def build_admin_app() -> FastAPI:
     return build_admin(config, broker=broker, publisher=publisher, metrics=metrics).app
 
 
-def build_app_schema(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's own document for the admin app (before the additions of this module)."""
-    document: dict[str, Any] = app.openapi()
-    return document
-
-
 def route_scopes(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], Scope]:
     """(method, path) → the scope each route declares in its ``guarded(...)`` parameter."""
     scopes: dict[tuple[str, str], Scope] = {}
@@ -126,8 +120,7 @@ def scheme_description() -> str:
 
 def build_openapi() -> dict[str, Any]:
     """The published admin OpenAPI document."""
-    app = build_admin_app()
-    document = build_app_schema(app)
+    document: dict[str, Any] = build_admin_app().openapi()  # FastAPI's own, completed here
     components = document.setdefault("components", {})
     schemas: dict[str, Any] = components.setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
