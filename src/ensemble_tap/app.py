@@ -26,17 +26,13 @@ from prometheus_client import generate_latest
 
 from ensemble_tap import __version__
 from ensemble_tap.admin.guards import TokenAuthenticator, admin_enabled
-from ensemble_tap.admin.jobs import JobRegistry, JobStore, Limits, MemoryJobStore
-from ensemble_tap.admin.replay import Replayer
-from ensemble_tap.admin.routes import AdminDependencies, admin_app
+from ensemble_tap.admin.jobs import JobRegistry, JobStore
 from ensemble_tap.admin.runner import ReplayRunner
-from ensemble_tap.admin.sqlite_store import SqliteJobStore
+from ensemble_tap.admin.service import build_admin
 from ensemble_tap.asgi_types import Receive, Scope, Send
 from ensemble_tap.bus.advisories import subscribe_advisories
 from ensemble_tap.bus.connection import Broker
-from ensemble_tap.bus.contract import Publisher
 from ensemble_tap.bus.dlq import DeadLetterWriter
-from ensemble_tap.bus.dlq_store import DeadLetterStore
 from ensemble_tap.bus.embedded import EmbeddedNatsServer
 from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import (
@@ -196,7 +192,19 @@ class TapApp:
         if "poller" in self.roles:
             self.pollers = PollerService(cfg, publisher, dlq, self.metrics)
         if "admin" in self.roles and admin_enabled(cfg.server):
-            self.admin = self._build_admin(publisher)
+            admin = build_admin(
+                cfg,
+                broker=self.broker,
+                publisher=publisher,
+                metrics=self.metrics,
+                poller_status=self.pollers.status if self.pollers is not None else list,
+                search_events=self.sink.search if self.sink is not None else None,
+            )
+            self.admin = admin.app
+            self.replay_runner = admin.runner
+            self.job_store = admin.job_store
+            self._job_registry = admin.registry
+            self.admin_authenticator = admin.authenticator
         sink_detail = self.sink.readiness_detail if self.sink is not None else None
         readiness = Readiness(
             self.broker,
@@ -383,52 +391,6 @@ class TapApp:
         if self.pool is None:
             return own
         return merge_expositions([own, *await self.pool.collect_metrics()])
-
-    def _build_admin(self, publisher: Publisher) -> FastAPI:
-        cfg = self.config
-        assert self.broker is not None
-        server = cfg.server
-        if server.admin_replay_store_backend == "sqlite":
-            path = server.admin_replay_sqlite_path or str(
-                Path(cfg.data_dir) / "tap-admin-replay.db"
-            )
-            self.job_store = SqliteJobStore(path)
-        else:
-            self.job_store = MemoryJobStore()
-        registry = JobRegistry(
-            self.job_store,
-            Limits(
-                ttl_seconds=server.admin_replay_job_ttl,
-                max_jobs=server.admin_replay_job_max_jobs,
-                max_queued_per_ip=server.admin_replay_max_queued_per_ip,
-                max_queued_per_token=server.admin_replay_max_queued_per_token,
-            ),
-        )
-        dead_letters = DeadLetterStore(self.broker.js, dlq_stream_name(cfg.nats))
-        replayer = Replayer(
-            dead_letters, publisher, cfg.nats.subject_prefix, cfg.nats.tenant_scoped_subjects
-        )
-        self.replay_runner = ReplayRunner(
-            registry,
-            replayer,
-            server.admin_replay_max_concurrent_jobs,
-            server.admin_replay_job_timeout,
-            self.metrics,
-        )
-        self._job_registry = registry  # its stored jobs resume once NATS is reached
-        self.admin_authenticator = TokenAuthenticator(server)
-        return admin_app(
-            AdminDependencies(
-                server=server,
-                registry=registry,
-                runner=self.replay_runner,
-                dead_letters=dead_letters,
-                metrics=self.metrics,
-                poller_status=self.pollers.status if self.pollers is not None else list,
-                search_events=self.sink.search if self.sink is not None else None,
-                authenticator=self.admin_authenticator,
-            )
-        )
 
     def _warn_payload_limit(self) -> None:
         assert self.broker is not None

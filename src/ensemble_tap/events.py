@@ -26,7 +26,7 @@ TYPE_PREFIX = "ensemble.tap"
 TAP_VERSION = "v1"
 # Bounds on sender-controlled values that reach a NATS header, subject or id
 # (docs/configuration.md, "Limits on what senders send"). Tenant keys
-# (config.models.TENANT_KEY_RE) and request ids (ingress.REQUEST_ID_RE) are bounded at 128
+# (config.models.TENANT_KEY_RE) and request ids (request_ids.REQUEST_ID_RE) are bounded at 128
 # characters where they are read.
 # Delivery and event ids beyond this become ``sha256:<hex of the id>``: still unique and the
 # same on every redelivery, so deduplication holds and the sender is not refused. (nats-server

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,18 +22,11 @@ from ensemble_tap.bus.contract import Failure, Publisher, PublishError
 from ensemble_tap.bus.dlq import DeadLetter, DeadLetterWriter, request_metadata
 from ensemble_tap.config import InvalidTenant, TenantNotFound, resolve_tenant
 from ensemble_tap.config.models import Config, ProviderConfig
-from ensemble_tap.events import (
-    Envelope,
-    NormalizedEvent,
-    NormalizeError,
-    build_envelope,
-    dedup_id,
-    fallback_dedup_key,
-)
+from ensemble_tap.envelopes import envelope_for
+from ensemble_tap.events import Envelope, NormalizeError
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.providers import (
     BadPayload,
-    Extraction,
     SecretNotConfigured,
     VerificationFailed,
     WebhookProvider,
@@ -43,10 +34,10 @@ from ensemble_tap.providers import (
     webhook_provider,
 )
 from ensemble_tap.providers.common import digest
+from ensemble_tap.request_ids import resolve_request_id
 from ensemble_tap.spool.errors import SpoolError
 from ensemble_tap.spool.log import SpoolLog
 
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 RETRY_AFTER_SECONDS = "5"
 # A dead-letter write after a refused publish, while the sender waits: the broker just
 # answered, so this is ample; past it the sender gets 503 and retries (nothing is lost).
@@ -57,48 +48,6 @@ MAX_CACHED_CHILDREN = 10_000
 # An unexpected error's text in logs and dead letters (it may quote what the sender sent).
 MAX_REASON_LENGTH = 1_000
 log = get_logger("ensemble_tap.ingress")
-
-
-def new_request_id(prefix: str = "ing") -> str:
-    """``<prefix>-<32 hex>``: 48 bits of milliseconds then 80 random bits, so ids sort by
-    time (like a ULID) and are unique across replicas."""
-    return f"{prefix}-{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
-
-
-def resolve_request_id(headers: dict[str, str], prefix: str = "ing") -> str:
-    """The caller's X-Request-ID (or X-Correlation-ID) when short and safe, else a new one."""
-    for name in ("x-request-id", "x-correlation-id"):
-        value = headers.get(name, "").strip()
-        if value:
-            return value if REQUEST_ID_RE.match(value) else new_request_id(prefix)
-    return new_request_id(prefix)
-
-
-def envelope_for(
-    found: Extraction,
-    provider: str,
-    tenant_id: str,
-    request_id: str,
-    received_ns: int,
-    subject_prefix: str,
-    tenant_scoped: bool,
-) -> tuple[Envelope, str]:
-    """The CloudEvent and the ``Nats-Msg-Id`` of one extracted event."""
-    event = NormalizedEvent(
-        provider=provider,
-        entity_type=found.entity_type,
-        entity_id=found.entity_id,
-        action=found.action,
-        provider_time_ns=received_ns if found.provider_time_ns is None else found.provider_time_ns,
-        provider_event_id=found.provider_event_id,
-        tenant_id=tenant_id,
-        request_id=request_id,
-        changes=found.changes,
-        snapshot=found.snapshot,
-    )
-    envelope = build_envelope(event, subject_prefix, tenant_scoped, found.event_id)
-    key = found.dedup_key or fallback_dedup_key(event, found.payload_digest)
-    return envelope, dedup_id(provider, tenant_id, key)
 
 
 @dataclass(slots=True, frozen=True)

@@ -66,15 +66,15 @@ def registry_of(app: RunningApp) -> JobRegistry:
 def queued_job(app: RunningApp, ip: str = "127.0.0.1", slot: str = "primary") -> Job:
     """A job that stays queued: created in the registry but never handed to a worker."""
     job, _ = registry_of(app).create(
-        ReplayRequest(100, True),
-        0,
-        2000,
-        False,
-        "",
-        ip,
-        fingerprint(TOKENS[slot]),
-        "req-queued",
-        "",
+        ReplayRequest(effective_limit=100, dry_run=True),
+        requested_limit=0,
+        max_limit=2000,
+        capped=False,
+        idempotency_key="",
+        creator_ip=ip,
+        token_fingerprint=fingerprint(TOKENS[slot]),
+        request_id="req-queued",
+        reason="",
     )
     return job
 

@@ -13,9 +13,9 @@ import pytest
 
 from ensemble_tap.admin import jobs as jobs_module
 from ensemble_tap.admin import sqlite_store
+from ensemble_tap.admin.cursors import InvalidCursor, decode_job_cursor, encode_job_cursor
 from ensemble_tap.admin.jobs import (
     IdempotencyConflict,
-    InvalidCursor,
     Job,
     JobRegistry,
     JobStatus,
@@ -25,8 +25,6 @@ from ensemble_tap.admin.jobs import (
     NotCancellable,
     QueueLimitExceeded,
     ReplayRequest,
-    decode_cursor,
-    encode_cursor,
 )
 from ensemble_tap.admin.sqlite_store import SCHEMA_VERSION, SqliteJobStore
 
@@ -63,7 +61,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
 
 
 def limits(ttl: float = 3600, max_jobs: int = 1000, per_ip: int = 0, per_token: int = 0) -> Limits:
-    return Limits(ttl, max_jobs, per_ip, per_token)
+    return Limits(
+        ttl_seconds=ttl, max_jobs=max_jobs, max_queued_per_ip=per_ip, max_queued_per_token=per_token
+    )
 
 
 def create(
@@ -82,15 +82,17 @@ def create(
     request_id: str = "req-1",
 ) -> tuple[Job, bool]:
     return registry.create(
-        ReplayRequest(limit, dry_run, provider, stage, tenant),
-        requested,
-        2000,
-        False,
-        key,
-        ip,
-        token,
-        request_id,
-        reason,
+        ReplayRequest(
+            effective_limit=limit, dry_run=dry_run, provider=provider, stage=stage, tenant=tenant
+        ),
+        requested_limit=requested,
+        max_limit=2000,
+        capped=False,
+        idempotency_key=key,
+        creator_ip=ip,
+        token_fingerprint=token,
+        request_id=request_id,
+        reason=reason,
     )
 
 
@@ -356,12 +358,12 @@ def _b64(raw: bytes) -> str:
 
 def test_cursor_round_trip(clock: Clock) -> None:
     job, _ = create(JobRegistry(MemoryJobStore(), limits()))
-    cursor = encode_cursor(job)
+    cursor = encode_job_cursor(job.created_ns, job.job_id)
     assert cursor == _b64(f"{START_NS}|{job.job_id}".encode())
     assert "=" not in cursor
-    assert decode_cursor(cursor) == (START_NS, job.job_id)
-    assert decode_cursor(_b64(b"-5|x")) == (-5, "x")
-    assert decode_cursor(_b64(b"7|a|b")) == (7, "a|b")
+    assert decode_job_cursor(cursor) == (START_NS, job.job_id)
+    assert decode_job_cursor(_b64(b"-5|x")) == (-5, "x")
+    assert decode_job_cursor(_b64(b"7|a|b")) == (7, "a|b")
 
 
 @pytest.mark.parametrize(
@@ -387,7 +389,7 @@ def test_cursor_round_trip(clock: Clock) -> None:
 )
 def test_every_invalid_cursor_message(cursor: str, message: str) -> None:
     with pytest.raises(InvalidCursor) as raised:
-        decode_cursor(cursor)
+        decode_job_cursor(cursor)
     assert str(raised.value) == message
     registry = JobRegistry(MemoryJobStore(), limits())
     with pytest.raises(InvalidCursor, match=message):

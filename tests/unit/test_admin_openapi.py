@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,19 +11,60 @@ from typing import Any
 import yaml
 
 from ensemble_tap.admin import models
+from ensemble_tap.admin.guards import Scope, TokenAuthenticator
 from ensemble_tap.admin.openapi import build_openapi, render_yaml
+from ensemble_tap.config.models import ServerConfig
 from ensemble_tap.poller.status import PollerStatus as PollerRuntimeStatus
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "admin-openapi.yaml"
+# (method, path) → the scope the reference requires.
 ROUTES = {
-    ("post", "/admin/replay-dlq"),
-    ("get", "/admin/replay-dlq"),
-    ("get", "/admin/replay-dlq/{job_id}"),
-    ("delete", "/admin/replay-dlq/{job_id}"),
-    ("get", "/admin/dlq"),
-    ("get", "/admin/events"),
-    ("get", "/admin/poller-status"),
+    ("post", "/admin/replay-dlq"): "replay",
+    ("get", "/admin/replay-dlq"): "read",
+    ("get", "/admin/replay-dlq/{job_id}"): "read",
+    ("delete", "/admin/replay-dlq/{job_id}"): "cancel",
+    ("get", "/admin/dlq"): "read",
+    ("get", "/admin/events"): "read",
+    ("get", "/admin/poller-status"): "read",
 }
+SLOT_KEYS = {
+    "primary": "admin_token",
+    "secondary": "admin_token_secondary",
+    "read": "admin_token_read",
+    "replay": "admin_token_replay",
+    "cancel": "admin_token_cancel",
+}
+SCHEME_TEXT = re.compile(
+    r"One of the configured admin tokens\. Slots and scopes: (?P<slots>.+)\. "
+    r"A missing, wrong or insufficient token is answered 401\."
+)
+SLOT_GROUP = re.compile(r"(?P<names>[a-z ]+?) \((?P<scopes>[a-z, ]+)\)(?:, |$)")
+SCOPE_NOTE = re.compile(
+    r"Requires scope `(?P<scope>[a-z]+)` \(token slots: (?P<slots>[a-z, ]+)\)\.$"
+)
+
+
+def _enforced_grants() -> dict[str, set[str]]:
+    """Slot → the scopes its token is let through for, as the authenticator decides."""
+    server = ServerConfig(**{key: f"token-{slot}" for slot, key in SLOT_KEYS.items()})
+    authenticator = TokenAuthenticator(server)
+    return {
+        slot: {scope.value for scope in Scope if authenticator.authenticate(f"token-{slot}", scope)}
+        for slot in SLOT_KEYS
+    }
+
+
+def _documented_grants(description: str) -> dict[str, set[str]]:
+    """Slot → scopes, as the security scheme's description states them."""
+    text = SCHEME_TEXT.fullmatch(description)
+    assert text is not None, description
+    grants: dict[str, set[str]] = {}
+    groups = list(SLOT_GROUP.finditer(text["slots"]))
+    assert "".join(group[0] for group in groups) == text["slots"], text["slots"]
+    for group in groups:
+        for name in group["names"].split(" and "):
+            grants[name] = set(group["scopes"].split(", "))
+    return grants
 
 
 def _operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -54,22 +96,28 @@ def test_the_module_prints_the_document() -> None:
     assert yaml.safe_load(result.stdout)["openapi"].startswith("3.")
 
 
+def test_the_security_scheme_states_the_scopes_each_token_slot_is_granted() -> None:
+    scheme = build_openapi()["components"]["securitySchemes"]["AdminToken"]
+    description = scheme.pop("description")
+    assert scheme == {"type": "apiKey", "in": "header", "name": "X-Admin-Token"}
+    assert _documented_grants(description) == _enforced_grants()
+
+
 def test_every_admin_route_is_described_with_its_security_and_request_id() -> None:
     document = build_openapi()
-    assert document["components"]["securitySchemes"]["AdminToken"] == {
-        "type": "apiKey",
-        "in": "header",
-        "name": "X-Admin-Token",
-        "description": document["components"]["securitySchemes"]["AdminToken"]["description"],
-    }
     assert document["security"] == [{"AdminToken": []}]
     operations = _operations(document)
-    assert set(operations) == ROUTES
+    assert set(operations) == set(ROUTES)
+    grants = _enforced_grants()
     for (method, path), operation in operations.items():
         refs = [p.get("$ref") for p in operation["parameters"]]
         assert "#/components/parameters/XRequestID" in refs, (method, path)
         assert "#/components/parameters/XCorrelationID" in refs, (method, path)
-        assert "Requires scope" in operation["description"]
+        note = SCOPE_NOTE.search(operation["description"])
+        assert note is not None, (method, path)
+        assert note["scope"] == ROUTES[(method, path)], (method, path)
+        slots = note["slots"].split(", ")
+        assert slots == [slot for slot in SLOT_KEYS if note["scope"] in grants[slot]]
         assert "422" not in operation["responses"]
         for status, response in operation["responses"].items():
             assert "X-Request-ID" in response["headers"], (method, path, status)

@@ -99,7 +99,9 @@ def test_a_reference_file_is_converted_and_its_jobs_load(tmp_path: Path) -> None
 
 def test_the_registry_runs_nothing_and_continues_the_id_sequence(tmp_path: Path) -> None:
     store = SqliteJobStore(reference_file(tmp_path / "jobs.db", ROWS))
-    registry = JobRegistry(store, Limits(10**9, 1000, 0, 0))
+    registry = JobRegistry(
+        store, Limits(ttl_seconds=10**9, max_jobs=1000, max_queued_per_ip=0, max_queued_per_token=0)
+    )
     assert registry.load() == []  # the reference's queued job is not run
     assert registry.get("replay_1767225600000000000_7") is not None
     store.close()

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from ensemble_tap.ingress import envelope_for
+from ensemble_tap.envelopes import envelope_for
 from ensemble_tap.providers import webhook_provider
 from ensemble_tap.providers.base import (
     BadPayload,

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
+from ensemble_tap.envelopes import envelope_for
 from ensemble_tap.events import parse_rfc3339_ns
-from ensemble_tap.ingress import envelope_for
 from ensemble_tap.providers import webhook_provider
 from ensemble_tap.providers.base import (
     BadPayload,

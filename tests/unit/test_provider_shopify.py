@@ -14,8 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from ensemble_tap.envelopes import envelope_for
 from ensemble_tap.events import parse_rfc3339_ns
-from ensemble_tap.ingress import envelope_for
 from ensemble_tap.providers import webhook_provider
 from ensemble_tap.providers.base import (
     BadPayload,

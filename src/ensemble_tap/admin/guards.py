@@ -40,6 +40,16 @@ _SLOTS: tuple[tuple[str, str, frozenset[Scope]], ...] = (
 )
 
 
+def slot_scopes() -> list[tuple[str, frozenset[Scope]]]:
+    """Every token slot and the scopes it grants, in slot order (for the OpenAPI document)."""
+    return [(name, scopes) for name, _, scopes in _SLOTS]
+
+
+def slots_granting(scope: Scope) -> list[str]:
+    """The token slots that grant ``scope``, in slot order."""
+    return [name for name, _, scopes in _SLOTS if scope in scopes]
+
+
 def admin_enabled(server: ServerConfig) -> bool:
     return any(getattr(server, key).strip() for _, key, _ in _SLOTS)
 

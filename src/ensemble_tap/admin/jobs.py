@@ -7,21 +7,17 @@ queued or running job can never vanish. Persistence is delegated to a JobStore.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Protocol
 
+from ensemble_tap.admin.cursors import decode_job_cursor, encode_job_cursor
 from ensemble_tap.events import format_time_ns
 
 MAX_REPORTED_FAILURES = 20
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
-_INT64 = re.compile(r"[+-]?[0-9]+")
 
 
 class JobStatus(StrEnum):
@@ -35,7 +31,7 @@ class JobStatus(StrEnum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, frozen=True, kw_only=True)
 class ReplayRequest:
     """The normalised parameters of a replay; equal requests are idempotent re-sends."""
 
@@ -46,7 +42,7 @@ class ReplayRequest:
     tenant: str = ""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Job:
     job_id: str
     status: JobStatus
@@ -78,7 +74,11 @@ class Job:
     @property
     def request(self) -> ReplayRequest:
         return ReplayRequest(
-            self.effective_limit, self.dry_run, self.provider, self.stage, self.tenant
+            effective_limit=self.effective_limit,
+            dry_run=self.dry_run,
+            provider=self.provider,
+            stage=self.stage,
+            tenant=self.tenant,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -162,10 +162,6 @@ class NotCancellable(Exception):
         self.job = job
 
 
-class InvalidCursor(ValueError):
-    pass
-
-
 @dataclass(slots=True, frozen=True)
 class Page:
     jobs: list[Job]
@@ -173,7 +169,7 @@ class Page:
     summary: dict[str, int]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, frozen=True, kw_only=True)
 class Limits:
     ttl_seconds: float
     max_jobs: int
@@ -213,6 +209,7 @@ class JobRegistry:
     def create(
         self,
         request: ReplayRequest,
+        *,
         requested_limit: int,
         max_limit: int,
         capped: bool,
@@ -311,7 +308,7 @@ class JobRegistry:
 
     def page(self, status: JobStatus | None, limit: int, cursor: str) -> Page:
         self._evict()
-        after = decode_cursor(cursor) if cursor else None
+        after = decode_job_cursor(cursor) if cursor else None
         summary = {state.value: 0 for state in JobStatus}
         for job in self._jobs.values():
             summary[job.status.value] += 1
@@ -323,7 +320,8 @@ class JobRegistry:
         if after is not None:
             ordered = [job for job in ordered if (job.created_ns, job.job_id) < after]
         page = ordered[:limit]
-        next_cursor = encode_cursor(page[-1]) if len(ordered) > limit else ""
+        last = page[-1] if len(ordered) > limit else None
+        next_cursor = encode_job_cursor(last.created_ns, last.job_id) if last else ""
         return Page(page, next_cursor, summary)
 
     def _index(self, job: Job) -> None:
@@ -349,28 +347,3 @@ class JobRegistry:
             del self._jobs[job.job_id]
             self._by_key.pop((job.creator_token_fingerprint, job.idempotency_key), None)
         self.store.delete(job.job_id for job in expired)
-
-
-def encode_cursor(job: Job) -> str:
-    raw = f"{job.created_ns}|{job.job_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, str]:
-    """``(created_ns, job_id)`` of an unpadded base64url ``<created_ns>|<job_id>`` cursor."""
-    # The lenient decoder would skip characters outside the alphabet and accept padding.
-    if not _BASE64URL.fullmatch(cursor):
-        raise InvalidCursor("invalid cursor: malformed encoding")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidCursor("invalid cursor: malformed encoding") from None
-    stamp, sep, job_id = raw.partition("|")
-    if not sep:
-        raise InvalidCursor("invalid cursor: malformed payload")
-    # An int64, as strconv.ParseInt reads it (int() alone would also take "1_0" or "²").
-    if not _INT64.fullmatch(stamp) or not -(2**63) <= int(stamp) < 2**63:
-        raise InvalidCursor("invalid cursor: bad timestamp")
-    if not job_id.strip():
-        raise InvalidCursor("invalid cursor: missing job id")
-    return int(stamp), job_id

@@ -3,47 +3,37 @@
 ``python -m ensemble_tap.admin.openapi`` prints it as YAML; ``make openapi`` writes it to
 ``docs/admin-openapi.yaml`` and a unit test fails when the committed file is out of date.
 
-The app is built from real, unconnected objects (a NATS client that never connects, an
-in-memory job store): only its routes and models are read. The document is then completed
-with what FastAPI cannot see: the ``X-Admin-Token`` security scheme and the scope each route
-needs, the request-id headers, ``Retry-After`` on 429, and the rule that optional response
-fields are left out rather than sent as ``null``.
+The app is the one ``build_admin`` makes, for the default config over a NATS client that never
+connects: only its routes and models are read. The document is then completed with what
+FastAPI cannot see: the ``X-Admin-Token`` security scheme (from the token slots of
+``guards``), the scope each route declares in its ``guarded(...)`` parameter and the slots
+that grant it, the request-id headers, ``Retry-After`` on 429, and the rule that optional
+response fields are left out rather than sent as ``null``.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
-from ensemble_tap.admin.jobs import JobRegistry, JobStatus, Limits, MemoryJobStore
-from ensemble_tap.admin.replay import Replayer
-from ensemble_tap.admin.routes import AdminDependencies, admin_app
-from ensemble_tap.admin.runner import ReplayRunner
+from ensemble_tap.admin.guarded import route_scope
+from ensemble_tap.admin.guards import Scope, slot_scopes, slots_granting
+from ensemble_tap.admin.jobs import JobStatus
+from ensemble_tap.admin.routes import router
+from ensemble_tap.admin.service import build_admin
 from ensemble_tap.bus.connection import Broker
-from ensemble_tap.bus.dlq_store import DeadLetterStore
 from ensemble_tap.bus.publisher import JetStreamPublisher
-from ensemble_tap.bus.streams import dlq_stream_name
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics
 
 SECURITY_SCHEME = "AdminToken"
-# (method, path) → scope, as enforced by the routes (see guards.Scope and spec §2.6).
-SCOPES = {
-    ("post", "/admin/replay-dlq"): "replay",
-    ("get", "/admin/replay-dlq"): "read",
-    ("get", "/admin/replay-dlq/{job_id}"): "read",
-    ("delete", "/admin/replay-dlq/{job_id}"): "cancel",
-    ("get", "/admin/dlq"): "read",
-    ("get", "/admin/events"): "read",
-    ("get", "/admin/poller-status"): "read",
-}
-SLOTS_BY_SCOPE = {
-    "read": "primary, secondary, read, replay, cancel",
-    "replay": "primary, secondary, replay",
-    "cancel": "primary, secondary, cancel",
-}
 REQUEST_ID_PARAMETERS: dict[str, Any] = {
     "XRequestID": {
         "name": "X-Request-ID",
@@ -89,50 +79,48 @@ RESPONSE_HEADERS: dict[str, Any] = {
 }
 
 
-def build_app_schema() -> dict[str, Any]:
-    """FastAPI's own document for the admin app (before the additions of this module)."""
+def build_admin_app() -> FastAPI:
+    """The admin app as ``build_admin`` makes it for the default config, over a broker that
+    never connects: only its routes and models are read."""
     config = Config()
     metrics = Metrics()
-    broker = Broker(config.nats, [], metrics)  # never connected: nothing is served
-    registry = JobRegistry(
-        MemoryJobStore(),
-        Limits(
-            ttl_seconds=config.server.admin_replay_job_ttl,
-            max_jobs=config.server.admin_replay_job_max_jobs,
-            max_queued_per_ip=config.server.admin_replay_max_queued_per_ip,
-            max_queued_per_token=config.server.admin_replay_max_queued_per_token,
-        ),
+    broker = Broker(config.nats, [], metrics)
+    publisher = JetStreamPublisher(broker, config.nats, metrics)
+    return build_admin(config, broker=broker, publisher=publisher, metrics=metrics).app
+
+
+def route_scopes(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], Scope]:
+    """(method, path) → the scope each route declares in its ``guarded(...)`` parameter."""
+    scopes: dict[tuple[str, str], Scope] = {}
+    for route in routes:
+        if not isinstance(route, APIRoute):
+            continue
+        scope = route_scope(route)
+        if scope is not None:
+            scopes |= {(method.lower(), route.path): scope for method in route.methods or ()}
+    return scopes
+
+
+def scheme_description() -> str:
+    """The security scheme's text, from the token slots (``guards.slot_scopes``): slots that
+    grant the same scopes are named together."""
+    groups = [
+        (" and ".join(name for name, _ in group), scopes)
+        for scopes, group in itertools.groupby(slot_scopes(), key=lambda slot: slot[1])
+    ]
+    slots = ", ".join(
+        f"{names} ({', '.join(scope for scope in Scope if scope in scopes)})"
+        for names, scopes in groups
     )
-    dead_letters = DeadLetterStore(broker.js, dlq_stream_name(config.nats))
-    replayer = Replayer(
-        dead_letters,
-        JetStreamPublisher(broker, config.nats, metrics),
-        config.nats.subject_prefix,
-        config.nats.tenant_scoped_subjects,
+    return (
+        f"One of the configured admin tokens. Slots and scopes: {slots}. A missing, wrong or "
+        "insufficient token is answered 401."
     )
-    runner = ReplayRunner(
-        registry,
-        replayer,
-        config.server.admin_replay_max_concurrent_jobs,
-        config.server.admin_replay_job_timeout,
-        metrics,
-    )
-    app = admin_app(
-        AdminDependencies(
-            server=config.server,
-            registry=registry,
-            runner=runner,
-            dead_letters=dead_letters,
-            metrics=metrics,
-            poller_status=list,
-        )
-    )
-    return app.openapi()
 
 
 def build_openapi() -> dict[str, Any]:
     """The published admin OpenAPI document."""
-    document = build_app_schema()
+    document: dict[str, Any] = build_admin_app().openapi()  # FastAPI's own, completed here
     components = document.setdefault("components", {})
     schemas: dict[str, Any] = components.setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
@@ -146,24 +134,21 @@ def build_openapi() -> dict[str, Any]:
             "type": "apiKey",
             "in": "header",
             "name": "X-Admin-Token",
-            "description": (
-                "One of the configured admin tokens. Slots and scopes: primary and secondary "
-                "(read, replay, cancel), read (read), replay (read, replay), cancel (read, "
-                "cancel). A missing, wrong or insufficient token is answered 401."
-            ),
+            "description": scheme_description(),
         }
     }
     document["security"] = [{SECURITY_SCHEME: []}]
+    scopes = route_scopes(router.routes)
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
-            _complete_operation(method, path, operation)
+            _complete_operation(operation, scopes.get((method, path)))
     return document
 
 
-def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> None:
-    scope = SCOPES.get((method, path))
+def _complete_operation(operation: dict[str, Any], scope: Scope | None) -> None:
     if scope is not None:
-        note = f"Requires scope `{scope}` (token slots: {SLOTS_BY_SCOPE[scope]})."
+        slots = ", ".join(slots_granting(scope))
+        note = f"Requires scope `{scope}` (token slots: {slots})."
         description = operation.get("description", "")
         operation["description"] = f"{description}\n\n{note}".strip()
     parameters = operation.setdefault("parameters", [])

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from ensemble_tap.admin.jobs import MAX_REPORTED_FAILURES, Job
 from ensemble_tap.bus.contract import Publisher, PublishError
 from ensemble_tap.bus.dlq_store import DeadLetterStore, LetterFilter, StoredLetter
+from ensemble_tap.envelopes import envelope_for
 from ensemble_tap.events import NormalizeError
-from ensemble_tap.ingress import envelope_for
 from ensemble_tap.observability import get_logger
 from ensemble_tap.providers import BadPayload, WebhookRequest, webhook_provider
 
@@ -35,7 +35,7 @@ class ReplayRefused(Exception):
     """The record can never be delivered as it is; retrying cannot help."""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, frozen=True, kw_only=True)
 class Redelivery:
     subject: str
     payload: bytes
@@ -46,6 +46,7 @@ class Redelivery:
 class Replayer:
     def __init__(
         self,
+        *,
         store: DeadLetterStore,
         publisher: Publisher,
         subject_prefix: str,
@@ -133,10 +134,10 @@ class Replayer:
                 )
             return [
                 Redelivery(
-                    letter.original_subject,
-                    letter.original_payload,
-                    letter.original_dedup_id,
-                    letter.request_id,
+                    subject=letter.original_subject,
+                    payload=letter.original_payload,
+                    dedup_id=letter.original_dedup_id,
+                    request_id=letter.request_id,
                 )
             ]
         meta = letter.request_meta
@@ -163,7 +164,12 @@ class Replayer:
                 self.tenant_scoped,
             )
             redeliveries.append(
-                Redelivery(envelope.subject, envelope.body, dedup, envelope.request_id)
+                Redelivery(
+                    subject=envelope.subject,
+                    payload=envelope.body,
+                    dedup_id=dedup,
+                    request_id=envelope.request_id,
+                )
             )
         return redeliveries
 

@@ -17,6 +17,7 @@ log = get_logger("ensemble_tap.admin.jobs")
 class ReplayRunner:
     def __init__(
         self,
+        *,
         registry: JobRegistry,
         replayer: Replayer,
         max_concurrent: int,

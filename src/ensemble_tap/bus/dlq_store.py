@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -22,6 +23,9 @@ from ensemble_tap.events import subject_token
 
 # Stages whose records hold everything needed to deliver the event again.
 REPLAYABLE_STAGES = frozenset({"publish", "poll_publish", "normalize"})
+# What a read of the store raises when the stream cannot be reached or does not answer in
+# time (the admin API answers 503), so that callers need not know nats-py's exceptions.
+STORE_UNAVAILABLE: tuple[type[Exception], ...] = (NatsError, TimeoutError, OSError)
 
 
 @dataclass(slots=True, frozen=True)

@@ -1,0 +1,125 @@
+"""``build_admin``: the admin API and its replay machinery, built from the config.
+
+The one place the admin is wired: the service (``app.TapApp``) builds it with a running
+broker, ``make openapi`` (``admin/openapi.py``) with an unconnected one to read its routes,
+and the in-process tests with a broker on a test nats-server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from ensemble_tap import __version__
+from ensemble_tap.admin.errors import install_error_handlers
+from ensemble_tap.admin.guarded import GuardChain
+from ensemble_tap.admin.guards import TokenAuthenticator
+from ensemble_tap.admin.jobs import JobRegistry, JobStore, Limits, MemoryJobStore
+from ensemble_tap.admin.replay import Replayer
+from ensemble_tap.admin.routes import AdminDependencies, EventSearch, PollerStatusSource, router
+from ensemble_tap.admin.runner import ReplayRunner
+from ensemble_tap.admin.sqlite_store import SqliteJobStore
+from ensemble_tap.bus.connection import Broker
+from ensemble_tap.bus.contract import Publisher
+from ensemble_tap.bus.dlq_store import DeadLetterStore
+from ensemble_tap.bus.streams import dlq_stream_name
+from ensemble_tap.config.models import Config
+from ensemble_tap.observability import Metrics
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class AdminService:
+    """The admin ASGI app and what the service starts and stops around it."""
+
+    app: FastAPI
+    registry: JobRegistry  # its stored jobs resume once NATS is reached
+    runner: ReplayRunner
+    job_store: JobStore
+    # The tokens the guards check; a secrets reload replaces them (secret_reload.py).
+    authenticator: TokenAuthenticator
+
+
+def build_admin(
+    config: Config,
+    *,
+    broker: Broker,
+    publisher: Publisher,
+    metrics: Metrics,
+    poller_status: PollerStatusSource = list,
+    search_events: EventSearch | None = None,
+) -> AdminService:
+    """The admin API over ``broker``'s DLQ stream; replays publish with ``publisher``.
+    ``poller_status`` and ``search_events`` come from the pollers and the ClickHouse sink
+    when this process runs them."""
+    server = config.server
+    job_store = job_store_for(config)
+    registry = JobRegistry(
+        job_store,
+        Limits(
+            ttl_seconds=server.admin_replay_job_ttl,
+            max_jobs=server.admin_replay_job_max_jobs,
+            max_queued_per_ip=server.admin_replay_max_queued_per_ip,
+            max_queued_per_token=server.admin_replay_max_queued_per_token,
+        ),
+    )
+    dead_letters = DeadLetterStore(broker.js, dlq_stream_name(config.nats))
+    replayer = Replayer(
+        store=dead_letters,
+        publisher=publisher,
+        subject_prefix=config.nats.subject_prefix,
+        tenant_scoped=config.nats.tenant_scoped_subjects,
+    )
+    runner = ReplayRunner(
+        registry=registry,
+        replayer=replayer,
+        max_concurrent=server.admin_replay_max_concurrent_jobs,
+        timeout=server.admin_replay_job_timeout,
+        metrics=metrics,
+    )
+    app = admin_app(
+        AdminDependencies(
+            server=server,
+            registry=registry,
+            runner=runner,
+            dead_letters=dead_letters,
+            metrics=metrics,
+            poller_status=poller_status,
+            search_events=search_events,
+        )
+    )
+    return AdminService(
+        app=app,
+        registry=registry,
+        runner=runner,
+        job_store=job_store,
+        authenticator=app.state.guards.authenticator,
+    )
+
+
+def job_store_for(config: Config) -> JobStore:
+    server = config.server
+    if server.admin_replay_store_backend == "sqlite":
+        path = server.admin_replay_sqlite_path or str(Path(config.data_dir) / "tap-admin-replay.db")
+        return SqliteJobStore(path)
+    return MemoryJobStore()
+
+
+def admin_app(deps: AdminDependencies) -> FastAPI:
+    """The admin API as its own ASGI app (the service routes /admin/ paths to it)."""
+    app = FastAPI(
+        title="Ensemble Tap admin API",
+        version=__version__,
+        description=(
+            "Dead-letter inspection and replay, poller status. Authenticate with header "
+            "`X-Admin-Token`; token slots grant scopes read, replay and cancel."
+        ),
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.admin = deps
+    app.state.guards = GuardChain(deps.server, deps.metrics)
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

@@ -1,0 +1,290 @@
+"""The admin API in process: the app ``build_admin`` makes, called through
+``httpx.ASGITransport`` (no uvicorn, no port), over a broker connected to a real nats-server
+(the DLQ store and replay need it). The guard matrix — every route × no token, wrong token,
+read-only token, admin token, CIDR refused, rate limited — and the guards' order, in
+milliseconds. tests/integration/test_admin_api.py runs the same API behind uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ensemble_tap.admin.guards import Scope, fingerprint
+from ensemble_tap.admin.jobs import ReplayRequest
+from ensemble_tap.admin.openapi import route_scopes
+from ensemble_tap.admin.routes import router
+from ensemble_tap.admin.service import AdminService, build_admin
+from ensemble_tap.bus.connection import Broker
+from ensemble_tap.bus.publisher import JetStreamPublisher
+from ensemble_tap.bus.streams import dlq_stream_config, ensure_stream
+from ensemble_tap.observability import Metrics
+from ensemble_tap.poller.status import PollerStatus
+from ensemble_tap.sink.search import EventFilters
+from tests.support.app import make_config
+from tests.support.nats_server import NatsServer
+
+TOKENS = {
+    "primary": "tok-primary-0123456789",
+    "secondary": "tok-secondary-0123456789",
+    "read": "tok-read-0123456789",
+    "replay": "tok-replay-0123456789",
+    "cancel": "tok-cancel-0123456789",
+}
+SLOT_KEYS = {
+    "primary": "admin_token",
+    "secondary": "admin_token_secondary",
+    "read": "admin_token_read",
+    "replay": "admin_token_replay",
+    "cancel": "admin_token_cancel",
+}
+GRANTS = {
+    "primary": {Scope.READ, Scope.REPLAY, Scope.CANCEL},
+    "secondary": {Scope.READ, Scope.REPLAY, Scope.CANCEL},
+    "read": {Scope.READ},
+    "replay": {Scope.READ, Scope.REPLAY},
+    "cancel": {Scope.READ, Scope.CANCEL},
+}
+HIGH_RATE = {"admin_rate_limit_per_sec": 100_000, "admin_rate_limit_burst": 100_000}
+PEER = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # {job_id}: a queued job made for the request
+    params: dict[str, str]
+    endpoint: str  # the metric and audit label
+    scope: Scope
+    allowed: int  # the status once every guard let the call through
+
+
+ROUTES = [
+    Route("POST", "/admin/replay-dlq", {"dry_run": "true"}, "replay_dlq", Scope.REPLAY, 202),
+    Route("GET", "/admin/replay-dlq", {}, "replay_dlq_list", Scope.READ, 200),
+    Route("GET", "/admin/replay-dlq/{job_id}", {}, "replay_dlq_status", Scope.READ, 200),
+    Route("DELETE", "/admin/replay-dlq/{job_id}", {}, "replay_dlq_cancel", Scope.CANCEL, 200),
+    Route("GET", "/admin/dlq", {}, "dlq_list", Scope.READ, 200),
+    Route("GET", "/admin/events", {}, "events", Scope.READ, 200),
+    Route("GET", "/admin/poller-status", {}, "poller_status", Scope.READ, 200),
+]
+CASES = ["no token", "wrong token", "read-only token", "admin token", "cidr denied", "rate limited"]
+
+
+class StoredEvents:
+    """The ClickHouse sink's event search as the admin sees it (``EventSearch``), over rows
+    held in memory."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.searches: list[tuple[EventFilters, int, str | None]] = []
+
+    async def __call__(
+        self, filters: EventFilters, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        self.searches.append((filters, limit, cursor))
+        found = [row for row in self.rows if filters.provider in (None, row["provider"])]
+        return found[:limit], None
+
+
+@dataclass
+class AdminApi:
+    service: AdminService
+    metrics: Metrics
+    events: StoredEvents
+
+    def client(self, peer: str = PEER) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.service.app, client=(peer, 40_000))
+        return httpx.AsyncClient(transport=transport, base_url="http://tap")
+
+    def queued_job(self) -> str:
+        """A job that stays queued: in the registry, never handed to the runner."""
+        job, _ = self.service.registry.create(
+            ReplayRequest(effective_limit=10, dry_run=True),
+            requested_limit=0,
+            max_limit=2000,
+            capped=False,
+            idempotency_key="",
+            creator_ip=PEER,
+            token_fingerprint=fingerprint(TOKENS["primary"]),
+            request_id="req-queued",
+            reason="",
+        )
+        return job.job_id
+
+    def count(self, endpoint: str, outcome: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "tap_admin_requests_total", {"endpoint": endpoint, "outcome": outcome}
+        )
+        return value or 0.0
+
+
+BuildAdmin = Callable[..., Awaitable[AdminApi]]
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A server of this module's own: the DLQ stream's subjects are the same in every config."""
+    server = NatsServer(tmp_path_factory.mktemp("admin-nats")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def build(nats: NatsServer, tmp_path: Path) -> AsyncIterator[BuildAdmin]:
+    """``await build(**server)``: the admin app over a connected broker, with the DLQ stream."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(**server: Any) -> AdminApi:
+            config = make_config(nats.url, str(tmp_path / "data"), server=server)
+            metrics = Metrics()
+            broker = Broker(config.nats, [nats.url], metrics)
+            await broker.connect(5)
+            stack.push_async_callback(broker.close)
+            await ensure_stream(broker.js, dlq_stream_config(config.nats))
+            events = StoredEvents([{"id": "evt_1", "provider": "acme"}])
+            service = build_admin(
+                config,
+                broker=broker,
+                publisher=JetStreamPublisher(broker, config.nats, metrics),
+                metrics=metrics,
+                poller_status=lambda: [PollerStatus("notion", "", 30, 3, 1, 5, 30, 0).to_json(0)],
+                search_events=events,
+            )
+            stack.push_async_callback(service.runner.stop)
+            return AdminApi(service, metrics, events)
+
+        yield make
+
+
+def _server_for(case: str) -> dict[str, Any]:
+    tokens = {"admin_token": TOKENS["primary"], "admin_token_read": TOKENS["read"]}
+    if case == "cidr denied":
+        return {**tokens, **HIGH_RATE, "admin_allowed_cidrs": ["10.0.0.0/8"]}
+    if case == "rate limited":
+        return {**tokens, "admin_rate_limit_per_sec": 0.001, "admin_rate_limit_burst": 1}
+    return {**tokens, **HIGH_RATE}
+
+
+def _headers_for(case: str) -> dict[str, str]:
+    return {
+        "no token": {},
+        "wrong token": {"X-Admin-Token": "not-a-token"},
+        "read-only token": {"X-Admin-Token": TOKENS["read"]},
+    }.get(case, {"X-Admin-Token": TOKENS["primary"]})
+
+
+def assert_error(response: httpx.Response, status: int, error: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"request_id": response.headers["x-request-id"], "error": error}
+
+
+async def _call(api: AdminApi, route: Route, headers: dict[str, str]) -> httpx.Response:
+    path = route.path.format(job_id=api.queued_job()) if "{job_id}" in route.path else route.path
+    async with api.client() as client:
+        return await client.request(route.method, path, params=route.params, headers=headers)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("route", ROUTES, ids=lambda route: f"{route.method} {route.path}")
+async def test_guard_matrix(build: BuildAdmin, route: Route, case: str) -> None:
+    api = await build(**_server_for(case))
+    headers = {**_headers_for(case), "X-Request-ID": "matrix-1"}
+    if case == "rate limited":  # the one token of the bucket goes to a first call
+        first = await _call(api, route, headers)
+        assert first.status_code == route.allowed, first.text
+    response = await _call(api, route, headers)
+    assert response.headers["x-request-id"] == "matrix-1"
+    allowed = case == "admin token" or (case == "read-only token" and route.scope is Scope.READ)
+    if allowed:
+        assert response.status_code == route.allowed, response.text
+        assert response.json()["request_id"] == "matrix-1"
+        assert api.count(route.endpoint, "success") == 1
+    elif case == "cidr denied":
+        assert_error(response, 403, "forbidden")
+        assert api.count(route.endpoint, "forbidden") == 1
+    elif case == "rate limited":
+        assert_error(response, 429, "rate limit exceeded")
+        assert int(response.headers["retry-after"]) >= 1
+        assert api.count(route.endpoint, "rate_limited") == 1
+    else:
+        assert_error(response, 401, "unauthorized")
+        assert api.count(route.endpoint, "unauthorized") == 1
+
+
+async def test_every_slot_reaches_exactly_the_routes_of_its_scopes(build: BuildAdmin) -> None:
+    api = await build(**{key: TOKENS[slot] for slot, key in SLOT_KEYS.items()}, **HIGH_RATE)
+    for slot, token in TOKENS.items():
+        for route in ROUTES:
+            response = await _call(api, route, {"X-Admin-Token": token})
+            if route.scope in GRANTS[slot]:
+                assert response.status_code == route.allowed, (slot, route)
+            else:
+                assert_error(response, 401, "unauthorized")
+
+
+def test_the_matrix_covers_every_route_with_the_scope_it_declares() -> None:
+    assert route_scopes(router.routes) == {
+        (route.method.lower(), route.path): route.scope for route in ROUTES
+    }
+
+
+async def test_guards_run_in_the_reference_order(build: BuildAdmin) -> None:
+    """CIDR allowlist → client certificate → rate limit (per IP) → token: a refusal by one
+    guard charges nothing to the ones after it."""
+    api = await build(
+        admin_token=TOKENS["primary"],
+        admin_allowed_cidrs=["10.0.0.0/8"],
+        admin_mtls_required=True,
+        trusted_proxies=["10.0.0.0/8"],
+        admin_rate_limit_per_sec=0.001,
+        admin_rate_limit_burst=1,
+    )
+    admin = {"X-Admin-Token": TOKENS["primary"]}
+    cert = {"X-Forwarded-Client-Cert": "Hash=abc;Subject=CN=ops"}
+    async with api.client("192.0.2.1") as outside, api.client("10.0.0.1") as inside:
+        for _ in range(2):  # refused before the rate limit: burst 1 is never charged
+            assert_error(await outside.get("/admin/dlq", headers=admin), 403, "forbidden")
+            message = "mTLS client certificate required"
+            assert_error(await inside.get("/admin/dlq", headers=admin), 403, message)
+        wrong = {**cert, "X-Admin-Token": "wrong"}
+        assert_error(await inside.get("/admin/dlq", headers=wrong), 401, "unauthorized")
+        # The IP's bucket was charged by the refused token: limited before authentication.
+        limited = await inside.get("/admin/dlq", headers={**cert, **admin})
+        assert_error(limited, 429, "rate limit exceeded")
+
+
+async def test_unrouted_requests_are_answered_and_audited_as_json(build: BuildAdmin) -> None:
+    api = await build(admin_token=TOKENS["primary"], **HIGH_RATE)
+    admin = {"X-Admin-Token": TOKENS["primary"], "X-Request-ID": "put-1"}
+    async with api.client() as client:
+        response = await client.put("/admin/replay-dlq", headers=admin)
+        assert_error(response, 405, "method not allowed")
+        assert response.headers["x-request-id"] == "put-1"
+        assert response.headers["allow"] == "GET, POST"  # both routes of the path
+        response = await client.patch("/admin/replay-dlq/some-job", headers=admin)
+        assert response.headers["allow"] == "DELETE, GET"
+        assert_error(await client.get("/admin/nothing", headers=admin), 404, "not found")
+    assert api.count("unknown", "bad_request") == 2
+    assert api.count("unknown", "not_found") == 1
+
+
+async def test_stored_events_are_searched_with_the_parsed_filters(build: BuildAdmin) -> None:
+    api = await build(admin_token=TOKENS["primary"], **HIGH_RATE)
+    async with api.client() as client:
+        response = await client.get(
+            "/admin/events",
+            params={"provider": " acme ", "limit": "5", "since": "2026-11-28T10:00:00Z"},
+            headers={"X-Admin-Token": TOKENS["primary"]},
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["events"] == [{"id": "evt_1", "provider": "acme"}]
+    [(filters, limit, cursor)] = api.events.searches
+    assert (filters.provider, limit, cursor) == ("acme", 5, None)
+    assert filters.since is not None and filters.since.isoformat() == "2026-11-28T10:00:00+00:00"
