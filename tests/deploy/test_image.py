@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from ensemble_tap.bus.embedded import free_port
+from tests.support.readiness import wait_ready
 from tests.support.signing import stripe_header
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,18 +96,7 @@ def served(runtime: Path, tmp_path: Path) -> Iterator[str]:
     ) as process:  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert process.poll() is None, (
-                    process.stdout.read().decode() if process.stdout else ""
-                )
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "not ready within 60 s"
-                time.sleep(0.1)
+            wait_ready(url, process, timeout=60)
             yield url
         finally:
             process.terminate()

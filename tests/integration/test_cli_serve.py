@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from ensemble_tap.bus.embedded import free_port
+from tests.support.readiness import wait_ready
 from tests.support.signing import generic_headers
 
 CLI = str(Path(sys.executable).parent / "ensemble-tap")
@@ -36,19 +37,6 @@ providers:
     return config
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("service did not become ready")
-
-
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     port = free_port()
@@ -61,7 +49,7 @@ def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process)
+        wait_ready(url, process)
         yield process, url, tmp_path
     finally:
         if process.poll() is None:
@@ -132,7 +120,7 @@ def test_events_survive_a_restart_of_the_embedded_server(tmp_path: Path) -> None
             [CLI, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, env=env
         )
         try:
-            _wait_ready(url, process)
+            wait_ready(url, process)
             body = f'{{"id":"{event_id}"}}'.encode()
             headers = generic_headers("s3cret", body, "deal.updated", event_id)
             assert httpx.post(f"{url}/webhooks/acme", content=body, headers=headers).is_success
@@ -144,7 +132,7 @@ def test_events_survive_a_restart_of_the_embedded_server(tmp_path: Path) -> None
         [CLI, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, env=env
     )
     try:
-        _wait_ready(url, process)
+        wait_ready(url, process)
         tail = subprocess.run(
             [CLI, "tail", "--all", "--count", "2", "--config", str(config)],
             capture_output=True,

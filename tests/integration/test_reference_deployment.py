@@ -8,11 +8,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from ensemble_tap.bus.embedded import free_port
@@ -20,6 +18,7 @@ from tests.support.jetstream import stored_messages
 from tests.support.nats_operator import Operator
 from tests.support.nats_server import NatsServer
 from tests.support.openbao import ROOT_TOKEN, OpenBao
+from tests.support.readiness import wait_ready
 
 BIN = Path(sys.executable).parent
 SECRET = "whsec_reference_deployment"
@@ -63,16 +62,7 @@ def test_a_reference_config_starts_and_accepts_a_delivery(bao: OpenBao, tmp_path
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ) as service:  # fmt: skip
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                assert service.poll() is None, "the service exited"
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "not ready"
-                time.sleep(0.1)
+            wait_ready(url, service)
             sent = subprocess.run(
                 [BIN / "ensemble-tap", "send", "stripe", "--url", url],
                 capture_output=True, text=True, check=False, timeout=60,

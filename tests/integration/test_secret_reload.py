@@ -19,6 +19,7 @@ import pytest
 
 from ensemble_tap.bus.embedded import free_port
 from tests.support.nats_server import NatsServer
+from tests.support.readiness import wait_ready
 from tests.support.signing import generic_headers
 
 CLI = str(Path(sys.executable).parent / "ensemble-tap")
@@ -75,16 +76,7 @@ def service(
         [CLI, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     ) as process:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, "serve exited"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_ready(url, process)
         yield Service(url, config, process, private_nats.url, port, request.param)
         process.terminate()
         assert process.wait(30) == 0
