@@ -175,7 +175,7 @@ class TapApp:
         if "sink" in self.roles and cfg.clickhouse.enabled:  # ClickHouse itself may be down
             self.sink = ClickHouseSink(cfg, self.broker, dlq, self.metrics)
         if "poller" in self.roles:
-            self.pollers = PollerService(cfg, publisher, dlq, self.metrics)
+            self.pollers = PollerService(cfg, publisher=publisher, dlq=dlq, metrics=self.metrics)
         if "admin" in self.roles and admin_enabled(cfg.server):
             self.admin = self._build_admin(publisher)
         sink_detail = self.sink.readiness_detail if self.sink is not None else None
