@@ -171,8 +171,10 @@ async def test_the_same_version_read_twice_is_stored_once(nats_url: str, data_di
             again = await rig.cycle()  # memory state: a new rig starts with no snapshots
             events = await rig.events()  # the whole stream
             hits = rig.metric("tap_events_dedup_hits_total", provider="hubspot")
+            reported = rig.scheduler().status.last_cycle
 
     assert (again.created, again.duplicates, hits) == (2, 1, 1.0)
+    assert reported is not None and reported["duplicates"] == 1  # the status reports it
     assert [(e["data"]["entity_id"], e["data"]["snapshot"]["amount"]) for e in events] == [
         ("1", "1"),
         ("2", "2"),
