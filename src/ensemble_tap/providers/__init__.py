@@ -2,8 +2,9 @@
 
 To add a provider, add a module that ends with ``PROVIDER = Provider(name, webhook=…,
 poller=…)`` and one line in ``REGISTRY`` below (docs/architecture.md, "Adding a provider").
-Any other configured name receives webhooks through the generic HMAC verifier. Messages that
-list providers (config validation) list them in registry order.
+Any other configured name receives webhooks through the generic HMAC verifier. Validation
+messages that name the providers supporting a key (``signature_versions``, ``fields``) list
+them in registry order.
 """
 
 from __future__ import annotations
