@@ -265,7 +265,9 @@ async def measure(
     await ensure_stream(broker.js, main_stream_config(config.nats))
     await ensure_stream(broker.js, dlq_stream_config(config.nats))
     publisher = JetStreamPublisher(broker, config.nats, metrics)
-    service = PollerService(config, publisher, DeadLetterWriter(publisher, metrics), metrics)
+    service = PollerService(
+        config, publisher=publisher, dlq=DeadLetterWriter(publisher, metrics), metrics=metrics
+    )
     result = Result(
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         targets=args.targets,

@@ -190,7 +190,7 @@ class TapApp:
         if "sink" in self.roles and cfg.clickhouse.enabled:  # ClickHouse itself may be down
             self.sink = ClickHouseSink(cfg, broker=self.broker, dlq=dlq, metrics=self.metrics)
         if "poller" in self.roles:
-            self.pollers = PollerService(cfg, publisher, dlq, self.metrics)
+            self.pollers = PollerService(cfg, publisher=publisher, dlq=dlq, metrics=self.metrics)
         if "admin" in self.roles and admin_enabled(cfg.server):
             admin = build_admin(
                 cfg,

@@ -43,8 +43,10 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 def _load(path: str | None) -> LoadedConfig:
+    from ensemble_tap.providers import REGISTRY
+
     try:
-        return load_config(path)
+        return load_config(path, providers=REGISTRY)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

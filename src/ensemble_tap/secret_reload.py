@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from ensemble_tap.config import ConfigError, load_config
 from ensemble_tap.config.models import Config, ProviderConfig, TenantOverride
 from ensemble_tap.observability import Metrics, get_logger
+from ensemble_tap.providers import REGISTRY
 
 log = get_logger("ensemble_tap.secrets")
 # Keys whose values are secrets a reload swaps in; every other key needs a restart.
@@ -40,7 +41,7 @@ class ConfigSource:
     path: str | None
 
     def load(self) -> Config:
-        return load_config(self.path).config
+        return load_config(self.path, providers=REGISTRY).config
 
 
 class SecretConsumer(Protocol):

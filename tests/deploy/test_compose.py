@@ -14,6 +14,7 @@ import yaml
 from compose_spec.models import ComposeSpecification
 
 from ensemble_tap.config import load_config
+from ensemble_tap.providers import REGISTRY
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose.yaml"
@@ -87,7 +88,8 @@ def test_the_mounted_config_checks_with_the_services_environment(
 ) -> None:
     spec = compose["services"][service]
     [mount] = [v for v in spec["volumes"] if v.endswith(":/etc/ensemble-tap/config.yaml:ro")]
-    loaded = load_config(str(REPO / mount.split(":")[0]), environ=compose_environment(spec))
+    path = str(REPO / mount.split(":")[0])
+    loaded = load_config(path, environ=compose_environment(spec), providers=REGISTRY)
     config = loaded.config
     assert config.nats.url == "nats://nats:4222"
     assert config.providers["generic"].secret == ["dev-generic-secret"]

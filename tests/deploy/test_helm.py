@@ -16,6 +16,7 @@ from helm_python import chart as helm
 from helm_python.errors import HelmRenderError
 
 from ensemble_tap.config import load_config
+from ensemble_tap.providers import REGISTRY
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "ensemble-tap"
 KUBERNETES_VERSIONS = ["1.29.0", "1.33.0", "1.37.0"]
@@ -149,7 +150,7 @@ def test_the_rendered_config_is_what_the_service_accepts(tmp_path: Path) -> None
         "STRIPE_WEBHOOK_SECRET": "whsec_x",
         "CLICKHOUSE_PASSWORD": "pw",
     }
-    loaded = load_config(str(path), environ=secret_env)
+    loaded = load_config(str(path), environ=secret_env, providers=REGISTRY)
     assert loaded.config.providers["stripe"].secret == ["whsec_x"]
     assert loaded.config.clickhouse.mode == "server"
     assert loaded.warnings == []
@@ -311,7 +312,7 @@ def test_bootstrap_values_render_and_check(tmp_path: Path) -> None:
     [config_map] = of_kind(render(values), "ConfigMap")
     path = tmp_path / "config.yaml"
     path.write_text(config_map["data"]["config.yaml"])
-    loaded = load_config(str(path), environ={"ACME_SIGNING_SECRET": "s"})
+    loaded = load_config(str(path), environ={"ACME_SIGNING_SECRET": "s"}, providers=REGISTRY)
     assert loaded.config.providers["acme"].secret == ["s"]
 
 
@@ -359,7 +360,9 @@ def test_server_workers_apply_to_the_webhook_pods_only(tmp_path: Path) -> None:
         env = {e["name"]: e["value"] for e in container(deployment).get("env", [])}
         assert env["LOG_FORMAT"] == "json"  # extraEnv kept
         secret_env = {"HUBSPOT_ACCESS_TOKEN": "pat-x"}  # what existingSecret would give
-        workers[name] = load_config(str(path), environ=secret_env | env).config.server.workers
+        workers[name] = load_config(
+            str(path), environ=secret_env | env, providers=REGISTRY
+        ).config.server.workers
     assert workers == {"tap-ensemble-tap": 4, "tap-ensemble-tap-core": 1}
 
 

@@ -14,6 +14,7 @@ from helm_python import chart as helm
 
 from ensemble_tap.bus.embedded import free_port
 from ensemble_tap.config import load_config
+from ensemble_tap.providers import REGISTRY
 from tests.integration.conftest import StartApp, start_app  # noqa: F401 (fixture)
 from tests.support.nats_server import NatsServer
 from tests.support.sink import FAST
@@ -193,7 +194,7 @@ def test_bootstrap_dry_run_prints_every_command_and_no_secret(tmp_path: Path) ->
         "TAP_ADMIN_TOKEN": "t" * 32,
         "CLICKHOUSE_PASSWORD": "p",
     }
-    loaded = load_config(str(tmp_path / "config.yaml"), environ=secret_env)
+    loaded = load_config(str(tmp_path / "config.yaml"), environ=secret_env, providers=REGISTRY)
     assert loaded.config.providers["acme"].secret == ["s"]
     assert loaded.config.clickhouse.mode == "server"
 

@@ -140,7 +140,12 @@ async def poll_rig(
     publisher = JetStreamPublisher(broker, config.nats, metrics)
     clock = clock or FakeClock()
     service = PollerService(
-        config, publisher, DeadLetterWriter(publisher, metrics), metrics, clock=clock, store=store
+        config,
+        publisher=publisher,
+        dlq=DeadLetterWriter(publisher, metrics),
+        metrics=metrics,
+        clock=clock,
+        store=store,
     )
     await service.start(run=False)
     rig = PollRig(service, broker, config, clock, metrics)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ensemble_tap.config import ConfigError, LoadedConfig, load_config
+from ensemble_tap.providers import REGISTRY
 
 
 def write_config(directory: Path, text: str, name: str = "config.yaml") -> Path:
@@ -19,7 +20,9 @@ def write_config(directory: Path, text: str, name: str = "config.yaml") -> Path:
 
 def load_text(directory: Path, text: str, env: Mapping[str, str] | None = None) -> LoadedConfig:
     """Load ``text`` as a config file with ``env`` (default: empty) as the environment."""
-    return load_config(str(write_config(directory, text)), environ=dict(env or {}))
+    return load_config(
+        str(write_config(directory, text)), environ=dict(env or {}), providers=REGISTRY
+    )
 
 
 def problems_of(directory: Path, text: str, env: Mapping[str, str] | None = None) -> list[str]:

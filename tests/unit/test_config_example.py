@@ -22,6 +22,7 @@ from ensemble_tap.config.models import (
     VaultConfig,
 )
 from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
+from ensemble_tap.providers import REGISTRY
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 SECTIONS: dict[str, type[BaseModel]] = {
@@ -48,7 +49,7 @@ def example_tree(example_text: str) -> dict[str, Any]:
 
 
 def test_example_loads_with_an_empty_environment() -> None:
-    loaded = load_config(str(EXAMPLE), environ={})
+    loaded = load_config(str(EXAMPLE), environ={}, providers=REGISTRY)
     assert loaded.warnings == [EMBEDDED_BROKER]  # make run's embedded nats-server
     cfg = loaded.config
     assert cfg.nats.url is None  # runs the embedded server
@@ -61,7 +62,7 @@ def test_example_loads_with_an_empty_environment() -> None:
 
 def test_example_sections_hold_the_defaults() -> None:
     """The example promises "every configuration key, with its default"."""
-    cfg = load_config(str(EXAMPLE), environ={}).config
+    cfg = load_config(str(EXAMPLE), environ={}, providers=REGISTRY).config
     defaults = Config()
     for section in SECTIONS:
         value = getattr(cfg, section)
@@ -80,7 +81,7 @@ def test_example_takes_secrets_from_the_environment() -> None:
         "STRIPE_WEBHOOK_SECRET": "whsec_real",
         "ACME_TENANT_A_SECRET": "tenant-a-real",
     }
-    cfg = load_config(str(EXAMPLE), environ=env).config
+    cfg = load_config(str(EXAMPLE), environ=env, providers=REGISTRY).config
     assert cfg.server.admin_token == "admin"
     assert cfg.server.admin_token_secondary == "admin-2"
     assert cfg.providers["stripe"].secret == ["whsec_real"]
@@ -90,7 +91,7 @@ def test_example_takes_secrets_from_the_environment() -> None:
 def test_example_rejects_equal_admin_tokens() -> None:
     env = {"TAP_ADMIN_TOKEN": "same", "TAP_ADMIN_TOKEN_SECONDARY": "same"}
     with pytest.raises(ConfigError) as info:
-        load_config(str(EXAMPLE), environ=env)
+        load_config(str(EXAMPLE), environ=env, providers=REGISTRY)
     assert info.value.problems == [
         "server.admin_token_secondary: server.admin_token and admin_token_secondary must differ"
     ]

@@ -11,6 +11,7 @@ from ensemble_tap.config import ConfigError, load_config
 from ensemble_tap.config.loader import env_override_path
 from ensemble_tap.config.models import Config
 from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
+from ensemble_tap.providers import REGISTRY
 from tests.unit.config_support import load_text, only_problem, problems_of, write_config
 
 # ---------------------------------------------------------------------------------- files
@@ -38,7 +39,7 @@ def test_explicit_file_is_loaded(tmp_path: Path) -> None:
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:
-        load_config(str(path), environ={})
+        load_config(str(path), environ={}, providers=REGISTRY)
     assert info.value.problems == [f"config file {path} does not exist"]
     assert info.value.source == str(path)
     assert "does not exist" in str(info.value)
@@ -46,21 +47,21 @@ def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
 
 def test_unreadable_path_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(str(tmp_path), environ={})  # a directory
+        load_config(str(tmp_path), environ={}, providers=REGISTRY)  # a directory
     assert info.value.problems[0].startswith(f"cannot read config file {tmp_path}")
 
 
 def test_default_path_used_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     write_config(tmp_path, "server:\n  port: 7000\n")
-    loaded = load_config(None, environ={})
+    loaded = load_config(None, environ={}, providers=REGISTRY)
     assert loaded.source == "config.yaml"
     assert loaded.config.server.port == 7000
 
 
 def test_defaults_without_default_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    loaded = load_config(None, environ={})
+    loaded = load_config(None, environ={}, providers=REGISTRY)
     assert loaded.source == "built-in defaults"
     assert loaded.config == Config()
     assert loaded.warnings == [EMBEDDED_BROKER]
@@ -68,7 +69,7 @@ def test_defaults_without_default_file(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_defaults_still_take_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    loaded = load_config(None, environ={"TAP_SERVER_PORT": "9999"})
+    loaded = load_config(None, environ={"TAP_SERVER_PORT": "9999"}, providers=REGISTRY)
     assert loaded.config.server.port == 9999
 
 
@@ -78,7 +79,7 @@ def test_default_path_with_errors_is_reported(
     monkeypatch.chdir(tmp_path)
     write_config(tmp_path, "server:\n  prot: 1\n")
     with pytest.raises(ConfigError) as info:
-        load_config(None, environ={})
+        load_config(None, environ={}, providers=REGISTRY)
     assert info.value.source == "config.yaml"
     assert info.value.problems == ["server.prot: unknown key"]
 
@@ -91,7 +92,7 @@ def test_environ_none_reads_the_process_environment(
     monkeypatch.setenv("TAP_SERVER_PORT", "9191")
     monkeypatch.setenv("TAP_TEST_PLACEHOLDER", "from-process")
     path = write_config(tmp_path, "server:\n  admin_token: ${TAP_TEST_PLACEHOLDER}\n")
-    loaded = load_config(str(path))
+    loaded = load_config(str(path), providers=REGISTRY)
     assert loaded.config.server.port == 9191
     assert loaded.config.server.admin_token == "from-process"
 
@@ -126,7 +127,7 @@ def test_invalid_yaml(tmp_path: Path, text: str) -> None:
 def test_config_error_message_lists_every_problem(tmp_path: Path) -> None:
     path = write_config(tmp_path, "server:\n  prot: 1\n  hots: x\n")
     with pytest.raises(ConfigError) as info:
-        load_config(str(path), environ={})
+        load_config(str(path), environ={}, providers=REGISTRY)
     message = str(info.value)
     assert message.startswith(f"invalid config ({path}), 2 problems:")
     assert "server.prot: unknown key" in message
@@ -136,7 +137,7 @@ def test_config_error_message_lists_every_problem(tmp_path: Path) -> None:
 def test_config_error_message_singular(tmp_path: Path) -> None:
     path = write_config(tmp_path, "server:\n  prot: 1\n")
     with pytest.raises(ConfigError) as info:
-        load_config(str(path), environ={})
+        load_config(str(path), environ={}, providers=REGISTRY)
     assert str(info.value) == f"invalid config ({path}), 1 problem:\n  server.prot: unknown key"
 
 

@@ -12,6 +12,7 @@ from ensemble_tap.config import ConfigError, load_config, vault
 from ensemble_tap.config.models import Config
 from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
 from ensemble_tap.config.validate import check
+from ensemble_tap.providers import REGISTRY
 from tests.support.nats_operator import Operator
 from tests.unit.config_support import load_text, only_problem, problems_of
 
@@ -27,17 +28,17 @@ def cfg(data: dict[str, Any]) -> Config:
 
 
 def errors_of(data: dict[str, Any]) -> list[str]:
-    return [str(issue) for issue in check(cfg(data))[0]]
+    return [str(issue) for issue in check(cfg(data), REGISTRY)[0]]
 
 
 def warnings_of(data: dict[str, Any]) -> list[str]:
-    errors, warnings = check(cfg(data))
+    errors, warnings = check(cfg(data), REGISTRY)
     assert errors == [], errors
     return [str(issue) for issue in warnings]
 
 
 def test_defaults_are_valid() -> None:
-    assert check(Config()) == ([], [])
+    assert check(Config(), REGISTRY) == ([], [])
 
 
 def test_defaults_match_the_reference() -> None:
@@ -847,7 +848,7 @@ def test_inert_keys_warn_through_load(tmp_path: Path) -> None:
 )
 def test_signature_versions_valid(name: str, versions: list[str]) -> None:
     config = cfg({"providers": {name: {"secret": "s", "signature_versions": versions}}})
-    assert check(config)[0] == []
+    assert check(config, REGISTRY)[0] == []
     assert config.providers[name].signature_versions == versions
 
 
@@ -879,7 +880,7 @@ def test_signature_versions_only_for_hubspot_and_github(name: str) -> None:
 def test_signature_versions_unset_is_fine() -> None:
     config = cfg({"providers": {"github": {"secret": "s", "signature_versions": None}}})
     assert config.providers["github"].signature_versions is None
-    assert check(config)[0] == []
+    assert check(config, REGISTRY)[0] == []
 
 
 # ---------------------------------------------------------------- tenant/provider ranges
@@ -1079,7 +1080,7 @@ def test_every_problem_starts_with_its_key_path(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
-        load_config(str(path), environ={})
+        load_config(str(path), environ={}, providers=REGISTRY)
     for problem in info.value.problems:
         assert problem.split(":", 1)[0] in {
             "nats.url",

@@ -35,30 +35,51 @@ class TestSpecVectors:
         verify(
             [PREFIXED_HEX_SECRET],
             PREFIXED_HEX_BODY,
-            PREFIXED_HEX_HEADER,
-            "X-Signature",
-            "hex",
+            header_value=PREFIXED_HEX_HEADER,
+            header_name="X-Signature",
+            encoding="hex",
             prefix="sha256=",
         )
 
     def test_base64_vector_verifies(self) -> None:
-        verify([BASE64_SECRET], BASE64_BODY, BASE64_SIGNATURE, "X-Sig", "base64")
+        verify(
+            [BASE64_SECRET],
+            BASE64_BODY,
+            header_value=BASE64_SIGNATURE,
+            header_name="X-Sig",
+            encoding="base64",
+        )
 
     def test_base64_vector_with_a_current_rfc3339_timestamp_verifies(self) -> None:
         """The Go verifier test: base64 signature plus an RFC3339 timestamp of "now"."""
-        check_timestamp("2026-03-03T14:22:00Z", "X-Timestamp", 300, NOW_NS)
-        verify([BASE64_SECRET], BASE64_BODY, BASE64_SIGNATURE, "X-Sig", "base64")
+        check_timestamp(
+            "2026-03-03T14:22:00Z", header_name="X-Timestamp", max_age=300, now_ns=NOW_NS
+        )
+        verify(
+            [BASE64_SECRET],
+            BASE64_BODY,
+            header_value=BASE64_SIGNATURE,
+            header_name="X-Sig",
+            encoding="base64",
+        )
 
     def test_rfc3339_timestamp_twenty_minutes_old_is_outside_a_five_minute_window(self) -> None:
         with pytest.raises(VerificationFailed, match="outside max age window"):
-            check_timestamp("2026-03-03T14:02:00Z", "X-Timestamp", 300, NOW_NS)
+            check_timestamp(
+                "2026-03-03T14:02:00Z", header_name="X-Timestamp", max_age=300, now_ns=NOW_NS
+            )
 
 
 class TestVerify:
     def test_a_wrong_secret_is_a_signature_mismatch(self) -> None:
         with pytest.raises(VerificationFailed, match="signature mismatch"):
             verify(
-                ["other"], PREFIXED_HEX_BODY, PREFIXED_HEX_HEADER, "X-Signature", "hex", "sha256="
+                ["other"],
+                PREFIXED_HEX_BODY,
+                header_value=PREFIXED_HEX_HEADER,
+                header_name="X-Signature",
+                encoding="hex",
+                prefix="sha256=",
             )
 
     def test_a_tampered_body_is_a_signature_mismatch(self) -> None:
@@ -66,36 +87,36 @@ class TestVerify:
             verify(
                 [PREFIXED_HEX_SECRET],
                 b'{"ok":false}',
-                PREFIXED_HEX_HEADER,
-                "X-Signature",
-                "hex",
-                "sha256=",
+                header_value=PREFIXED_HEX_HEADER,
+                header_name="X-Signature",
+                encoding="hex",
+                prefix="sha256=",
             )
 
     def test_the_second_secret_of_a_rotation_list_verifies(self) -> None:
         verify(
             ["retired-secret", PREFIXED_HEX_SECRET],
             PREFIXED_HEX_BODY,
-            PREFIXED_HEX_HEADER,
-            "X-Signature",
-            "hex",
-            "sha256=",
+            header_value=PREFIXED_HEX_HEADER,
+            header_name="X-Signature",
+            encoding="hex",
+            prefix="sha256=",
         )
 
     def test_the_first_secret_of_a_rotation_list_verifies(self) -> None:
         verify(
             [PREFIXED_HEX_SECRET, "next-secret"],
             PREFIXED_HEX_BODY,
-            PREFIXED_HEX_HEADER,
-            "X-Signature",
-            "hex",
-            "sha256=",
+            header_value=PREFIXED_HEX_HEADER,
+            header_name="X-Signature",
+            encoding="hex",
+            prefix="sha256=",
         )
 
     @pytest.mark.parametrize("header", ["", "   ", "\t"])
     def test_a_missing_or_blank_signature_names_the_header(self, header: str) -> None:
         with pytest.raises(VerificationFailed, match='missing signature header "X-Signature"'):
-            verify(["s"], b"body", header, "X-Signature", "hex")
+            verify(["s"], b"body", header_value=header, header_name="X-Signature", encoding="hex")
 
     def test_a_truncated_signature_is_a_mismatch_not_a_crash(self) -> None:
         """A length difference is a plain mismatch (constant-time compare of unequal lengths)."""
@@ -103,25 +124,32 @@ class TestVerify:
             verify(
                 [PREFIXED_HEX_SECRET],
                 PREFIXED_HEX_BODY,
-                PREFIXED_HEX_HEADER[:-2],
-                "X-Signature",
-                "hex",
-                "sha256=",
+                header_value=PREFIXED_HEX_HEADER[:-2],
+                header_name="X-Signature",
+                encoding="hex",
+                prefix="sha256=",
             )
 
     def test_hmac_sha1_is_available_when_asked_for(self) -> None:
         signature = hmac_hex("s", b"body", "sha1")
-        verify(["s"], b"body", signature, "X", "hex", algorithm="sha1")
+        verify(
+            ["s"],
+            b"body",
+            header_value=signature,
+            header_name="X",
+            encoding="hex",
+            algorithm="sha1",
+        )
         with pytest.raises(VerificationFailed):
-            verify(["s"], b"body", signature, "X", "hex")
+            verify(["s"], b"body", header_value=signature, header_name="X", encoding="hex")
 
     def test_an_empty_secret_list_never_matches(self) -> None:
-        assert not matches([], b"body", bytes.fromhex(hmac_hex("s", b"body")))
+        assert not matches([], b"body", signature=bytes.fromhex(hmac_hex("s", b"body")))
 
     def test_matches_uses_the_secret_utf8_bytes_as_the_key(self) -> None:
         secret = "clé-secrète"
         mac = hmac.new(secret.encode("utf-8"), b"x", hashlib.sha256).digest()
-        assert matches([secret], b"x", mac)
+        assert matches([secret], b"x", signature=mac)
 
 
 class TestDecodeSignature:
@@ -169,19 +197,25 @@ class TestDecodeSignature:
     def test_a_hex_signature_is_not_valid_base64_here(self) -> None:
         """Shopify's header must be base64: the hex form of the same MAC is refused."""
         with pytest.raises(VerificationFailed):
-            verify(["s"], b"x", hmac_hex("s", b"x"), "X", "base64")
-        verify(["s"], b"x", hmac_b64("s", b"x"), "X", "base64")
+            verify(
+                ["s"], b"x", header_value=hmac_hex("s", b"x"), header_name="X", encoding="base64"
+            )
+        verify(["s"], b"x", header_value=hmac_b64("s", b"x"), header_name="X", encoding="base64")
 
 
 class TestTimestampWindow:
     def test_milliseconds_with_13_digits(self) -> None:
-        assert check_timestamp("1772547720000", "H", 300, NOW_NS) == NOW_NS
+        assert (
+            check_timestamp("1772547720000", header_name="H", max_age=300, now_ns=NOW_NS) == NOW_NS
+        )
 
     def test_seconds_with_10_digits(self) -> None:
-        assert check_timestamp("1772547720", "H", 300, NOW_NS) == NOW_NS
+        assert check_timestamp("1772547720", header_name="H", max_age=300, now_ns=NOW_NS) == NOW_NS
 
     def test_rfc3339_with_nanoseconds_and_offset(self) -> None:
-        parsed = check_timestamp("2026-03-03T15:22:00.5+01:00", "H", 300, NOW_NS)
+        parsed = check_timestamp(
+            "2026-03-03T15:22:00.5+01:00", header_name="H", max_age=300, now_ns=NOW_NS
+        )
         assert parsed == NOW_NS + NS // 2
 
     def test_exactly_the_max_age_in_the_past_is_allowed(self) -> None:
@@ -200,14 +234,14 @@ class TestTimestampWindow:
 
     def test_a_timestamp_twenty_minutes_in_the_future_is_rejected(self) -> None:
         with pytest.raises(VerificationFailed, match="outside max age window"):
-            check_timestamp("2026-03-03T14:42:00Z", "H", 300, NOW_NS)
+            check_timestamp("2026-03-03T14:42:00Z", header_name="H", max_age=300, now_ns=NOW_NS)
 
     @pytest.mark.parametrize("value", ["", "  "])
     def test_an_empty_timestamp_names_the_header(self, value: str) -> None:
         with pytest.raises(
             VerificationFailed, match='invalid timestamp header "X-Ts": empty timestamp'
         ):
-            check_timestamp(value, "X-Ts", 300, NOW_NS)
+            check_timestamp(value, header_name="X-Ts", max_age=300, now_ns=NOW_NS)
 
     @pytest.mark.parametrize(
         "value",
@@ -236,4 +270,4 @@ class TestTimestampWindow:
     )
     def test_unsupported_formats_are_rejected(self, value: str) -> None:
         with pytest.raises(VerificationFailed, match="unsupported timestamp format"):
-            check_timestamp(value, "X-Ts", 300, NOW_NS)
+            check_timestamp(value, header_name="X-Ts", max_age=300, now_ns=NOW_NS)

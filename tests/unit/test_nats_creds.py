@@ -13,8 +13,9 @@ import nkeys
 import pytest
 from typer.testing import CliRunner
 
-from ensemble_tap.bus.creds import CredsFileError, connect_callbacks, creds_file_problem, read_creds
+from ensemble_tap.bus.creds import CredsUnusable, connect_callbacks
 from ensemble_tap.cli import cli
+from ensemble_tap.config.creds_file import creds_file_problem, read_creds
 from tests.support.nats_operator import Account, Operator, creds_text, new_key
 from tests.unit.config_support import only_problem
 
@@ -50,7 +51,7 @@ def test_the_file_is_read_again_on_every_connect(tmp_path: Path, account: Accoun
     account.write_creds(path, name="rotated")
     assert user_jwt() != first
     path.unlink()
-    with pytest.raises(CredsFileError, match="cannot read"):
+    with pytest.raises(CredsUnusable, match="cannot read"):
         user_jwt()
 
 

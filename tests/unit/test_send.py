@@ -37,7 +37,11 @@ def _json(body: bytes) -> Any:
 
 
 def test_every_dedicated_provider_has_a_signer_and_other_names_are_generic() -> None:
-    assert set(DEDICATED) == set(providers._DEDICATED)
+    assert set(DEDICATED) == {
+        name
+        for name in providers.REGISTRY.names()
+        if providers.REGISTRY.has_dedicated_webhook(name)
+    }
     for kind in DEDICATED:
         assert kind_of(kind) == kind
         assert not isinstance(providers.webhook_provider(kind), GenericProvider)

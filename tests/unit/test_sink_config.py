@@ -11,15 +11,19 @@ from ensemble_tap.config.clickhouse_addr import clickhouse_endpoints
 from ensemble_tap.config.models import ClickHouseConfig, Config
 from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
 from ensemble_tap.config.validate import check
+from ensemble_tap.providers import REGISTRY
 from tests.unit.config_support import load_text, only_problem, problems_of
 
 
 def errors(**clickhouse: Any) -> list[str]:
-    return [str(issue) for issue in check(Config.model_validate({"clickhouse": clickhouse}))[0]]
+    return [
+        str(issue)
+        for issue in check(Config.model_validate({"clickhouse": clickhouse}), REGISTRY)[0]
+    ]
 
 
 def warnings(**clickhouse: Any) -> list[str]:
-    found, warned = check(Config.model_validate({"clickhouse": clickhouse}))
+    found, warned = check(Config.model_validate({"clickhouse": clickhouse}), REGISTRY)
     assert found == [], found
     return [str(issue) for issue in warned]
 

@@ -10,6 +10,7 @@ import yaml
 from ensemble_tap.config import load_config
 from ensemble_tap.config.loader import env_override_path
 from ensemble_tap.config.models import Config, SpoolConfig
+from ensemble_tap.providers import REGISTRY
 from ensemble_tap.spool import spool_dir
 from tests.unit.config_support import load_text, problems_of
 
@@ -75,14 +76,17 @@ def test_environment_names_reach_the_nested_section(name: str, path: list[str]) 
 
 def test_the_environment_overrides_spool_keys() -> None:
     env = {"TAP_SERVER_SPOOL_ENABLED": "true", "TAP_SERVER_SPOOL_MAX_BYTES": "5242880"}
-    spool = load_config(None, environ=env).config.server.spool
+    spool = load_config(None, environ=env, providers=REGISTRY).config.server.spool
     assert (spool.enabled, spool.max_bytes) == (True, 5_242_880)
 
 
 def test_the_example_lists_every_spool_key_with_its_default() -> None:
     tree = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     assert set(tree["server"]["spool"]) == set(SpoolConfig.model_fields)
-    assert load_config(str(EXAMPLE), environ={}).config.server.spool == SpoolConfig()
+    assert (
+        load_config(str(EXAMPLE), environ={}, providers=REGISTRY).config.server.spool
+        == SpoolConfig()
+    )
 
 
 def test_the_spool_lives_under_data_dir_unless_dir_is_set() -> None:

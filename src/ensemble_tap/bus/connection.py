@@ -11,7 +11,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from ensemble_tap.bus.client import TapClient
-from ensemble_tap.bus.creds import CredsFileError, connect_callbacks
+from ensemble_tap.bus.creds import CredsUnusable, connect_callbacks
 from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import Metrics, get_logger
 
@@ -126,7 +126,7 @@ class Broker:
 
     async def _on_error(self, error: Exception) -> None:
         self._last_error = str(error) or type(error).__name__
-        if type(error) in (NatsError, CredsFileError):  # nats-py raises Error for a -ERR
+        if type(error) in (NatsError, CredsUnusable):  # nats-py raises Error for a -ERR
             self._last_refusal = self._last_error
         log.warning("nats error", error=self._last_error)
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from ensemble_tap.config import reference_semantics, validate, vault
 from ensemble_tap.config.models import Config
+from ensemble_tap.config.provider_rules import ProviderRules
 
 DEFAULT_PATH = "config.yaml"
 _TOP_LEVEL_SCALARS = ("data_dir", "log_level")
@@ -43,8 +44,17 @@ class LoadedConfig:
     warnings: list[str] = field(default_factory=list)
 
 
-def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Load and validate. ``path=None`` uses ./config.yaml when present, else built-in defaults."""
+def load_config(
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    providers: ProviderRules,
+) -> LoadedConfig:
+    """Load and validate. ``path=None`` uses ./config.yaml when present, else built-in defaults.
+
+    ``providers`` is the provider registry (``ensemble_tap.providers.REGISTRY``): what each
+    provider requires of its settings.
+    """
     env = os.environ if environ is None else environ
     tree, source = _read_tree(path)
     problems: list[str] = []
@@ -61,7 +71,7 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
         config = Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(source, [_describe(error) for error in exc.errors()]) from None
-    errors, warnings = validate.check(config)
+    errors, warnings = validate.check(config, providers)
     if errors:
         raise ConfigError(source, [str(issue) for issue in errors])
     return LoadedConfig(

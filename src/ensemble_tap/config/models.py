@@ -31,8 +31,6 @@ STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The server's rule for consumer names: printable, no whitespace, no subject/path tokens.
 CONSUMER_NAME_RE = re.compile(r"^[^\s.*>/\\\x00-\x1f\x7f]{1,200}$")
-DEDICATED_WEBHOOK_PROVIDERS = frozenset({"stripe", "github", "hubspot", "linear", "shopify"})
-POLL_PROVIDERS = frozenset({"hubspot", "salesforce", "quickbooks", "notion"})
 
 
 def _duration(value: Any) -> Any:

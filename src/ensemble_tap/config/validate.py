@@ -1,6 +1,8 @@
 """Cross-field rules that a single field's type cannot express.
 
-Every rule names the key path it is about, and all problems are reported together.
+Every rule names the key path it is about, and all problems are reported together. What is
+specific to a provider comes from the ``ProviderRules`` the caller passes (the provider
+registry), never from a provider module: ``config/`` imports nothing above itself.
 """
 
 from __future__ import annotations
@@ -10,11 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ensemble_tap.bus.creds import creds_file_problem
 from ensemble_tap.config.clickhouse_addr import split_host_port
+from ensemble_tap.config.creds_file import creds_file_problem
 from ensemble_tap.config.models import (
-    DEDICATED_WEBHOOK_PROVIDERS,
-    POLL_PROVIDERS,
     PROVIDER_KEY_RE,
     ClickHouseConfig,
     Config,
@@ -23,11 +23,8 @@ from ensemble_tap.config.models import (
     ServerConfig,
 )
 from ensemble_tap.config.poll_rules import poll_errors, poll_warnings
+from ensemble_tap.config.provider_rules import ProviderRules, listing
 
-SIGNATURE_VERSIONS = {
-    "hubspot": ({"v1", "v2", "v3"}, ["v3"]),
-    "github": ({"sha256", "sha1", "sha512"}, ["sha256"]),
-}
 MIN_DEDUP_WINDOW = 0.1
 
 
@@ -40,13 +37,13 @@ class Issue:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-def check(config: Config) -> tuple[list[Issue], list[Issue]]:
-    """Return (errors, warnings) for a parsed config."""
+def check(config: Config, providers: ProviderRules) -> tuple[list[Issue], list[Issue]]:
+    """Return (errors, warnings) for a parsed config; ``providers`` knows each provider."""
     errors = [*_nats(config.nats), *_server(config.server)]
     warnings: list[Issue] = []
     for name, provider in config.providers.items():
-        errors.extend(_provider(name, provider))
-        warnings.extend(_provider_warnings(name, provider))
+        errors.extend(_provider(name, provider, providers))
+        warnings.extend(_provider_warnings(name, provider, providers))
     errors.extend(_clickhouse(config.clickhouse))
     warnings.extend(_clickhouse_warnings(config.clickhouse))
     return errors, warnings
@@ -135,7 +132,7 @@ def _server(server: ServerConfig) -> Iterator[Issue]:
         )
 
 
-def _provider(name: str, provider: ProviderConfig) -> Iterator[Issue]:
+def _provider(name: str, provider: ProviderConfig, rules: ProviderRules) -> Iterator[Issue]:
     path = f"providers.{name}"
     if not PROVIDER_KEY_RE.match(name):
         yield Issue(
@@ -143,49 +140,60 @@ def _provider(name: str, provider: ProviderConfig) -> Iterator[Issue]:
             "provider names must be lower-case letters, digits, '_' or '-' (at most 64), "
             "because the webhook route matches the lower-cased path segment",
         )
-    if provider.webhook_enabled and not _has_webhook_secret(name, provider):
-        wanted = "secret or client_secret" if name == "hubspot" else "secret"
+    webhook = rules.webhook(name)
+    if provider.webhook_enabled and not _has_webhook_secret(webhook.secret_keys, provider):
+        wanted = " or ".join(webhook.secret_keys)
         yield Issue(path, f"webhook mode requires {wanted} (base or tenant override)")
-    if provider.poll_enabled and name not in POLL_PROVIDERS:
+    poller = rules.poller(name)
+    if provider.poll_enabled and poller is None:
+        pollers = sorted(other for other in rules.names() if rules.poller(other) is not None)
         yield Issue(
             f"{path}.mode",
-            f"poll mode is not supported for {name} (pollers exist for "
-            f"{', '.join(sorted(POLL_PROVIDERS))})",
+            f"poll mode is not supported for {name} (pollers exist for {', '.join(pollers)})",
         )
-    yield from (Issue(*problem) for problem in poll_errors(name, provider))
+    if poller is not None:
+        yield from (Issue(*problem) for problem in poll_errors(name, provider, poller))
     if provider.signature_versions is not None:
-        allowed = SIGNATURE_VERSIONS.get(name)
-        if allowed is None:
-            yield Issue(f"{path}.signature_versions", "is only supported for hubspot and github")
+        versions = webhook.signature_versions
+        if versions is None:
+            supported = [
+                other for other in rules.names() if rules.webhook(other).signature_versions
+            ]
+            yield Issue(f"{path}.signature_versions", f"is only supported for {listing(supported)}")
         else:
-            unknown = sorted(set(provider.signature_versions) - allowed[0])
+            unknown = sorted(set(provider.signature_versions) - versions.allowed)
             if unknown or not provider.signature_versions:
                 yield Issue(
                     f"{path}.signature_versions",
-                    f"must be a non-empty list of {'|'.join(sorted(allowed[0]))}",
+                    f"must be a non-empty list of {'|'.join(sorted(versions.allowed))}",
                 )
 
 
-def _has_webhook_secret(name: str, provider: ProviderConfig) -> bool:
+def _has_webhook_secret(keys: tuple[str, ...], provider: ProviderConfig) -> bool:
+    """Whether one of ``keys`` holds a secret, in the base settings or a tenant's."""
+
     def has(entry: ProviderConfig | object) -> bool:
-        secrets = getattr(entry, "secret", [])
-        client_secret = getattr(entry, "client_secret", "")
-        return bool(secrets) or (name == "hubspot" and bool(client_secret.strip()))
+        for key in keys:
+            value = getattr(entry, key, "")
+            if value if isinstance(value, list) else str(value).strip():
+                return True
+        return False
 
     return has(provider) or any(has(tenant) for tenant in provider.tenants.values())
 
 
-def _provider_warnings(name: str, provider: ProviderConfig) -> Iterator[Issue]:
+def _provider_warnings(
+    name: str, provider: ProviderConfig, rules: ProviderRules
+) -> Iterator[Issue]:
     path = f"providers.{name}"
     for key in ("events", "app_id", "webhook_verifier_token"):
         if getattr(provider, key):
             yield Issue(f"{path}.{key}", "is accepted for compatibility but has no effect")
-    yield from (Issue(*problem) for problem in poll_warnings(name, provider))
-    if (
-        provider.webhook_enabled
-        and name not in DEDICATED_WEBHOOK_PROVIDERS
-        and name in (POLL_PROVIDERS)
-    ):
+    poller = rules.poller(name)
+    if poller is None:
+        return
+    yield from (Issue(*problem) for problem in poll_warnings(name, provider, poller, rules))
+    if provider.webhook_enabled and not rules.has_dedicated_webhook(name):
         yield Issue(path, "receives webhooks through the generic HMAC verifier (X-Signature)")
 
 

@@ -42,23 +42,19 @@ from ensemble_tap.events import (
 from ensemble_tap.observability import Metrics
 from ensemble_tap.poller.clock import Clock
 from ensemble_tap.poller.diff import diff
-from ensemble_tap.poller.http import (
+from ensemble_tap.poller.errors import (
     AuthError,
     BudgetExhausted,
-    FetchBudget,
     PollError,
-    ProviderHTTP,
+    PublishUnavailable,
     RateLimited,
 )
-from ensemble_tap.poller.model import Page, Position, Record, Stream, StreamState
+from ensemble_tap.poller.http import FetchBudget, ProviderHTTP
 from ensemble_tap.poller.targets import PollTarget
+from ensemble_tap.providers.contract import Page, Position, Record, Stream, StreamState
 from ensemble_tap.state.base import SnapshotWrite, StateError, StateStore, StoredSnapshot
 
 MAX_CONCURRENT_PUBLISHES = 64
-
-
-class PublishUnavailable(PollError):
-    """NATS could not take the event; the cycle stops and the record is published later."""
 
 
 @dataclass(slots=True)
@@ -133,6 +129,7 @@ class PollEngine:
     def __init__(
         self,
         target: PollTarget,
+        *,
         streams: Sequence[Stream],
         http: ProviderHTTP,
         store: StateStore,
@@ -212,10 +209,10 @@ class PollEngine:
         async with contextlib.aclosing(stream.pages(start, self.http)) as pages:
             async for page in pages:
                 budget.page_done()
-                await self._process_page(stream.name, state, page, stats)
+                await self._process_page(stream.name, state, page=page, stats=stats)
 
     async def _process_page(
-        self, stream: str, state: StreamState, page: Page, stats: CycleStats
+        self, stream: str, state: StreamState, *, page: Page, stats: CycleStats
     ) -> None:
         stats.fetched += len(page.records)
         planned = await self._plan(page.records, stats)
@@ -276,7 +273,7 @@ class PollEngine:
                 # Snapshots migrated from the reference's SQLite file have no digest yet:
                 # their stored bytes are as stable an identity of the content.
                 digest = previous.digest or hashlib.sha256(previous.payload).hexdigest()
-                self._prepare(item, previous.data(), None, digest)
+                self._prepare(item, snapshot=previous.data(), changes=None, digest=digest)
             else:
                 current = canonical(record.snapshot or {})
                 if previous is not None and previous.digest == current.digest:
@@ -289,7 +286,9 @@ class PollEngine:
                     continue
                 action = "updated" if previous is not None else "created"
                 item = _Planned(record, action, SnapshotWrite(*key, current))
-                self._prepare(item, record.snapshot or {}, changes, current.digest)
+                self._prepare(
+                    item, snapshot=record.snapshot or {}, changes=changes, digest=current.digest
+                )
             latest[key] = item.write.snapshot
             planned.append(item)
         return planned
@@ -297,6 +296,7 @@ class PollEngine:
     def _prepare(
         self,
         item: _Planned,
+        *,
         snapshot: dict[str, Any],
         changes: dict[str, Any] | None,
         digest: str,
@@ -402,7 +402,6 @@ __all__ = [
     "CycleStats",
     "EventOutput",
     "PollEngine",
-    "PublishUnavailable",
     "canonical",
     "describe_error",
 ]

@@ -10,53 +10,22 @@ refreshes the token once and retries; 429 becomes ``RateLimited`` with the serve
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
-from ensemble_tap.config.durations import format_duration
 from ensemble_tap.poller.clock import Clock
-
-if TYPE_CHECKING:
-    from ensemble_tap.poller.oauth import TokenSource
+from ensemble_tap.poller.errors import BudgetExhausted, PollError, RateLimited, UpstreamError
+from ensemble_tap.providers.contract import PollAuth, Response
 
 DEFAULT_RETRY_AFTER = 2.0
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 ERROR_BODY_BYTES = 256
 DEFAULT_MAX_PAGES = 200
 DEFAULT_MAX_REQUESTS = 400
-
-
-class PollError(Exception):
-    """A cycle failed; the message is what operators see in the status (no secrets)."""
-
-
-class RateLimited(PollError):
-    """The provider asked us to slow down; the scheduler waits ``retry_after`` seconds."""
-
-    def __init__(self, provider: str, retry_after: float) -> None:
-        self.provider = provider
-        self.retry_after = retry_after
-        who = f"{provider} " if provider else ""
-        super().__init__(f"{who}rate limited; retry after {format_duration(retry_after)}")
-
-
-class UpstreamError(PollError):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class AuthError(PollError):
-    """No usable token: the refresh failed or none is configured."""
-
-
-class BudgetExhausted(Exception):
-    """The cycle's page or request budget is used up; not an error (the pass resumes)."""
 
 
 def check_url(url: str) -> None:
@@ -129,36 +98,29 @@ class TokenBucket:
             await self.clock.sleep((1 - self.tokens) / self.rate)
 
 
-@dataclass(slots=True, frozen=True)
-class Response:
-    status: int
-    headers: httpx.Headers
-    body: bytes
-
-    def json(self, provider: str) -> Any:
-        try:
-            return orjson.loads(self.body)
-        except orjson.JSONDecodeError as exc:
-            raise PollError(f"decode {provider} response: {exc}") from None
-
-    def json_object(self, provider: str) -> dict[str, Any]:
-        value = self.json(provider)
-        if not isinstance(value, dict):
-            raise PollError(f"decode {provider} response: expected a JSON object")
-        return value
-
-
 # Returns a wait in seconds when a response means "rate limited" although it is not a 429
 # (Salesforce answers 403 REQUEST_LIMIT_EXCEEDED).
 RateLimitHint = Callable[[Response], float | None]
 
 
+class TokenAuth(PollAuth, Protocol):
+    """The target's tokens (``oauth.TokenSource``): refreshed once after a 401."""
+
+    @property
+    def can_refresh(self) -> bool: ...
+
+    async def refresh(self, if_unchanged: str | None = None) -> None: ...
+
+
 class ProviderHTTP:
+    """The ``PollHTTP`` of one poll target."""
+
     def __init__(
         self,
         provider: str,
+        *,
         client: httpx.AsyncClient,
-        auth: TokenSource,
+        auth: TokenAuth,
         limiter: TokenBucket,
         clock: Clock,
         headers: Mapping[str, str] | None = None,
@@ -190,11 +152,11 @@ class ProviderHTTP:
         check_url(url)
         self.budget.take_request()
         await self.limiter.acquire()
-        response = await self._send(method, url, json, params, headers)
+        response = await self._send(method, url, json=json, params=params, headers=headers)
         if response.status in (401, 403) and self._hint(response) is None and self.auth.can_refresh:
             await self.auth.refresh()
             await self.limiter.acquire()
-            response = await self._send(method, url, json, params, headers)
+            response = await self._send(method, url, json=json, params=params, headers=headers)
         wait = self._hint(response)
         if wait is not None:
             raise RateLimited(self.provider, wait)
@@ -218,6 +180,7 @@ class ProviderHTTP:
         self,
         method: str,
         url: str,
+        *,
         json: Any,
         params: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,

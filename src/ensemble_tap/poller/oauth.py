@@ -21,7 +21,8 @@ import httpx
 import orjson
 
 from ensemble_tap.poller.clock import Clock
-from ensemble_tap.poller.http import ERROR_BODY_BYTES, AuthError, PollError, check_url
+from ensemble_tap.poller.errors import AuthError, PollError
+from ensemble_tap.poller.http import ERROR_BODY_BYTES, check_url
 from ensemble_tap.state.base import StoredToken
 
 # Refresh this long before the provider's expiry, so a request never races it.
@@ -54,6 +55,7 @@ class TokenSource:
     def __init__(
         self,
         provider: str,
+        *,
         state_key: str,
         access_token: str,
         oauth: OAuthSettings | None,

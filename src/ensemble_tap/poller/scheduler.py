@@ -22,7 +22,8 @@ from collections.abc import AsyncIterator
 from ensemble_tap.observability import get_logger
 from ensemble_tap.poller.clock import Clock
 from ensemble_tap.poller.engine import CycleStats, PollEngine, describe_error
-from ensemble_tap.poller.http import DEFAULT_RETRY_AFTER, RateLimited
+from ensemble_tap.poller.errors import RateLimited
+from ensemble_tap.poller.http import DEFAULT_RETRY_AFTER
 from ensemble_tap.poller.metrics import PollerMetrics
 from ensemble_tap.poller.status import PollerStatus
 from ensemble_tap.poller.targets import PollTarget
@@ -91,6 +92,7 @@ class PollScheduler:
     def __init__(
         self,
         target: PollTarget,
+        *,
         engine: PollEngine,
         status: PollerStatus,
         metrics: PollerMetrics,

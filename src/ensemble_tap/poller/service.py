@@ -17,17 +17,18 @@ import httpx
 from ensemble_tap.bus.contract import Publisher
 from ensemble_tap.bus.dlq import DeadLetterWriter
 from ensemble_tap.config.models import Config, ProviderConfig
+from ensemble_tap.config.poll_settings import bearer_token, oauth_enabled
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.poller.clock import Clock, SystemClock
 from ensemble_tap.poller.engine import EventOutput, PollEngine
 from ensemble_tap.poller.http import ProviderHTTP, TokenBucket
 from ensemble_tap.poller.metrics import PollerMetrics
-from ensemble_tap.poller.model import ProviderPoller, StreamContext
 from ensemble_tap.poller.oauth import OAuthSettings, TokenSource
 from ensemble_tap.poller.scheduler import PollScheduler
 from ensemble_tap.poller.status import StatusRegistry
-from ensemble_tap.poller.targets import PollTarget, build_targets, oauth_enabled, token_of
+from ensemble_tap.poller.targets import PollTarget, build_targets
 from ensemble_tap.providers import poll_provider
+from ensemble_tap.providers.contract import ProviderPoller, StreamContext
 from ensemble_tap.state import StateStore, open_state_store
 
 HTTP_TIMEOUT = 20.0
@@ -55,10 +56,10 @@ class PollerService:
     def __init__(
         self,
         config: Config,
+        *,
         publisher: Publisher,
         dlq: DeadLetterWriter,
         metrics: Metrics,
-        *,
         clock: Clock | None = None,
         store: StateStore | None = None,
         client: httpx.AsyncClient | None = None,
@@ -69,15 +70,15 @@ class PollerService:
         self.clock = clock or SystemClock()
         self.targets = poll_targets(config)
         # Each target's credentials and whether its token endpoint takes HTTP Basic auth.
-        self._credentials: dict[str, tuple[TokenSource, bool]] = {}
+        self._credentials: dict[str, tuple[TokenSource, ProviderPoller]] = {}
         self.registry = StatusRegistry(self.clock)
         self.metrics = PollerMetrics(metrics.registry, self.registry)
         self.output = EventOutput(
-            publisher,
-            dlq,
-            metrics,
-            config.nats.subject_prefix,
-            config.nats.tenant_scoped_subjects,
+            publisher=publisher,
+            dlq=dlq,
+            metrics=metrics,
+            subject_prefix=config.nats.subject_prefix,
+            tenant_scoped=config.nats.tenant_scoped_subjects,
         )
         self.store = store
         self.client = client
@@ -115,7 +116,9 @@ class PollerService:
                 log.warning("poll mode requested but provider poller not available",
                             **target.describe())  # fmt: skip
                 continue
-            self.schedulers.append(self._scheduler(target, poller, self.store, self.client, gate))
+            self.schedulers.append(
+                self._scheduler(target, poller, store=self.store, client=self.client, gate=gate)
+            )
             log.info("starting provider poller", **target.describe())
         if run:
             self.start_tasks()
@@ -130,6 +133,7 @@ class PollerService:
         self,
         target: PollTarget,
         poller: ProviderPoller,
+        *,
         store: StateStore,
         client: httpx.AsyncClient,
         gate: asyncio.Semaphore,
@@ -139,23 +143,23 @@ class PollerService:
         refreshes = self.metrics.token_refreshes
         auth = TokenSource(
             target.provider,
-            target.state_key,
-            token_of(target.provider, settings),
-            _oauth(settings, poller.basic_token_auth),
-            store,
-            client,
-            self.clock,
+            state_key=target.state_key,
+            access_token=bearer_token(settings, poller.token_key),
+            oauth=_oauth(settings, poller.basic_token_auth),
+            store=store,
+            client=client,
+            clock=self.clock,
             on_refresh=lambda outcome: refreshes.labels(
                 target.provider, target.tenant_id, outcome
             ).inc(),
         )
-        self._credentials[target.state_key] = (auth, poller.basic_token_auth)
+        self._credentials[target.state_key] = (auth, poller)
         http = ProviderHTTP(
             target.provider,
-            client,
-            auth,
-            TokenBucket(target.rate_limit_per_sec, target.burst, self.clock),
-            self.clock,
+            client=client,
+            auth=auth,
+            limiter=TokenBucket(target.rate_limit_per_sec, target.burst, self.clock),
+            clock=self.clock,
             headers=poller.headers,
             rate_limit_hint=poller.rate_limit_hint,
         )
@@ -166,19 +170,33 @@ class PollerService:
             now_ns=self.clock.now_ns,
         )
         engine = PollEngine(
-            target, poller.streams(settings, context), http, store, self.output, self.clock
+            target,
+            streams=poller.streams(settings, context),
+            http=http,
+            store=store,
+            output=self.output,
+            clock=self.clock,
         )
-        return PollScheduler(target, engine, status, self.metrics, self.clock, self.rng, gate)
+        return PollScheduler(
+            target,
+            engine=engine,
+            status=status,
+            metrics=self.metrics,
+            clock=self.clock,
+            rng=self.rng,
+            gate=gate,
+        )
 
     def apply_secrets(self, config: Config) -> None:
         """Take the targets' new credentials (secret_reload); used from the next request."""
         for target in poll_targets(config):
             found = self._credentials.get(target.state_key)
             if found is not None:
-                auth, basic_auth = found
+                auth, poller = found
                 settings = target.settings
                 auth.replace_credentials(
-                    token_of(target.provider, settings), _oauth(settings, basic_auth)
+                    bearer_token(settings, poller.token_key),
+                    _oauth(settings, poller.basic_token_auth),
                 )
 
     async def stop(self) -> None:

@@ -1,14 +1,24 @@
 """Provider modules: each holds all knowledge of one SaaS provider.
 
-To add a webhook provider, add a module with a class implementing ``WebhookProvider`` and one
-line in ``_DEDICATED`` below. Any other configured name uses the generic HMAC verifier. A
-provider that can be polled also has a ``ProviderPoller`` in its module and a line in
-``_POLLERS``.
+To add a provider, add a module that ends with ``PROVIDER = Provider(name, webhook=…,
+poller=…)`` and one line in ``REGISTRY`` below (docs/architecture.md, "Adding a provider").
+Any other configured name receives webhooks through the generic HMAC verifier. Validation
+messages that name the providers supporting a key (``signature_versions``, ``fields``) list
+them in registry order.
 """
 
 from __future__ import annotations
 
-from ensemble_tap.poller.model import ProviderPoller
+from ensemble_tap.providers import (
+    github,
+    hubspot,
+    linear,
+    notion,
+    quickbooks,
+    salesforce,
+    shopify,
+    stripe,
+)
 from ensemble_tap.providers.base import (
     BadPayload,
     Extraction,
@@ -18,45 +28,28 @@ from ensemble_tap.providers.base import (
     WebhookProvider,
     WebhookRequest,
 )
-from ensemble_tap.providers.generic import GenericProvider
-from ensemble_tap.providers.github import GitHubProvider
-from ensemble_tap.providers.hubspot import HubSpotPoller, HubSpotProvider
-from ensemble_tap.providers.linear import LinearProvider
-from ensemble_tap.providers.notion import NotionPoller
-from ensemble_tap.providers.quickbooks import QuickBooksPoller
-from ensemble_tap.providers.salesforce import SalesforcePoller
-from ensemble_tap.providers.shopify import ShopifyProvider
-from ensemble_tap.providers.stripe import StripeProvider
+from ensemble_tap.providers.contract import Provider
+from ensemble_tap.providers.registry import ProviderRegistry
 
-_DEDICATED: dict[str, WebhookProvider] = {
-    "stripe": StripeProvider(),
-    "github": GitHubProvider(),
-    "hubspot": HubSpotProvider(),
-    "linear": LinearProvider(),
-    "shopify": ShopifyProvider(),
-}
-_GENERIC = GenericProvider()
-_POLLERS: dict[str, ProviderPoller] = {
-    "hubspot": HubSpotPoller(),
-    "salesforce": SalesforcePoller(),
-    "quickbooks": QuickBooksPoller(),
-    "notion": NotionPoller(),
-}
-
-
-def webhook_provider(name: str) -> WebhookProvider:
-    """The verifier/extractor for a configured provider name."""
-    return _DEDICATED.get(name, _GENERIC)
-
-
-def poll_provider(name: str) -> ProviderPoller | None:
-    """The poller of a provider name, or None when it cannot be polled."""
-    return _POLLERS.get(name)
-
+REGISTRY = ProviderRegistry(
+    hubspot.PROVIDER,
+    salesforce.PROVIDER,
+    quickbooks.PROVIDER,
+    notion.PROVIDER,
+    stripe.PROVIDER,
+    github.PROVIDER,
+    linear.PROVIDER,
+    shopify.PROVIDER,
+)
+webhook_provider = REGISTRY.webhook
+poll_provider = REGISTRY.poller
 
 __all__ = [
+    "REGISTRY",
     "BadPayload",
     "Extraction",
+    "Provider",
+    "ProviderRegistry",
     "SecretNotConfigured",
     "VerificationFailed",
     "WebhookError",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ensemble_tap.config.models import ProviderConfig
+from ensemble_tap.config.provider_rules import WebhookRules
 
 
 class WebhookError(Exception):
@@ -74,8 +75,9 @@ class Extraction:
     event_id: str = ""
 
 
-class WebhookProvider(Protocol):
-    """Verification and extraction for one provider name."""
+class WebhookProvider(WebhookRules, Protocol):
+    """Verification and extraction for one provider name, and the facts config validation
+    checks its settings against (``WebhookRules``: secret keys, signature versions)."""
 
     def verify(self, request: WebhookRequest, settings: ProviderConfig, provider: str) -> None:
         """Authenticate ``request`` with the secrets in ``settings``.

@@ -22,13 +22,16 @@ from ensemble_tap.providers.common import (
 
 
 class GenericProvider:
+    secret_keys = ("secret",)
+    signature_versions = None
+
     def verify(self, request: WebhookRequest, settings: ProviderConfig, provider: str) -> None:
         hmac_verifier.verify(
             require_secrets(settings.secret, provider),
             request.body,
-            request.header("x-signature"),
-            "X-Signature",
-            "hex",
+            header_value=request.header("x-signature"),
+            header_name="X-Signature",
+            encoding="hex",
             prefix="sha256=",
         )
 

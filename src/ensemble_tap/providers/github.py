@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ensemble_tap.config.models import ProviderConfig
+from ensemble_tap.config.provider_rules import SignatureVersions
 from ensemble_tap.providers.base import BadPayload, Extraction, VerificationFailed, WebhookRequest
 from ensemble_tap.providers.common import (
     digest,
@@ -22,15 +23,18 @@ from ensemble_tap.providers.common import (
     require_secrets,
     to_string,
 )
+from ensemble_tap.providers.contract import Provider
 from ensemble_tap.providers.hmac_verifier import decode_signature, matches
-
-DEFAULT_ALGORITHMS = ("sha256",)
 
 
 class GitHubProvider:
+    secret_keys = ("secret",)
+    # GitHub always sends the SHA-256 header; the others only when listed.
+    signature_versions = SignatureVersions(frozenset({"sha256", "sha1", "sha512"}), ("sha256",))
+
     def verify(self, request: WebhookRequest, settings: ProviderConfig, provider: str) -> None:
         secrets = require_secrets(settings.secret, provider)
-        allowed = tuple(settings.signature_versions or DEFAULT_ALGORITHMS)
+        allowed = tuple(settings.signature_versions or self.signature_versions.default)
         verify_signature(request, secrets, allowed)
 
     def extract(self, request: WebhookRequest) -> list[Extraction]:
@@ -106,7 +110,7 @@ def verify_signature(
     if algorithm not in allowed:
         raise VerificationFailed(f"{algorithm} signatures are not enabled (signature_versions)")
     signature = decode_signature(value, "hex")
-    if not matches(secrets, request.body, signature, algorithm):
+    if not matches(secrets, request.body, signature=signature, algorithm=algorithm):
         raise VerificationFailed("payload signature check failed")
 
 
@@ -268,3 +272,6 @@ def fallback_entity_id(event: str, payload: dict[str, Any]) -> str:
         if found != "unknown":
             return found
     return "unknown"
+
+
+PROVIDER = Provider("github", webhook=GitHubProvider())

@@ -36,7 +36,7 @@ def decode_signature(value: str, encoding: Encoding, prefix: str = "") -> bytes:
 
 
 def matches(
-    secrets: Sequence[str], signed: bytes, signature: bytes, algorithm: str = "sha256"
+    secrets: Sequence[str], signed: bytes, *, signature: bytes, algorithm: str = "sha256"
 ) -> bool:
     """True when any secret's HMAC over ``signed`` equals ``signature`` (constant time)."""
     if algorithm not in ALGORITHMS:
@@ -58,6 +58,7 @@ def _keyed(secret: str, algorithm: str) -> hmac.HMAC:
 def verify(
     secrets: Sequence[str],
     signed: bytes,
+    *,
     header_value: str,
     header_name: str,
     encoding: Encoding,
@@ -67,11 +68,11 @@ def verify(
     if not header_value.strip():
         raise VerificationFailed(f'missing signature header "{header_name}"')
     signature = decode_signature(header_value, encoding, prefix)
-    if not matches(secrets, signed, signature, algorithm):
+    if not matches(secrets, signed, signature=signature, algorithm=algorithm):
         raise VerificationFailed("signature mismatch")
 
 
-def check_timestamp(value: str, header_name: str, max_age: float, now_ns: int) -> int:
+def check_timestamp(value: str, *, header_name: str, max_age: float, now_ns: int) -> int:
     """Parse a timestamp header and require ``|now - ts| <= max_age``; return it in ns."""
     if not value.strip():
         raise VerificationFailed(f'invalid timestamp header "{header_name}": empty timestamp')

@@ -16,23 +16,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any
 
 from ensemble_tap.config.models import ProviderConfig
+from ensemble_tap.config.provider_rules import SignatureVersions
 from ensemble_tap.events import json_bytes
-from ensemble_tap.poller.http import ProviderHTTP, Response
-from ensemble_tap.poller.model import (
-    Page,
-    Position,
-    Record,
-    Stream,
-    StreamContext,
-    base_url,
-    dig,
-    objects_of,
-    scan_period,
-)
 from ensemble_tap.providers.base import BadPayload, Extraction, VerificationFailed, WebhookRequest
 from ensemble_tap.providers.common import (
     digest,
@@ -42,11 +31,24 @@ from ensemble_tap.providers.common import (
     time_value_ns,
     to_string,
 )
+from ensemble_tap.providers.contract import (
+    Page,
+    PollHTTP,
+    Position,
+    Provider,
+    Record,
+    Response,
+    Stream,
+    StreamContext,
+    base_url,
+    dig,
+    objects_of,
+    scan_period,
+)
 from ensemble_tap.providers.hmac_verifier import check_timestamp, decode_signature, matches
 
 MAX_AGE_SECONDS = 300
 MAX_BATCH = 100
-DEFAULT_VERSIONS = ("v3",)
 # HubSpot signs the URI with these escapes decoded (its v3 validation guide).
 _DECODED_ESCAPES = {
     "3a": ":", "2f": "/", "3f": "?", "40": "@", "21": "!", "24": "$",
@@ -57,13 +59,17 @@ _ACTIONS = {"creation": "created", "deletion": "deleted"}
 
 
 class HubSpotProvider:
+    # An app's client secret signs its deliveries; ``secret`` serves private apps.
+    secret_keys = ("secret", "client_secret")
+    signature_versions = SignatureVersions(frozenset({"v1", "v2", "v3"}), ("v3",))
+
     def verify(self, request: WebhookRequest, settings: ProviderConfig, provider: str) -> None:
         secrets = (
             [settings.client_secret.strip()]
             if settings.client_secret.strip()
             else list(require_secrets(settings.secret, provider))
         )
-        versions = tuple(settings.signature_versions or DEFAULT_VERSIONS)
+        versions = tuple(settings.signature_versions or self.signature_versions.default)
         verify_signature(request, secrets, versions)
 
     def extract(self, request: WebhookRequest) -> list[Extraction]:
@@ -98,10 +104,13 @@ def verify_signature(
     if v3 and "v3" in versions:
         timestamp = request.header("x-hubspot-request-timestamp")
         check_timestamp(
-            timestamp, "X-HubSpot-Request-Timestamp", MAX_AGE_SECONDS, request.received_ns
+            timestamp,
+            header_name="X-HubSpot-Request-Timestamp",
+            max_age=MAX_AGE_SECONDS,
+            now_ns=request.received_ns,
         )
         signed = (request.method + signed_url(request)).encode() + request.body + timestamp.encode()
-        if not matches(secrets, signed, decode_signature(v3, "base64")):
+        if not matches(secrets, signed, signature=decode_signature(v3, "base64")):
             raise VerificationFailed("signature mismatch")
         return
     legacy = request.header("x-hubspot-signature")
@@ -187,6 +196,7 @@ def object_type_entity(object_type_id: str) -> str:
 
 HUBSPOT_OBJECTS = ("deals", "contacts", "companies", "tickets")
 HUBSPOT_PAGE_SIZE = 100
+HUBSPOT_MAX_PAGE_SIZE = 200  # the search endpoint's maximum
 HUBSPOT_LIST_PAGE_SIZE = 100  # the list endpoint's maximum
 SEARCH_WINDOW = 10_000
 # Contacts carry ``lastmodifieddate``; every other standard object ``hs_lastmodifieddate``.
@@ -248,10 +258,21 @@ def poll_entity_type(object_name: str) -> str:
 
 
 class HubSpotPoller:
-    name = "hubspot"
     headers: Mapping[str, str] = {}
     basic_token_auth = False
+    token_key = "api_key"  # the config key of a private app's token; nosec B105
+    max_page_size = HUBSPOT_MAX_PAGE_SIZE
+    required_keys = ()
+    # Names or objectTypeIds (``0-3``, custom ``2-…``), spliced into URL paths.
+    object_name = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+    reads_fields = True  # HubSpot properties
     search_window = SEARCH_WINDOW
+
+    def target_problems(self, settings: ProviderConfig) -> Iterator[str]:
+        return iter(())
+
+    def settings_warnings(self, settings: ProviderConfig) -> Iterator[tuple[str, str]]:
+        return iter(())
 
     def streams(self, settings: ProviderConfig, context: StreamContext) -> list[Stream]:
         base = base_url(settings)
@@ -310,7 +331,7 @@ class HubSpotSearch:
             body["after"] = after
         return body
 
-    async def pages(self, start: Position, http: ProviderHTTP) -> AsyncGenerator[Page, None]:
+    async def pages(self, start: Position, http: PollHTTP) -> AsyncGenerator[Page, None]:
         position = start
         while True:
             since = position.since_ns
@@ -368,7 +389,7 @@ class HubSpotArchived:
         self.page_size = page_size
         self.period = scan_period(interval)
 
-    async def pages(self, start: Position, http: ProviderHTTP) -> AsyncGenerator[Page, None]:
+    async def pages(self, start: Position, http: PollHTTP) -> AsyncGenerator[Page, None]:
         position = start
         while True:
             after = to_string(dig(position.token, "after"))
@@ -396,3 +417,6 @@ class HubSpotArchived:
             if after_next is None:
                 return
             position = after_next
+
+
+PROVIDER = Provider("hubspot", webhook=HubSpotProvider(), poller=HubSpotPoller())

@@ -22,19 +22,23 @@ from ensemble_tap.providers.common import (
     time_value_ns,
     to_string,
 )
+from ensemble_tap.providers.contract import Provider
 
 REPLAY_WINDOW_SECONDS = 60
 _ACTIONS = {"create": "created", "update": "updated", "remove": "deleted"}
 
 
 class LinearProvider:
+    secret_keys = ("secret",)
+    signature_versions = None
+
     def verify(self, request: WebhookRequest, settings: ProviderConfig, provider: str) -> None:
         hmac_verifier.verify(
             require_secrets(settings.secret, provider),
             request.body,
-            request.header("linear-signature"),
-            "Linear-Signature",
-            "hex",
+            header_value=request.header("linear-signature"),
+            header_name="Linear-Signature",
+            encoding="hex",
         )
         body = parse_json_object(request.body)
         try:
@@ -93,3 +97,6 @@ def action_of(body: dict[str, Any], event_header: str) -> str:
         return _ACTIONS.get(action, action)
     _, _, header_action = event_header.lower().partition(".")
     return _ACTIONS.get(header_action, header_action) or "updated"
+
+
+PROVIDER = Provider("linear", webhook=LinearProvider())

@@ -16,21 +16,23 @@ and that ``GET /v1/pages/{id}`` (``/v1/databases/{id}``) reports ``in_trash`` or
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any
 
 from ensemble_tap.config.models import ProviderConfig
-from ensemble_tap.poller.http import ProviderHTTP, Response
-from ensemble_tap.poller.model import (
+from ensemble_tap.providers.common import provider_time_ns, to_string
+from ensemble_tap.providers.contract import (
     Page,
+    PollHTTP,
     Position,
+    Provider,
     Record,
+    Response,
     Stream,
     StreamContext,
     base_url,
     scan_period,
 )
-from ensemble_tap.providers.common import provider_time_ns, to_string
 
 NOTION_VERSION = "2022-06-28"
 NOTION_PAGE_SIZE = 100  # the API's maximum
@@ -38,12 +40,23 @@ ENTITY_TYPES = ("page", "database")
 
 
 class NotionPoller:
-    name = "notion"
     headers: Mapping[str, str] = {"Notion-Version": NOTION_VERSION}
     basic_token_auth = False
+    token_key = "secret"  # the name of the config key with the token; nosec B105
+    max_page_size = NOTION_PAGE_SIZE
+    required_keys = ()
+    object_name = None  # ``objects`` is not read
+    reads_fields = False
+
+    def target_problems(self, settings: ProviderConfig) -> Iterator[str]:
+        return iter(())
+
+    def settings_warnings(self, settings: ProviderConfig) -> Iterator[tuple[str, str]]:
+        if settings.objects:
+            yield "objects", "has no effect for notion (search covers pages and databases)"
 
     def streams(self, settings: ProviderConfig, context: StreamContext) -> list[Stream]:
-        page_size = min(settings.query_per_page or NOTION_PAGE_SIZE, NOTION_PAGE_SIZE)
+        page_size = min(settings.query_per_page or NOTION_PAGE_SIZE, self.max_page_size)
         return [NotionSearch(base_url(settings), page_size, context)]
 
     def rate_limit_hint(self, response: Response) -> float | None:
@@ -68,7 +81,7 @@ class NotionSearch:
         self._scan_id = ""
         self._seen: set[tuple[str, str]] = set()
 
-    async def pages(self, start: Position, http: ProviderHTTP) -> AsyncGenerator[Page, None]:
+    async def pages(self, start: Position, http: PollHTTP) -> AsyncGenerator[Page, None]:
         token = dict(start.token or {})
         if not token:  # a new pass
             full = self._passes % self.full_every == 0
@@ -125,7 +138,7 @@ class NotionSearch:
             async for page in self._deletions(http):
                 yield page
 
-    async def _deletions(self, http: ProviderHTTP) -> AsyncGenerator[Page, None]:
+    async def _deletions(self, http: PollHTTP) -> AsyncGenerator[Page, None]:
         known = await self.context.known_entities(ENTITY_TYPES)
         for entity_type, entity_id in sorted(known - self._seen):
             kind = "databases" if entity_type == "database" else "pages"
@@ -153,3 +166,6 @@ class NotionSearch:
         if _trashed(item):
             return Record(entity_type, entity_id, None, version, deleted=True)
         return Record(entity_type, entity_id, dict(item), version)
+
+
+PROVIDER = Provider("notion", poller=NotionPoller())

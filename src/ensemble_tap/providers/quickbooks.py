@@ -28,25 +28,29 @@ refresh tokens.
 from __future__ import annotations
 
 import bisect
-from collections.abc import AsyncGenerator, Mapping, Sequence
+import re
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus
 
 from ensemble_tap.config.models import ProviderConfig
 from ensemble_tap.events import format_time_ns
-from ensemble_tap.poller.http import PollError, ProviderHTTP, Response
-from ensemble_tap.poller.model import (
+from ensemble_tap.providers.common import provider_time_ns, to_string
+from ensemble_tap.providers.contract import (
     Page,
+    PollError,
+    PollHTTP,
     Position,
+    Provider,
     Record,
+    Response,
     Stream,
     StreamContext,
     base_url,
     dig,
     objects_of,
 )
-from ensemble_tap.providers.common import provider_time_ns, to_string
 
 QUICKBOOKS_OBJECTS = ("Customer",)
 QUICKBOOKS_PAGE_SIZE = 100
@@ -78,14 +82,30 @@ def where(entity: str, *conditions: str) -> str:
     return f" WHERE {' AND '.join(terms)}" if terms else ""
 
 
+_REALM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
 class QuickBooksPoller:
-    name = "quickbooks"
     headers: Mapping[str, str] = {"Accept": "application/json"}
     basic_token_auth = True
+    token_key = "secret"  # the name of the config key with the token; nosec B105
+    max_page_size = QUICKBOOKS_MAX_PAGE_SIZE
+    required_keys = ("realm_id",)  # the company: every URL holds it
+    # Entity names are spliced into queries: no quoting tricks possible.
+    object_name = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,100}$")
+    reads_fields = False
+
+    def target_problems(self, settings: ProviderConfig) -> Iterator[str]:
+        realm = settings.realm_id.strip()
+        if realm and not _REALM_ID.match(realm):
+            yield "realm_id must be letters, digits, '_' or '-'"
+
+    def settings_warnings(self, settings: ProviderConfig) -> Iterator[tuple[str, str]]:
+        return iter(())
 
     def streams(self, settings: ProviderConfig, context: StreamContext) -> list[Stream]:
         company = f"{base_url(settings)}/v3/company/{settings.realm_id.strip()}"
-        page_size = min(settings.query_per_page or QUICKBOOKS_PAGE_SIZE, QUICKBOOKS_MAX_PAGE_SIZE)
+        page_size = min(settings.query_per_page or QUICKBOOKS_PAGE_SIZE, self.max_page_size)
         entities = objects_of(settings, QUICKBOOKS_OBJECTS)
         streams: list[Stream] = [QuickBooksQuery(company, name, page_size) for name in entities]
         captured = [name for name in entities if name not in NO_CDC_ENTITIES]
@@ -129,7 +149,7 @@ class QuickBooksQuery:
             f"MetaData.LastUpdatedTime STARTPOSITION {offset + 1} MAXRESULTS {self.page_size}"
         )
 
-    async def pages(self, start: Position, http: ProviderHTTP) -> AsyncGenerator[Page, None]:
+    async def pages(self, start: Position, http: PollHTTP) -> AsyncGenerator[Page, None]:
         position = start
         while True:
             reply = await http.request(
@@ -224,7 +244,7 @@ class QuickBooksDeletes:
     def oldest_since(self) -> int:
         return self.context.now_ns() - CDC_MAX_AGE + CDC_AGE_MARGIN
 
-    async def pages(self, start: Position, http: ProviderHTTP) -> AsyncGenerator[Page, None]:
+    async def pages(self, start: Position, http: PollHTTP) -> AsyncGenerator[Page, None]:
         token = _split_token(start.token)
         since = start.since_ns
         position = start
@@ -257,7 +277,7 @@ class QuickBooksDeletes:
             position = following
 
     async def _step(
-        self, http: ProviderHTTP, since: int, token: dict[str, Any]
+        self, http: PollHTTP, since: int, token: dict[str, Any]
     ) -> tuple[list[Record], dict[str, Any] | None]:
         """One request of a pass gone entity by entity: its deletes and the pass's next state
         (None: every entity has been read up to ``cover``)."""
@@ -291,7 +311,7 @@ class QuickBooksDeletes:
             return None
         return {"cover": token["cover"], "entity": self.entities[index], "stale": token["stale"]}
 
-    async def _changes(self, http: ProviderHTTP, entities: list[str], since: int) -> _Changes:
+    async def _changes(self, http: PollHTTP, entities: list[str], since: int) -> _Changes:
         params = {"entities": ",".join(entities), "changedSince": qbo_time(since)}
         reply = await http.request("GET", self.cdc_url, params=params)
         data = reply.json_object("quickbooks")
@@ -328,7 +348,7 @@ class QuickBooksDeletes:
         first = bisect.bisect_right(ids, after)
         return ids[first : first + RECONCILE_BATCH]
 
-    async def _missing(self, http: ProviderHTTP, entity: str, ids: list[str]) -> list[Record]:
+    async def _missing(self, http: PollHTTP, entity: str, ids: list[str]) -> list[Record]:
         """Deletes of the known ``ids`` the query API no longer finds (inactive name-list
         records are found: they still exist)."""
         listed = ", ".join(_quoted(entity_id) for entity_id in ids)
@@ -355,3 +375,6 @@ class QuickBooksDeletes:
             for entity_id in ids
             if entity_id not in found
         ]
+
+
+PROVIDER = Provider("quickbooks", poller=QuickBooksPoller())

@@ -19,28 +19,32 @@ expired token, so it never triggers a token refresh.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+import re
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote_plus
 
 from ensemble_tap.config.models import ProviderConfig
 from ensemble_tap.events import format_time_ns
-from ensemble_tap.poller.http import ProviderHTTP, Response
-from ensemble_tap.poller.model import (
+from ensemble_tap.providers.common import provider_time_ns, to_string
+from ensemble_tap.providers.contract import (
     Page,
+    PollHTTP,
     Position,
+    Provider,
     Record,
+    Response,
     Stream,
     StreamContext,
     base_url,
     dig,
     objects_of,
 )
-from ensemble_tap.providers.common import provider_time_ns, to_string
 
 SALESFORCE_OBJECTS = ("Opportunity",)
 SALESFORCE_API_VERSION = "v59.0"
 SALESFORCE_PAGE_SIZE = 200  # Salesforce's smallest batch size
+SALESFORCE_MAX_PAGE_SIZE = 2000  # and its largest
 CURSOR_FIELD = "SystemModstamp"
 REQUIRED_FIELDS = ("Id", CURSOR_FIELD, "LastModifiedDate", "IsDeleted")
 # The daily API allowance does not come back in seconds.
@@ -56,10 +60,26 @@ def soql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+_API_VERSION = re.compile(r"^v\d{1,3}\.\d{1,2}$")
+
+
 class SalesforcePoller:
-    name = "salesforce"
     headers: Mapping[str, str] = {"Accept": "application/json"}
     basic_token_auth = False
+    token_key = "secret"  # the name of the config key with the token; nosec B105
+    max_page_size = SALESFORCE_MAX_PAGE_SIZE
+    required_keys = ()
+    # sObject names are spliced into SOQL: no quoting tricks possible.
+    object_name = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,100}$")
+    reads_fields = True
+
+    def target_problems(self, settings: ProviderConfig) -> Iterator[str]:
+        version = settings.api_version.strip()
+        if version and not _API_VERSION.match(version):
+            yield "api_version must look like v59.0"
+
+    def settings_warnings(self, settings: ProviderConfig) -> Iterator[tuple[str, str]]:
+        return iter(())
 
     def streams(self, settings: ProviderConfig, context: StreamContext) -> list[Stream]:
         version = settings.api_version.strip() or SALESFORCE_API_VERSION
@@ -91,7 +111,7 @@ class SalesforceStream:
         self.select = (
             ", ".join(dict.fromkeys((*REQUIRED_FIELDS, *fields))) if fields else "FIELDS(STANDARD)"
         )
-        self.page_size = max(SALESFORCE_PAGE_SIZE, min(page_size, 2000))
+        self.page_size = max(SALESFORCE_PAGE_SIZE, min(page_size, SALESFORCE_MAX_PAGE_SIZE))
 
     def soql(self, position: Position) -> str:
         # SOQL sent to Salesforce's API: object and field names are validated config.
@@ -108,7 +128,7 @@ class SalesforceStream:
             query += f" WHERE {CURSOR_FIELD} >= {soql_time(since)}"
         return query + f" ORDER BY {CURSOR_FIELD} ASC, Id ASC"
 
-    async def pages(self, start: Position, http: ProviderHTTP) -> AsyncGenerator[Page, None]:
+    async def pages(self, start: Position, http: PollHTTP) -> AsyncGenerator[Page, None]:
         await http.auth.token()  # a token response names the org's API host (instance_url)
         base = http.auth.instance_url or self.base
         url = f"{base}/services/data/{self.version}/queryAll?q={quote_plus(self.soql(start))}"
@@ -150,3 +170,6 @@ class SalesforceStream:
         if row.get("IsDeleted") is True:
             return Record(self.entity_type, entity_id, None, version, deleted=True)
         return Record(self.entity_type, entity_id, dict(row), version, time_ns=modified)
+
+
+PROVIDER = Provider("salesforce", poller=SalesforcePoller())

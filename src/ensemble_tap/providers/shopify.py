@@ -21,16 +21,20 @@ from ensemble_tap.providers.common import (
     require_secrets,
     to_string,
 )
+from ensemble_tap.providers.contract import Provider
 
 
 class ShopifyProvider:
+    secret_keys = ("secret",)
+    signature_versions = None
+
     def verify(self, request: WebhookRequest, settings: ProviderConfig, provider: str) -> None:
         hmac_verifier.verify(
             require_secrets(settings.secret, provider),
             request.body,
-            request.header("x-shopify-hmac-sha256"),
-            "X-Shopify-Hmac-SHA256",
-            "base64",
+            header_value=request.header("x-shopify-hmac-sha256"),
+            header_name="X-Shopify-Hmac-SHA256",
+            encoding="base64",
         )
 
     def extract(self, request: WebhookRequest) -> list[Extraction]:
@@ -72,3 +76,6 @@ def record_id(record: Any) -> str:
     if entity_id == "unknown" and isinstance(record, dict):
         entity_id = to_string(record.get("admin_graphql_api_id")) or "unknown"
     return entity_id
+
+
+PROVIDER = Provider("shopify", webhook=ShopifyProvider())

@@ -24,6 +24,7 @@ from ensemble_tap.providers.common import (
     require_secrets,
     to_string,
 )
+from ensemble_tap.providers.contract import Provider
 from ensemble_tap.providers.hmac_verifier import matches
 
 TOLERANCE_SECONDS = 300
@@ -35,6 +36,9 @@ _TYPE_QUALIFIER = re.compile(r"\[[^\]]*\]")
 
 
 class StripeProvider:
+    secret_keys = ("secret",)
+    signature_versions = None
+
     def verify(self, request: WebhookRequest, settings: ProviderConfig, provider: str) -> None:
         secrets = require_secrets(settings.secret, provider)
         timestamp, signatures = parse_signature_header(request.header("stripe-signature"))
@@ -42,7 +46,7 @@ class StripeProvider:
         if now - timestamp > TOLERANCE_SECONDS or timestamp - now > TOLERANCE_SECONDS:
             raise VerificationFailed("timestamp wasn't within tolerance")
         signed = f"{timestamp}.".encode() + request.body
-        if not any(matches(secrets, signed, signature) for signature in signatures):
+        if not any(matches(secrets, signed, signature=signature) for signature in signatures):
             raise VerificationFailed("webhook had no valid signature")
 
     def extract(self, request: WebhookRequest) -> list[Extraction]:
@@ -138,3 +142,6 @@ def split_type(value: object) -> tuple[str, str]:
     if len(parts) >= 2:
         return ".".join(parts[:-1]), parts[-1]
     return (parts[0] if parts else "event"), "updated"
+
+
+PROVIDER = Provider("stripe", webhook=StripeProvider())

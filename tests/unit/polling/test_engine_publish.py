@@ -66,9 +66,9 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         publisher = RecordingPublisher()
         service = PollerService(
             config,
-            publisher,
-            DeadLetterWriter(publisher, metrics),
-            metrics,
+            publisher=publisher,
+            dlq=DeadLetterWriter(publisher, metrics),
+            metrics=metrics,
             clock=FakeClock(),
             store=MemoryStateStore(),
         )

@@ -7,15 +7,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from ensemble_tap.poller.http import (
-    BudgetExhausted,
-    FetchBudget,
-    PollError,
-    RateLimited,
-    TokenBucket,
-    check_url,
-    retry_after_seconds,
-)
+from ensemble_tap.poller.errors import BudgetExhausted, PollError, RateLimited
+from ensemble_tap.poller.http import FetchBudget, TokenBucket, check_url, retry_after_seconds
 from tests.support.polling import FakeClock
 
 NOW = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)

@@ -9,11 +9,12 @@ import pytest
 
 from ensemble_tap.config.models import Config
 from ensemble_tap.config.validate import check
+from ensemble_tap.providers import REGISTRY
 from tests.unit.config_support import load_text
 
 
 def problems(providers: dict[str, Any]) -> tuple[list[str], list[str]]:
-    errors, warnings = check(Config.model_validate({"providers": providers}))
+    errors, warnings = check(Config.model_validate({"providers": providers}), REGISTRY)
     return [str(e) for e in errors], [str(w) for w in warnings]
 
 

@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from ensemble_tap.config.models import ProviderConfig
-from ensemble_tap.poller.http import FetchBudget, PollError, ProviderHTTP, TokenBucket
-from ensemble_tap.poller.model import Page, Position, StreamContext
+from ensemble_tap.poller.errors import PollError
+from ensemble_tap.poller.http import FetchBudget, ProviderHTTP, TokenBucket
 from ensemble_tap.poller.oauth import TokenSource
+from ensemble_tap.providers.contract import Page, Position, StreamContext
 from ensemble_tap.providers.quickbooks import (
     QuickBooksDeletes,
     QuickBooksPoller,
@@ -36,10 +37,23 @@ async def connected(fake: FakeQuickBooks) -> AsyncIterator[ProviderHTTP]:
     clock = FakeClock(NOW)
     async with httpx.AsyncClient() as client:
         auth = TokenSource(
-            "quickbooks", "quickbooks", "qb-token", None, MemoryStateStore(), client, clock
+            "quickbooks",
+            state_key="quickbooks",
+            access_token="qb-token",
+            oauth=None,
+            store=MemoryStateStore(),
+            client=client,
+            clock=clock,
         )
         limiter = TokenBucket(1000.0, 1000, clock)
-        http = ProviderHTTP("quickbooks", client, auth, limiter, clock, QuickBooksPoller.headers)
+        http = ProviderHTTP(
+            "quickbooks",
+            client=client,
+            auth=auth,
+            limiter=limiter,
+            clock=clock,
+            headers=QuickBooksPoller.headers,
+        )
         http.new_cycle(FetchBudget(100_000, 100_000))
         yield http
 

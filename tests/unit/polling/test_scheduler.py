@@ -12,7 +12,7 @@ import pytest
 from ensemble_tap.config.models import ProviderConfig
 from ensemble_tap.observability import Metrics
 from ensemble_tap.poller.engine import CycleStats
-from ensemble_tap.poller.http import PollError, RateLimited
+from ensemble_tap.poller.errors import PollError, RateLimited
 from ensemble_tap.poller.metrics import PollerMetrics
 from ensemble_tap.poller.scheduler import PollScheduler, RetryPolicy
 from ensemble_tap.poller.status import StatusRegistry
@@ -69,11 +69,11 @@ def scheduler_for(
     metrics = PollerMetrics(Metrics().registry, registry)
     scheduler = PollScheduler(
         t,
-        engine,  # type: ignore[arg-type]
-        registry.upsert(t),
-        metrics,
-        clock,
-        random.Random(7),
+        engine=engine,  # type: ignore[arg-type]
+        status=registry.upsert(t),
+        metrics=metrics,
+        clock=clock,
+        rng=random.Random(7),
     )
     return scheduler, engine, clock
 

@@ -5,13 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from ensemble_tap.config.models import ProviderConfig
+from ensemble_tap.config.poll_settings import bearer_token
 from ensemble_tap.poller.service import poll_targets
-from ensemble_tap.poller.targets import build_targets, state_key, token_of
+from ensemble_tap.poller.targets import build_targets, state_key
+from ensemble_tap.providers import poll_provider
 from tests.support.app import make_config
 
 
 def provider(**values: Any) -> ProviderConfig:
     return ProviderConfig.model_validate({"mode": "poll", **values})
+
+
+def token_of(name: str, settings: ProviderConfig) -> str:
+    """The bearer token the poller of ``name`` sends (its ``token_key`` is the fallback)."""
+    poller = poll_provider(name)
+    assert poller is not None
+    return bearer_token(settings, poller.token_key)
 
 
 def test_state_keys() -> None:

@@ -1,4 +1,9 @@
-"""What provider pollers hand to the engine, and what the engine keeps between cycles.
+"""The contract between provider modules and the poller: what a provider poller declares and
+implements, and what the poller hands to it.
+
+Provider modules import this module and never the poller; the poller imports this module and
+the registry (``providers/__init__.py``), never a provider module. The webhook half of the
+contract is in ``base.py``; ``Provider`` names both halves of one provider for the registry.
 
 A *stream* is one ordered walk over a provider's changes (e.g. HubSpot deals sorted by
 modification time, or HubSpot's archived deals). A *pass* walks a stream from a lower bound to
@@ -13,20 +18,82 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpx
+import orjson
+
 from ensemble_tap.config.models import ProviderConfig
-from ensemble_tap.poller.http import ProviderHTTP, Response
+from ensemble_tap.config.provider_rules import PollRules
+from ensemble_tap.providers.base import WebhookProvider
 from ensemble_tap.state.base import Position, StreamState
 
 __all__ = [
     "KnownEntities",
     "Page",
+    "PollAuth",
+    "PollError",
+    "PollHTTP",
     "Position",
+    "Provider",
     "ProviderPoller",
     "Record",
+    "Response",
     "Stream",
     "StreamContext",
     "StreamState",
 ]
+
+
+class PollError(Exception):
+    """A cycle failed; the message is what operators see in the status (no secrets)."""
+
+
+@dataclass(slots=True, frozen=True)
+class Response:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+    def json(self, provider: str) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise PollError(f"decode {provider} response: {exc}") from None
+
+    def json_object(self, provider: str) -> dict[str, Any]:
+        value = self.json(provider)
+        if not isinstance(value, dict):
+            raise PollError(f"decode {provider} response: expected a JSON object")
+        return value
+
+
+class PollAuth(Protocol):
+    """The target's bearer token, as a stream may need it before its first request."""
+
+    # Salesforce: the org's API host, from the token response ("" until one named it).
+    instance_url: str
+
+    async def token(self) -> str: ...
+
+
+class PollHTTP(Protocol):
+    """Requests to the provider's API: budgets, pacing, auth and error mapping included.
+
+    ``request`` raises PollError for failures (the poller's subclasses say which).
+    """
+
+    @property
+    def auth(self) -> PollAuth: ...
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        allow_status: tuple[int, ...] = (),
+    ) -> Response: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,7 +140,7 @@ class Stream(Protocol):
     # progress always continues.
     period: int
 
-    def pages(self, start: Position, http: ProviderHTTP) -> AsyncGenerator[Page, None]: ...
+    def pages(self, start: Position, http: PollHTTP) -> AsyncGenerator[Page, None]: ...
 
 
 # Entities of a target the store knows, for delete detection by absence (Notion).
@@ -90,10 +157,10 @@ class StreamContext:
     now_ns: Callable[[], int]
 
 
-class ProviderPoller(Protocol):
-    """A provider's polling knowledge (one per provider module)."""
+class ProviderPoller(PollRules, Protocol):
+    """A provider's polling knowledge (one per provider module): its requests, and the facts
+    and checks config validation applies to its poll targets (``PollRules``)."""
 
-    name: str
     # Extra headers on every request (e.g. Notion-Version).
     headers: Mapping[str, str]
     # Client authentication at the token endpoint: HTTP Basic (Intuit) or the form body.
@@ -104,6 +171,19 @@ class ProviderPoller(Protocol):
     def rate_limit_hint(self, response: Response) -> float | None:
         """A wait in seconds when a non-429 response means "rate limited", else None."""
         ...
+
+
+@dataclass(slots=True, frozen=True)
+class Provider:
+    """One line of the registry: a provider name and what it can do.
+
+    ``webhook`` None: deliveries go through the generic HMAC verifier (``X-Signature``).
+    ``poller`` None: the provider cannot be polled.
+    """
+
+    name: str
+    webhook: WebhookProvider | None = None
+    poller: ProviderPoller | None = None
 
 
 def base_url(settings: ProviderConfig) -> str:
