@@ -260,7 +260,7 @@ def poll_entity_type(object_name: str) -> str:
 class HubSpotPoller:
     headers: Mapping[str, str] = {}
     basic_token_auth = False
-    token_key = "api_key"  # the config key of a private app's token; nosec B105
+    token_key = "api_key"  # the config key of a private app's token  # nosec B105
     max_page_size = HUBSPOT_MAX_PAGE_SIZE
     required_keys = ()
     # Names or objectTypeIds (``0-3``, custom ``2-…``), spliced into URL paths.

@@ -42,7 +42,7 @@ ENTITY_TYPES = ("page", "database")
 class NotionPoller:
     headers: Mapping[str, str] = {"Notion-Version": NOTION_VERSION}
     basic_token_auth = False
-    token_key = "secret"  # the name of the config key with the token; nosec B105
+    token_key = "secret"  # the name of the config key with the token  # nosec B105
     max_page_size = NOTION_PAGE_SIZE
     required_keys = ()
     object_name = None  # ``objects`` is not read

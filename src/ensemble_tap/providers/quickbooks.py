@@ -88,7 +88,7 @@ _REALM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class QuickBooksPoller:
     headers: Mapping[str, str] = {"Accept": "application/json"}
     basic_token_auth = True
-    token_key = "secret"  # the name of the config key with the token; nosec B105
+    token_key = "secret"  # the name of the config key with the token  # nosec B105
     max_page_size = QUICKBOOKS_MAX_PAGE_SIZE
     required_keys = ("realm_id",)  # the company: every URL holds it
     # Entity names are spliced into queries: no quoting tricks possible.

@@ -66,7 +66,7 @@ _API_VERSION = re.compile(r"^v\d{1,3}\.\d{1,2}$")
 class SalesforcePoller:
     headers: Mapping[str, str] = {"Accept": "application/json"}
     basic_token_auth = False
-    token_key = "secret"  # the name of the config key with the token; nosec B105
+    token_key = "secret"  # the name of the config key with the token  # nosec B105
     max_page_size = SALESFORCE_MAX_PAGE_SIZE
     required_keys = ()
     # sObject names are spliced into SOQL: no quoting tricks possible.
