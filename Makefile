@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/bandit -q -c pyproject.toml -r src
+	$(BIN)/lint-imports
 
 # The coverage floor only goes up (docs/status.md has the figure of the last run). It counts
 # the test process only: code that runs in processes the tests start (ensemble-tap serve,

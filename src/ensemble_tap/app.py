@@ -301,7 +301,11 @@ class TapApp:
         assert self.broker is not None
         nats = self.config.nats.model_copy(update={"url": ",".join(self.broker.servers)})
         self.pool = WorkerPool(
-            self.config.model_copy(update={"nats": nats}), self.asgi, listener, self.source
+            self.config.model_copy(update={"nats": nats}),
+            self.asgi,
+            listener,
+            serve_worker=serve_worker,
+            source=self.source,
         )
         await self.pool.start()
         return [listener]

@@ -14,16 +14,29 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ensemble_tap.asgi_types import Receive, Scope, Send
 from ensemble_tap.config.models import ServerConfig
 from ensemble_tap.observability import Metrics, get_logger
 
-if TYPE_CHECKING:
-    from ensemble_tap.serving import TapHttpProtocol
-
 log = get_logger("ensemble_tap.http_connections")
+
+
+class TrackedConnection(Protocol):
+    """What the guard reads and calls on a connection (``serving.TapHttpProtocol``)."""
+
+    admitted: bool
+    write_blocked_since: float | None
+    awaiting_head_since: float | None
+    awaiting_body_since: float | None
+    idle_since: float | None
+
+    def reading(self) -> bool: ...
+    def answering(self) -> bool: ...
+    def time_out(self, reason: str) -> None: ...
+    def abort(self) -> None: ...
+
 
 HEADER_TIMEOUT = "header_timeout"
 BODY_TIMEOUT = "body_timeout"
@@ -79,7 +92,7 @@ class ConnectionGuard:
         self.limits = limits
         self.interval = limits.sweep_interval
         self.now = time.monotonic()
-        self.open: set[TapHttpProtocol] = set()
+        self.open: set[TrackedConnection] = set()
         self.admitted = 0
         self._closed = {
             reason: metrics.http_connections_closed.labels(reason) for reason in REASONS
@@ -87,7 +100,7 @@ class ConnectionGuard:
         metrics.http_connections_open.set_function(lambda: len(self.open))
         self._sweeper: asyncio.Task[None] | None = None
 
-    def opened(self, connection: TapHttpProtocol) -> bool:
+    def opened(self, connection: TrackedConnection) -> bool:
         """Track a new connection; False when it is over ``max_connections``."""
         self.now = time.monotonic()
         self.open.add(connection)
@@ -100,7 +113,7 @@ class ConnectionGuard:
         self.admitted += 1
         return True
 
-    def closed(self, connection: TapHttpProtocol) -> None:
+    def closed(self, connection: TrackedConnection) -> None:
         self.open.discard(connection)
         if connection.admitted:
             self.admitted -= 1
@@ -127,7 +140,7 @@ class ConnectionGuard:
         finally:
             self._sweeper = None
 
-    def _overdue(self, connection: TapHttpProtocol, now: float) -> str | None:
+    def _overdue(self, connection: TrackedConnection, now: float) -> str | None:
         limits = self.limits
         blocked = connection.write_blocked_since  # a monotonic() reading (rare: no margin)
         if blocked is not None and now - blocked >= limits.write_timeout:

@@ -1,5 +1,6 @@
 """The structure that keeps adding a provider a one-module change: who may import whom among
-config/, providers/ and poller/, and keyword arguments where positions are easy to mix up."""
+providers/ and poller/ (narrower than the layer contracts in pyproject.toml, which make lint
+checks), and keyword arguments where positions are easy to mix up."""
 
 from __future__ import annotations
 
@@ -42,11 +43,6 @@ def _names(paths: list[Path]) -> list[str]:
     return [path.name for path in paths]
 
 
-@pytest.mark.parametrize("path", modules("config"), ids=_names(modules("config")))
-def test_config_imports_nothing_above_itself(path: Path) -> None:
-    assert {name for name in internal(path) if not name.startswith("ensemble_tap.config")} == set()
-
-
 @pytest.mark.parametrize("path", modules("providers"), ids=_names(modules("providers")))
 def test_providers_never_import_the_poller_or_anything_above(path: Path) -> None:
     allowed = ("ensemble_tap.providers", "ensemble_tap.config", "ensemble_tap.events",
@@ -66,11 +62,21 @@ def test_poller_http_does_not_import_oauth() -> None:
     assert "ensemble_tap.poller.oauth" not in internal(PACKAGE / "poller" / "http.py")
 
 
-# Functions with more than this many parameters (self/cls not counted) take all but the first
-# MAX_POSITIONAL ones by keyword.
+# A function with more than MAX_PARAMETERS parameters (self/cls not counted) takes the ones
+# past the third by keyword.
 MAX_PARAMETERS = 3
-MAX_POSITIONAL = 2
-KEYWORD_ONLY_SCOPE = [*modules("poller"), PACKAGE / "providers" / "hmac_verifier.py"]
+MAX_POSITIONAL = 3
+# Callbacks whose positional signature is a declared callable type of their caller.
+CALLBACKS = {
+    # a bus.client.DirectHandler: called positionally for every delivery of the sink
+    "jetstream.py _on_delivery",
+}
+KEYWORD_ONLY_SCOPE = [
+    *modules("admin"),
+    *modules("sink"),
+    *modules("poller"),
+    PACKAGE / "providers" / "hmac_verifier.py",
+]
 
 
 def positional_overflow(path: Path) -> Iterator[str]:
@@ -84,7 +90,8 @@ def positional_overflow(path: Path) -> Iterator[str]:
             if arg.arg not in ("self", "cls")
         ]
         total = len(positional) + len(arguments.kwonlyargs)
-        if total > MAX_PARAMETERS and len(positional) > MAX_POSITIONAL:
+        exempt = f"{path.name} {node.name}" in CALLBACKS
+        if total > MAX_PARAMETERS and len(positional) > MAX_POSITIONAL and not exempt:
             yield f"{path.name}:{node.lineno} {node.name}({', '.join(positional)}, …)"
 
 

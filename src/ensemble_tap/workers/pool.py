@@ -22,9 +22,11 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -65,6 +67,11 @@ class WorkerSpec:
         return primary_socket(Path(self.control_dir))
 
 
+# A worker's service (``app.serve_worker``, injected by the composition root); a module-level
+# function, so it pickles by name into the spawned process.
+ServeWorker = Callable[[Config, WorkerSpec], Coroutine[Any, Any, None]]
+
+
 def metrics_socket(control_dir: Path, index: int) -> Path:
     return control_dir / f"worker-{index}.sock"
 
@@ -81,6 +88,8 @@ class WorkerPool:
         config: Config,
         primary_asgi: ASGIApp,
         listener: socket.socket,
+        *,
+        serve_worker: ServeWorker,
         source: ConfigSource | None = None,
     ) -> None:
         self.config = config  # what workers run: nats.url names the primary's server
@@ -89,6 +98,7 @@ class WorkerPool:
         self.listener = listener
         self.control_dir = Path(tempfile.mkdtemp(prefix="ensemble-tap-"))
         self._primary_asgi = primary_asgi
+        self._serve_worker = serve_worker
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, BaseProcess] = {}
         self._monitors: list[asyncio.Task[None]] = []
@@ -153,7 +163,7 @@ class WorkerPool:
         spec.metrics_socket.unlink(missing_ok=True)  # left behind by a worker that was killed
         process = self._context.Process(
             target=run_worker,
-            args=(self.config, spec),
+            args=(self._serve_worker, self.config, spec),
             name=f"ensemble-tap-worker-{index}",
             daemon=True,
         )

@@ -1,4 +1,8 @@
-"""A worker process's entry point (the target the primary spawns)."""
+"""A worker process's entry point (the target the primary spawns).
+
+What a worker serves comes from the composition root (``app.serve_worker``, handed to the
+pool), so this package never imports ``app``.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,11 @@ import structlog
 
 from ensemble_tap.config.models import Config
 from ensemble_tap.lifetime import exit_with_parent
-from ensemble_tap.workers.pool import WorkerSpec
+from ensemble_tap.workers.pool import ServeWorker, WorkerSpec
 
 
-def run_worker(config: Config, spec: WorkerSpec) -> None:
+def run_worker(serve_worker: ServeWorker, config: Config, spec: WorkerSpec) -> None:
     """Serve webhooks on the shared listener until SIGTERM/SIGINT or the primary's death."""
-    from ensemble_tap.app import serve_worker
     from ensemble_tap.observability import configure_logging
     from ensemble_tap.serving import run
 
