@@ -354,7 +354,7 @@ def with_raw_reason(reason: bytes) -> list[tuple[bytes, bytes]]:
     return [(k.encode(), v.encode()) for k, v in ADMIN.items()] + [(b"X-Admin-Reason", reason)]
 
 
-# --- error messages (spec §2.7) ------------------------------------------------------------
+# --- error messages (docs/operations.md, "Errors") ------------------------------------------------
 
 REPLAY, DLQ = "/admin/replay-dlq", "/admin/dlq"
 NOT_INT = 'invalid {} "{}": must be a positive integer'

@@ -40,7 +40,7 @@ ALL_SLOTS = ServerConfig(
     admin_token_replay=TOKENS["replay"],
     admin_token_cancel=TOKENS["cancel"],
 )
-# slot → scopes it grants (spec §2.6)
+# slot → scopes it grants (docs/operations.md, "Tokens and roles")
 GRANTS = {
     "primary": {Scope.READ, Scope.REPLAY, Scope.CANCEL},
     "secondary": {Scope.READ, Scope.REPLAY, Scope.CANCEL},

@@ -1,4 +1,4 @@
-"""Helpers shared by provider modules (spec §3.2, with this project's fixes)."""
+"""Helpers shared by provider modules (docs/compatibility.md, "Normalization and CloudEvents")."""
 
 from __future__ import annotations
 

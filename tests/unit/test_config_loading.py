@@ -420,7 +420,7 @@ def test_env_values_are_not_placeholder_expanded(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "path"),
     [
-        # the reference examples of spec §4.2
+        # the reference's documented examples
         ("TAP_SERVER_PORT", ["server", "port"]),
         ("TAP_SERVER_ADMIN_TOKEN_READ", ["server", "admin_token_read"]),
         ("TAP_SERVER_ADMIN_RATE_LIMIT_PER_SEC", ["server", "admin_rate_limit_per_sec"]),

@@ -1,4 +1,4 @@
-"""CloudEvent envelope, NATS subjects, type naming, times and dedup ids (spec §1.6, §4, §5)."""
+"""CloudEvent envelope, NATS subjects, type naming, times and dedup ids (docs/compatibility.md)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ from ensemble_tap.events import (
 NS = 1_000_000_000
 T_2026 = 1_772_547_720 * NS  # 2026-03-03T14:22:00Z
 
-# §4.5: the generic server test's CloudEvent, byte for byte as the reference writes it.
+# The reference's documented example: the generic server test's CloudEvent, byte for byte
+# as the reference writes it.
 SPEC_EVENT_JSON = (
     '{"specversion":"1.0","id":"evt_123","source":"tap/acme/tenant-42",'
     '"type":"ensemble.tap.acme.invoice.paid","subject":"invoice/invoice_42",'
@@ -52,7 +53,8 @@ SPEC_EVENT_JSON = (
 
 
 def spec_event(**overrides: Any) -> NormalizedEvent:
-    """The normalized event of the §4.5 example (generic ``acme``, tenant ``tenant-42``)."""
+    """The normalized event of the reference's documented example (generic ``acme``, tenant
+    ``tenant-42``)."""
     values: dict[str, Any] = {
         "provider": "acme",
         "entity_type": "invoice",

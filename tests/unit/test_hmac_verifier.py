@@ -1,4 +1,5 @@
-"""The shared HMAC verifier (spec §2.1): decoding, comparison, rotation and timestamp windows."""
+"""The shared HMAC verifier (docs/compatibility.md, "Signature verification"): decoding,
+comparison, rotation and timestamp windows."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ensemble_tap.providers.hmac_verifier import (
 )
 from tests.unit.webhooks import NS, hmac_b64, hmac_hex
 
-# §2.10 "Verifier, prefixed hex" and "Verifier, base64".
+# The reference's published test vectors: "Verifier, prefixed hex" and "Verifier, base64".
 PREFIXED_HEX_SECRET = "test-secret"
 PREFIXED_HEX_BODY = b'{"ok":true}'
 PREFIXED_HEX_HEADER = "sha256=97b4f11584439784b801821ece72af4e29c19573aacf94bcc0533c09086b3643"

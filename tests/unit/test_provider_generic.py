@@ -1,4 +1,5 @@
-"""Generic HMAC webhooks: every configured name without a dedicated module (spec §2.8, §3.3)."""
+"""Generic HMAC webhooks: every configured name without a dedicated module
+(docs/compatibility.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.unit.webhooks import hmac_hex, make_request, settings, sha256_hex
 
 PROVIDER = GenericProvider()
 
-# §2.10 "Generic (server test)" and "Generic, tenant secret".
+# The reference's published test vectors: "Generic (server test)" and "Generic, tenant secret".
 SERVER_SECRET = "super-secret"
 SERVER_BODY = b'{"id":"invoice_42","timestamp":"2026-03-03T14:22:00Z","amount":1200}'
 SERVER_SIGNATURE = "sha256=040f9e6c39e42253d99971291891fcd7bf20ae35dcb476ce1fe50b3ed782a769"

@@ -1,4 +1,4 @@
-"""GitHub webhooks (spec §2.4, §3.3, with the §9 fixes).
+"""GitHub webhooks (docs/compatibility.md: the reference's behaviour and this project's fixes).
 
 Fixed behaviours: SHA-256 only unless ``signature_versions`` enables sha1/sha512; a missing
 ``X-GitHub-Event`` or an unusable Content-Type is a bad payload (400), not an auth failure; the
@@ -29,7 +29,7 @@ from tests.unit.webhooks import hmac_hex, make_request, settings, sha256_hex
 
 PROVIDER = GitHubProvider()
 
-# §2.10 "GitHub sha256" and "GitHub sha1 (fallback header)".
+# The reference's published test vectors: "GitHub sha256" and "GitHub sha1 (fallback header)".
 SECRET = "github-secret"
 BODY = b'{"action":"closed","pull_request":{"id":99}}'
 SHA256_HEADER = "sha256=cfb6a949717cd058094da572cf28a68131252bf11660aaf67984fc42fb09a3a2"

@@ -1,4 +1,4 @@
-"""HubSpot webhooks (spec §2.5, §3.3, with the §9 fixes).
+"""HubSpot webhooks (docs/compatibility.md: the reference's behaviour and this project's fixes).
 
 Fixed behaviours: a batch of up to 100 events gives one extraction per event; entity from
 ``objectType`` else the ``subscriptionType`` prefix; ``eventId``-based dedup; ``occurredAt`` in
@@ -44,7 +44,7 @@ def fixture(event_type: str) -> bytes:
     return (FIXTURES / f"{event_type}.json").read_bytes().strip()
 
 
-# §2.10 "HubSpot (clock frozen near ts)".
+# The reference's published test vectors: "HubSpot (clock frozen near ts)".
 SECRET = "hubspot-secret"
 BODY = (
     b'[{"subscriptionType":"deal.propertyChange","objectType":"deal","objectId":321,'

@@ -1,4 +1,4 @@
-"""Linear webhooks (spec §2.6, §3.3, with the §9 fixes).
+"""Linear webhooks (docs/compatibility.md: the reference's behaviour and this project's fixes).
 
 Fixed behaviours: a numeric ``webhookTimestamp`` is epoch milliseconds (>= 1e12) or seconds and
 must be within ±60 s; the action comes from the body ``action`` (create → created, update →
@@ -33,7 +33,7 @@ DOCUMENTED_DELIVERY = "234d1a4e-b617-4388-90fe-adc3633d6b72"
 # webhookTimestamp of the documented example: 2023-02-10T19:22:20.508Z.
 DOCUMENTED_SENT_NS = 1676056940508 * 1_000_000
 
-# §2.10 "Linear (clock frozen near timestamp)".
+# The reference's published test vectors: "Linear (clock frozen near timestamp)".
 SECRET = "linear-secret"
 BODY = b'{"type":"Issue","data":{"id":"ISS-123"},"webhookTimestamp":"2024-03-04T14:22:00Z"}'
 SIGNATURE = "b1b8de8052c87c1084af58427460633473bd22be76ee23c8677159fe1a23e87a"

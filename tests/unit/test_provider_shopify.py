@@ -1,4 +1,4 @@
-"""Shopify webhooks (spec §2.7, §3.3, with the §9 fixes).
+"""Shopify webhooks (docs/compatibility.md: the reference's behaviour and this project's fixes).
 
 Fixed behaviours: the dedup key is ``X-Shopify-Webhook-Id`` (stable across retries), falling back
 to ``X-Shopify-Event-Id``; a missing topic is a bad payload instead of ``event.updated``. The
@@ -38,7 +38,7 @@ DOCUMENTED_HEADERS = {
     "X-Shopify-Name": "product-sync",
 }
 
-# §2.10 "Shopify".
+# The reference's published test vectors: "Shopify".
 SECRET = "shopify-secret"
 BODY = b'{"id":123}'
 SIGNATURE = "EXNRC+CU7y++ES6DX710HezSad232lftu/6KGtznpow="

@@ -1,4 +1,5 @@
-"""Stripe webhooks: ``Stripe-Signature: t=…,v1=…`` (spec §2.3, §3.3, with the §9 fixes).
+"""Stripe webhooks: ``Stripe-Signature: t=…,v1=…`` (docs/compatibility.md: the reference's
+behaviour and this project's fixes).
 
 Fixed behaviours: no API-version pin, future timestamps beyond the tolerance are rejected, and
 ``customer.subscription.updated`` keeps its middle segment. Thin events (event destinations,
@@ -22,7 +23,7 @@ from tests.unit.webhooks import NS, VECTOR_NS, VECTOR_TIME, hmac_hex, make_reque
 PROVIDER = StripeProvider()
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "stripe"
 
-# §2.10 "Stripe (clock frozen near t)".
+# The reference's published test vectors: "Stripe (clock frozen near t)".
 SECRET = "whsec_test"
 BODY = (
     b'{"id":"evt_123","object":"event","api_version":"2025-08-27.basil","type":"invoice.paid",'

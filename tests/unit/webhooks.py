@@ -16,7 +16,7 @@ from ensemble_tap.config.models import ProviderConfig
 from ensemble_tap.providers.base import WebhookRequest
 
 NS = 1_000_000_000
-# 2024-03-04T14:22:00Z: the time the §2.10 Stripe, HubSpot and Linear vectors were signed at.
+# 2024-03-04T14:22:00Z: when the reference's Stripe, HubSpot and Linear vectors were signed.
 VECTOR_TIME = 1_709_562_120
 VECTOR_NS = VECTOR_TIME * NS
 

@@ -1,4 +1,4 @@
-"""The snapshot diff: top-level changes, deep and type-strict equality (spec §6.2, W1)."""
+"""The snapshot diff: top-level changes, deep and type-strict equality (docs/polling.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The common HTTP layer: Retry-After, URL checks, budgets, pacing (spec §4)."""
+"""The common HTTP layer: Retry-After, URL checks, budgets, pacing (docs/polling.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Poll validation (spec config.md §5.2.4 and what the reference left to run time)."""
+"""Poll validation (docs/polling.md, "Turning it on", and what the reference left to run time)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """When the next cycle runs: first at start-up, the interval after a success, and after a
-failure a real wait (backoff, Retry-After, circuit breaker) — spec §8 and its weaknesses."""
+failure a real wait (backoff, Retry-After, circuit breaker) — docs/polling.md, "Failures"."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """State stores: round trips, atomic page commits, errors that are not "not found", and the
-migration of the reference's SQLite file (spec §7)."""
+migration of the reference's SQLite file (docs/polling.md, "State")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Poll targets: tenant fan-out, merge, effective defaults and state keys (spec §2)."""
+"""Poll targets: tenant fan-out, merge, effective defaults and state keys (docs/polling.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Dedup ids (spec §6.5 vectors and their content-digest form), time parsing of provider
-values, checkpoint encoding."""
+"""Dedup ids (the reference's vectors and their content-digest form), time parsing of
+provider values, checkpoint encoding."""
 
 from __future__ import annotations
 
