@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from ensemble_tap.bus.embedded import free_port
-from tests.support.readiness import wait_ready
 from tests.support.signing import stripe_header
+from tests.support.waiting import wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"

@@ -32,6 +32,7 @@ import orjson
 
 from tests.support.jetstream import stored_messages
 from tests.support.signing import generic_headers
+from tests.support.waiting import eventually
 
 PROVIDER = "acme"
 SECRET = "fault-tests-secret"
@@ -115,11 +116,9 @@ class Sender:
 
     async def wait_accepted(self, count: int, timeout: float = 60) -> None:
         """Return once ``count`` deliveries were accepted (to time a fault mid-load)."""
-        deadline = clock() + timeout
-        while self.accepted < count:
-            if clock() > deadline:
-                raise AssertionError(f"only {self.accepted} of {count} deliveries accepted")
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: self.accepted >= count, timeout, interval=0.01, what=f"{count} accepted"
+        )
 
     async def wait_in_flight(self, timeout: float = 10) -> None:
         """Return as soon as a request is in flight (for a kill that cuts requests), or after

@@ -24,6 +24,7 @@ from ensemble_tap.bus.embedded import free_port
 from tests.integration.conftest import StartApp
 from tests.support.app import RunningApp
 from tests.support.nats_server import NatsServer
+from tests.support.waiting import until
 
 TOKENS = {
     "primary": "tok-primary-0123456789",
@@ -80,12 +81,12 @@ def queued_job(app: RunningApp, ip: str = "127.0.0.1", slot: str = "primary") ->
 
 
 def wait_for_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    for _ in range(400):
+    def finished() -> dict[str, Any] | None:
         job: dict[str, Any] = client.get(f"/admin/replay-dlq/{job_id}", headers=ADMIN).json()["job"]
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.025)
-    raise AssertionError(f"job {job_id} did not finish")
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    job: dict[str, Any] = until(finished, 10.0, interval=0.025, what=f"job {job_id} finished")
+    return job
 
 
 def assert_error(response: httpx.Response, status: int, error: str) -> None:

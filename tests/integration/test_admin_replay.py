@@ -3,7 +3,6 @@ events rejected by the stream land in the DLQ, get inspected, dry-run and replay
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from tests.support.app import RunningApp, make_config
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.signing import generic_headers
+from tests.support.waiting import eventually
 
 TOKEN = "primary-admin-token"
 # Tests poll job status quickly; the admin rate limit is not what they are about.
@@ -25,14 +25,13 @@ PROVIDERS = {"acme": {"secret": SECRET}, "globex": {"secret": SECRET}}
 
 
 async def wait_for_job(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
-    for _ in range(200):
-        job: dict[str, Any] = (
-            await client.get(f"/admin/replay-dlq/{job_id}", headers=ADMIN)
-        ).json()["job"]
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
+    async def finished() -> dict[str, Any] | None:
+        reply = await client.get(f"/admin/replay-dlq/{job_id}", headers=ADMIN)
+        job: dict[str, Any] = reply.json()["job"]
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    job: dict[str, Any] = await eventually(finished, 10.0, what=f"job {job_id} finished")
+    return job
 
 
 async def send(client: httpx.AsyncClient, provider: str, event_id: str, size: int = 10) -> int:

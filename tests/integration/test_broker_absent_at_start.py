@@ -13,20 +13,11 @@ from tests.support.app import RunningApp, make_config
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.signing import generic_headers
+from tests.support.waiting import status_of
 
 SECRET = "absent-broker-secret"
 BODY = b'{"id":"invoice_7","amount":7}'
 ADMIN = {"X-Admin-Token": "admin-token-for-the-absent-broker-test"}
-
-
-async def _wait_status(client: httpx.AsyncClient, path: str, status: int) -> httpx.Response:
-    """Poll ``path`` until it answers ``status`` (readiness is cached for a second)."""
-    for _ in range(300):
-        response = await client.get(path)
-        if response.status_code == status:
-            return response
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{path} never answered {status}: {response.status_code} {response.text}")
 
 
 async def test_serves_without_nats_and_becomes_ready_when_it_comes(tmp_path: Path) -> None:
@@ -61,7 +52,7 @@ async def test_serves_without_nats_and_becomes_ready_when_it_comes(tmp_path: Pat
             assert pollers.status_code == 200
 
             broker.start()
-            ready = await _wait_status(client, "/readyz", 200)
+            ready = await status_of(client, "/readyz", 200)
             assert ready.json()["status"] == "ready"
             accepted = await client.post("/webhooks/acme", content=BODY, headers=headers)
             assert accepted.status_code == 202

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from ensemble_tap.bus.embedded import free_port
-from tests.support.readiness import wait_ready
 from tests.support.signing import generic_headers
+from tests.support.waiting import wait_ready
 
 CLI = str(Path(sys.executable).parent / "ensemble-tap")
 

@@ -16,8 +16,9 @@ from ensemble_tap.bus.embedded import free_port
 from ensemble_tap.sink import EventFilters
 from tests.support.clickhouse_http import ClickHouseHttp, server_tls_context
 from tests.support.nats_server import NatsServer
-from tests.support.sink import eventually, harness, sink_config
+from tests.support.sink import harness, sink_config
 from tests.support.tls import Certificates, make_certificates
+from tests.support.waiting import eventually
 
 PASSWORD = "s3cret"
 

@@ -21,7 +21,7 @@ from ensemble_tap.bus.embedded import free_port
 from tests.integration.conftest import StartApp
 from tests.support.app import RunningApp
 from tests.support.signing import generic_headers
-from tests.support.sink import eventually
+from tests.support.waiting import eventually
 
 SECRET = "s"
 ACME = {"acme": {"secret": SECRET}}

@@ -15,7 +15,8 @@ from tests.support.cloudevent import data_of, parse_cloudevent
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.signing import hubspot_v3
-from tests.support.sink import FAST, eventually
+from tests.support.sink import FAST
+from tests.support.waiting import eventually
 
 SECRET = "hubspot-secret"
 

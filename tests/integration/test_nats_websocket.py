@@ -25,8 +25,9 @@ from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.service_process import CLI
 from tests.support.signing import generic_headers
-from tests.support.sink import envelope, eventually, harness, sink_config
+from tests.support.sink import envelope, harness, sink_config
 from tests.support.tls import Certificates, make_certificates
+from tests.support.waiting import eventually
 
 SECRET = "ws-secret"
 ACME = {"acme": {"secret": SECRET}}

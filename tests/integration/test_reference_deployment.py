@@ -18,7 +18,7 @@ from tests.support.jetstream import stored_messages
 from tests.support.nats_operator import Operator
 from tests.support.nats_server import NatsServer
 from tests.support.openbao import ROOT_TOKEN, OpenBao
-from tests.support.readiness import wait_ready
+from tests.support.waiting import wait_ready
 
 BIN = Path(sys.executable).parent
 SECRET = "whsec_reference_deployment"

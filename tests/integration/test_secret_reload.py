@@ -19,8 +19,8 @@ import pytest
 
 from ensemble_tap.bus.embedded import free_port
 from tests.support.nats_server import NatsServer
-from tests.support.readiness import wait_ready
 from tests.support.signing import generic_headers
+from tests.support.waiting import wait_ready
 
 CLI = str(Path(sys.executable).parent / "ensemble-tap")
 OLD, NEW = "old-signing-secret", "new-signing-secret"

@@ -8,7 +8,8 @@ from ensemble_tap.bus.embedded import free_port
 from ensemble_tap.sink import EventFilters
 from tests.integration.conftest import StartApp
 from tests.support.signing import generic_headers
-from tests.support.sink import FAST, eventually
+from tests.support.sink import FAST
+from tests.support.waiting import eventually
 
 SECRET = "super-secret"
 ACME = {"acme": {"secret": SECRET, "tenant_id": "tenant-1"}}

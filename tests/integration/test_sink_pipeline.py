@@ -12,7 +12,8 @@ from ensemble_tap.sink import ClickHouseSink
 from ensemble_tap.sink.jetstream import ConsumerSetupError
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
-from tests.support.sink import eventually, harness, sink_config
+from tests.support.sink import harness, sink_config
+from tests.support.waiting import eventually
 
 TABLE = "`ensemble`.`tap_events`"
 

@@ -19,6 +19,7 @@ import pytest
 
 from ensemble_tap.bus.embedded import free_port
 from tests.support.signing import generic_headers
+from tests.support.waiting import until
 
 CLI = str(Path(sys.executable).parent / "ensemble-tap")
 TOKEN = "admin-token-for-workers-test"
@@ -69,15 +70,6 @@ def _stored(url: str) -> int:
     return len(response.json()["events"])
 
 
-def _wait(condition: object, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
@@ -122,7 +114,7 @@ clickhouse:
         )
     service = Service(process, f"http://127.0.0.1:{port}", log)
     try:
-        _wait(lambda: '"workers started"' in log.read_text() or process.poll() is not None)
+        until(lambda: '"workers started"' in log.read_text() or process.poll() is not None)
         assert process.poll() is None, log.read_text()
         yield service
     finally:
@@ -147,7 +139,7 @@ def test_workers_serve_webhooks_while_the_primary_is_paused(service: Service) ->
     statuses = [_post(service.url, f"running_{i}") for i in range(10)]
     assert statuses == [202] * 10
     # The sink runs in the primary only and stores what every process accepted, once.
-    _wait(lambda: _stored(service.url) == 20)
+    until(lambda: _stored(service.url) == 20)
     assert {_stored(service.url) for _ in range(6)} == {20}
     # Whichever process answers, /metrics counts the whole service.
     assert {_accepted(service.url) for _ in range(6)} == {20.0}
@@ -183,7 +175,7 @@ def test_admin_requests_reach_the_primary_from_any_process(service: Service) -> 
 def test_a_dead_worker_is_restarted_and_sigterm_stops_every_process(service: Service) -> None:
     first, second = service.worker_pids()
     os.kill(first, signal.SIGKILL)
-    _wait(lambda: any(e.get("msg") == "worker restarted" for e in service.log_lines()), 60)
+    until(lambda: any(e.get("msg") == "worker restarted" for e in service.log_lines()), 60)
     restarted = next(e for e in service.log_lines() if e.get("msg") == "worker restarted")
     assert restarted["worker"] == 1
     assert restarted["pid"] not in (first, second)

@@ -24,6 +24,7 @@ import yaml
 
 from ensemble_tap.bus.embedded import free_port
 from ensemble_tap.lifetime import exit_with_parent
+from tests.support.waiting import eventually
 
 CLI = str(Path(sys.executable).parent / "ensemble-tap")
 
@@ -80,19 +81,21 @@ class ServiceProcess:
         return self
 
     async def wait_status(self, path: str, status: int = 200, timeout: float = 60) -> None:
-        """Poll ``path`` until it answers ``status`` (a hang fails, slowness does not)."""
-        deadline = time.monotonic() + timeout
+        """Poll ``path`` until it answers ``status``; fails with the log when the process
+        exits or the deadline passes."""
         async with httpx.AsyncClient(base_url=self.url, timeout=2) as client:
-            while True:
-                assert self.process is not None
-                if self.process.poll() is not None:
+
+            async def answered() -> bool:
+                if not self.alive():
                     raise AssertionError(f"{self.name} exited:\n{self.log_tail()}")
                 with contextlib.suppress(httpx.TransportError):
-                    if (await client.get(path)).status_code == status:
-                        return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{self.name}: {path} never {status}:\n{self.log_tail()}")
-                await asyncio.sleep(0.05)
+                    return (await client.get(path)).status_code == status
+                return False
+
+            try:
+                await eventually(answered, timeout, what=f"{self.name}: {path} {status}")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{self.log_tail()}") from None
 
     async def wait_ready(self, timeout: float = 60) -> None:
         await self.wait_status("/readyz", 200, timeout)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,22 +108,6 @@ async def harness(config: Config) -> AsyncIterator[Harness]:
         yield Harness(config, broker, publisher, DeadLetterWriter(publisher, metrics), metrics)
     finally:
         await broker.close()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 30.0
-) -> None:
-    """Wait until ``check()`` is true (a generous bound: a hang fails, slowness does not)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 def rows_of(body: bytes) -> list[dict[str, Any]]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
@@ -13,18 +12,21 @@ from tests.support.fakes import at
 from tests.support.fakes.notion import FakeNotion
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
+from tests.support.waiting import eventually
 
 TOKEN = "admin-token-0123456789"
 ADMIN = {"X-Admin-Token": TOKEN}
 
 
 async def wait_for_success(client: httpx.AsyncClient) -> dict[str, Any]:
-    for _ in range(400):
+    async def succeeded() -> dict[str, Any] | None:
         reply: dict[str, Any] = (await client.get("/admin/poller-status", headers=ADMIN)).json()
-        if reply["pollers"] and "last_success_at" in reply["pollers"][0]:
-            return reply
-        await asyncio.sleep(0.025)
-    raise AssertionError("the poller never finished a cycle")
+        return reply if reply["pollers"] and "last_success_at" in reply["pollers"][0] else None
+
+    reply: dict[str, Any] = await eventually(
+        succeeded, 10.0, interval=0.025, what="a finished poll cycle"
+    )
+    return reply
 
 
 async def test_serve_polls_and_reports_status(
