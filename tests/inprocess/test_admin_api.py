@@ -26,7 +26,7 @@ from ensemble_tap.bus.streams import dlq_stream_config, ensure_stream
 from ensemble_tap.observability import Metrics
 from ensemble_tap.poller.status import PollerStatus
 from ensemble_tap.sink.search import EventFilters
-from tests.support.app import make_config
+from tests.support.configs import make_config
 from tests.support.nats_server import NatsServer
 
 TOKENS = {

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from ensemble_tap.app import ALL_ROLES
-from tests.support.app import RunningApp, make_config
+from tests.support.app import RunningApp
+from tests.support.configs import make_config
 from tests.support.nats_server import NatsServer
 
 StartApp = Callable[..., RunningApp]

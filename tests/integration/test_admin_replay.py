@@ -10,7 +10,8 @@ import httpx
 import orjson
 
 from tests.integration.conftest import StartApp
-from tests.support.app import RunningApp, make_config
+from tests.support.app import RunningApp
+from tests.support.configs import make_config
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.signing import generic_headers

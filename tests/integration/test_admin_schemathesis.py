@@ -24,7 +24,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from ensemble_tap.admin.openapi import build_openapi
-from tests.support.app import RunningApp, make_config
+from tests.support.app import RunningApp
+from tests.support.configs import make_config
 from tests.support.nats_server import NatsServer
 
 TOKEN = "schemathesis-primary-token"

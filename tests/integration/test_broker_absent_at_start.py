@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 
 from ensemble_tap.bus.embedded import free_port
-from tests.support.app import RunningApp, make_config
+from tests.support.app import RunningApp
+from tests.support.configs import make_config
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.signing import generic_headers

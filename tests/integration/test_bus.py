@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,24 +13,14 @@ from ensemble_tap.bus.connection import Broker, BrokerConnectError
 from ensemble_tap.bus.contract import Failure, PublishError
 from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import StreamSetupError, ensure_stream, main_stream_config
-from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import Metrics
+from tests.support.configs import unique_nats
 from tests.support.nats_server import NatsServer
-
-
-def _nats_config(**values: object) -> NatsConfig:
-    name = "T" + uuid.uuid4().hex[:10].upper()
-    base: dict[str, object] = {
-        "stream": name,
-        "subject_prefix": f"test.{name.lower()}",
-        "publish_timeout": "2s",
-    }
-    return NatsConfig.model_validate({**base, **values})
 
 
 @pytest.fixture
 async def broker(nats_server: NatsServer) -> AsyncIterator[Broker]:
-    broker = Broker(_nats_config(), [nats_server.url], Metrics())
+    broker = Broker(unique_nats(), [nats_server.url], Metrics())
     await broker.connect()
     yield broker
     await broker.close()
@@ -40,7 +29,7 @@ async def broker(nats_server: NatsServer) -> AsyncIterator[Broker]:
 async def test_stream_is_created_from_every_stream_key_and_updated_in_place(
     broker: Broker,
 ) -> None:
-    cfg = _nats_config(
+    cfg = unique_nats(
         stream_storage="memory",
         stream_discard="new",
         stream_max_msgs=10,
@@ -71,7 +60,7 @@ async def test_stream_is_created_from_every_stream_key_and_updated_in_place(
 
 
 async def test_a_refused_update_is_a_clear_error(broker: Broker) -> None:
-    cfg = _nats_config()
+    cfg = unique_nats()
     await ensure_stream(broker.js, main_stream_config(cfg))
     with pytest.raises(StreamSetupError, match="update stream"):
         await ensure_stream(
@@ -80,7 +69,7 @@ async def test_a_refused_update_is_a_clear_error(broker: Broker) -> None:
 
 
 async def test_publish_dedups_within_the_window(broker: Broker) -> None:
-    cfg = _nats_config()
+    cfg = unique_nats()
     await ensure_stream(broker.js, main_stream_config(cfg))
     publisher = JetStreamPublisher(broker, cfg, broker.metrics)
     subject = f"{cfg.subject_prefix}.stripe.invoice.paid"
@@ -93,7 +82,7 @@ async def test_publish_dedups_within_the_window(broker: Broker) -> None:
 
 
 async def test_no_stream_for_the_subject_is_retried_then_unavailable(broker: Broker) -> None:
-    cfg = _nats_config(publish_timeout="1s", publish_retry_backoff="50ms")
+    cfg = unique_nats(publish_timeout="1s", publish_retry_backoff="50ms")
     publisher = JetStreamPublisher(broker, cfg, broker.metrics)
     with pytest.raises(PublishError) as failure:
         await publisher.publish("nowhere.at.all", b"{}", "id-1")
@@ -105,7 +94,7 @@ async def test_no_stream_for_the_subject_is_retried_then_unavailable(broker: Bro
 
 
 async def test_a_message_over_the_size_limit_is_not_retried(broker: Broker) -> None:
-    cfg = _nats_config(stream_max_msg_size=16)
+    cfg = unique_nats(stream_max_msg_size=16)
     await ensure_stream(broker.js, main_stream_config(cfg))
     publisher = JetStreamPublisher(broker, cfg, broker.metrics)
     with pytest.raises(PublishError, match="message size exceeds maximum") as failure:
@@ -117,7 +106,7 @@ async def test_a_message_over_the_size_limit_is_not_retried(broker: Broker) -> N
 
 
 async def test_a_full_stream_with_discard_new_is_not_retried(broker: Broker) -> None:
-    cfg = _nats_config(stream_max_msgs=1, stream_discard="new")
+    cfg = unique_nats(stream_max_msgs=1, stream_discard="new")
     await ensure_stream(broker.js, main_stream_config(cfg))
     publisher = JetStreamPublisher(broker, cfg, broker.metrics)
     await publisher.publish(f"{cfg.subject_prefix}.a.b.c", b"1", "one")
@@ -130,7 +119,7 @@ async def test_a_full_stream_with_discard_new_is_not_retried(broker: Broker) -> 
 
 
 async def test_publish_waits_for_a_reconnect_within_its_budget(private_nats: NatsServer) -> None:
-    cfg = _nats_config(reconnect_wait="100ms", publish_timeout="5s")
+    cfg = unique_nats(reconnect_wait="100ms", publish_timeout="5s")
     broker = Broker(cfg, [private_nats.url], Metrics())
     await broker.connect()
     try:
@@ -158,14 +147,14 @@ async def test_publish_waits_for_a_reconnect_within_its_budget(private_nats: Nat
 async def test_connect_gives_up_after_the_startup_timeout() -> None:
     from ensemble_tap.bus.embedded import free_port
 
-    cfg = _nats_config(startup_timeout="500ms", reconnect_wait="100ms", connect_timeout="200ms")
+    cfg = unique_nats(startup_timeout="500ms", reconnect_wait="100ms", connect_timeout="200ms")
     broker = Broker(cfg, [f"nats://127.0.0.1:{free_port()}"], Metrics())
     with pytest.raises(BrokerConnectError, match="not reachable"):
         await broker.connect(cfg.startup_timeout)
 
 
 async def test_advisories_about_our_streams_are_counted(broker: Broker) -> None:
-    cfg = _nats_config()
+    cfg = unique_nats()
     await subscribe_advisories(broker, frozenset({cfg.stream}), broker.metrics)
     await ensure_stream(broker.js, main_stream_config(cfg))
     await broker.js.add_consumer(cfg.stream, durable_name="probe")
@@ -196,7 +185,7 @@ async def test_a_publish_the_server_would_answer_by_closing_the_connection_is_re
     """A control line past nats-server's limit or a message past max_payload (headers
     count) makes the server close the connection, failing every other publish on it: such
     a publish is refused before it is sent, as a permanent failure."""
-    cfg = _nats_config()
+    cfg = unique_nats()
     await ensure_stream(broker.js, main_stream_config(cfg))
     publisher = JetStreamPublisher(broker, cfg, broker.metrics)
     with pytest.raises(PublishError, match="subject of 5017 bytes is too long") as long_subject:

@@ -12,8 +12,9 @@ import httpx
 import nats
 
 from tests.integration.conftest import StartApp
-from tests.support.app import RunningApp, make_config
+from tests.support.app import RunningApp
 from tests.support.cloudevent import parse_cloudevent
+from tests.support.configs import make_config
 from tests.support.jetstream import dlq_payload, stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.signing import generic_headers

@@ -14,7 +14,8 @@ import pytest
 from ensemble_tap.bus.connection import Broker, BrokerConnectError
 from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import Metrics
-from tests.support.app import RunningApp, make_config
+from tests.support.app import RunningApp
+from tests.support.configs import make_config
 from tests.support.jetstream import stored_messages
 from tests.support.nats_operator import Operator
 from tests.support.nats_server import NatsServer

@@ -20,7 +20,8 @@ from ensemble_tap.bus.embedded import free_port
 from ensemble_tap.bus.websocket import WebSocket
 from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import Metrics
-from tests.support.app import RunningApp, make_config
+from tests.support.app import RunningApp
+from tests.support.configs import make_config
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.service_process import CLI

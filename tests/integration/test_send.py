@@ -22,7 +22,8 @@ from typer.testing import CliRunner, Result
 
 from ensemble_tap.bus.embedded import free_port
 from ensemble_tap.cli import cli
-from tests.support.app import RunningApp, make_config
+from tests.support.app import RunningApp
+from tests.support.configs import make_config
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 

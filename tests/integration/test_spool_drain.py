@@ -5,7 +5,6 @@ event goes to the rejection handler and does not block the rest."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,19 +19,13 @@ from ensemble_tap.bus.streams import ensure_stream, main_stream_config
 from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import Metrics
 from ensemble_tap.spool import Drainer, SpooledRecord, SpoolLog
+from tests.support.configs import unique_nats
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 
 
 def _nats_config(**values: object) -> NatsConfig:
-    name = "S" + uuid.uuid4().hex[:10].upper()
-    base: dict[str, object] = {
-        "stream": name,
-        "subject_prefix": f"spool.{name.lower()}",
-        "publish_timeout": "1s",
-        "reconnect_wait": "100ms",
-    }
-    return NatsConfig.model_validate({**base, **values})
+    return unique_nats("spool", **{"publish_timeout": "1s", "reconnect_wait": "100ms", **values})
 
 
 async def _until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

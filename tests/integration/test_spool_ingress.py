@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 
 from ensemble_tap.spool import SpoolLog
-from tests.support.app import RunningApp, make_config
+from tests.support.app import RunningApp
+from tests.support.configs import make_config
 from tests.support.jetstream import Stored, stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.signing import generic_headers

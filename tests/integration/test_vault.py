@@ -15,11 +15,11 @@ import httpx
 import hvac
 import pytest
 
-from ensemble_tap.config import ConfigError, load_config
+from ensemble_tap.config import ConfigError
 from ensemble_tap.config import vault as vault_module
 from ensemble_tap.config.models import Config
-from ensemble_tap.providers import REGISTRY
 from tests.support.app import RunningApp
+from tests.support.configs import load_text
 from tests.support.nats_server import NatsServer
 from tests.support.openbao import ROOT_TOKEN, OpenBao
 from tests.support.signing import generic_headers
@@ -43,9 +43,7 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
 
 
 def load(tmp_path: Path, text: str, **env: str) -> Config:
-    path = tmp_path / "config.yaml"
-    path.write_text(text)
-    return load_config(str(path), environ=env, providers=REGISTRY).config
+    return load_text(tmp_path, text, env).config
 
 
 def providers(bao: OpenBao, extra: str = "") -> str:

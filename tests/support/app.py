@@ -4,32 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
 
 from ensemble_tap.app import ALL_ROLES, TapApp, uvicorn_config
 from ensemble_tap.bus.embedded import free_port
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics
 from ensemble_tap.serving import TapServer
-
-
-def make_config(nats_url: str | None, data_dir: str, **sections: Any) -> Config:
-    """A Config with test-friendly defaults; ``sections`` are merged over them."""
-    tree: dict[str, Any] = {
-        "data_dir": data_dir,
-        "log_level": "error",
-        "server": {"host": "127.0.0.1", "port": 8080},
-        "nats": {"publish_timeout": "2s", "connect_timeout": "1s", "startup_timeout": "5s"},
-        "providers": {},
-    }
-    if nats_url is not None:
-        tree["nats"]["url"] = nats_url
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(tree.get(key), dict):
-            tree[key] = {**tree[key], **value}
-        else:
-            tree[key] = value
-    return Config.model_validate(tree)
 
 
 class RunningApp:

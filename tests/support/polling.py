@@ -23,7 +23,7 @@ from ensemble_tap.poller.engine import CycleStats
 from ensemble_tap.poller.scheduler import PollScheduler
 from ensemble_tap.poller.service import PollerService
 from ensemble_tap.state import StateStore
-from tests.support.app import make_config
+from tests.support.configs import make_config
 from tests.support.fakes import at
 
 DLQ_STREAM = "POLLTEST_DLQ"

@@ -19,7 +19,7 @@ from ensemble_tap.events import NormalizedEvent, build_envelope
 from ensemble_tap.observability import Metrics
 from ensemble_tap.sink import ClickHouseSink, EmbeddedBackend
 from ensemble_tap.sink.jetstream import consumer_info
-from tests.support.app import make_config
+from tests.support.configs import make_config
 
 FAST = {
     "flush_interval": "100ms",

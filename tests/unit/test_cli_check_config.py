@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from ensemble_tap.cli import cli
 from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
-from tests.unit.config_support import write_config
+from tests.support.configs import write_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config.example.yaml"

@@ -12,7 +12,7 @@ from ensemble_tap.config.loader import env_override_path
 from ensemble_tap.config.models import Config
 from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
 from ensemble_tap.providers import REGISTRY
-from tests.unit.config_support import load_text, only_problem, problems_of, write_config
+from tests.support.configs import load_text, only_problem, problems_of, write_config
 
 # ---------------------------------------------------------------------------------- files
 

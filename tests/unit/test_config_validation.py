@@ -13,8 +13,8 @@ from ensemble_tap.config.models import Config
 from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
 from ensemble_tap.config.validate import check
 from ensemble_tap.providers import REGISTRY
+from tests.support.configs import load_text, only_problem, problems_of
 from tests.support.nats_operator import Operator
-from tests.unit.config_support import load_text, only_problem, problems_of
 
 CREDS = "<a valid creds file>"
 

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from ensemble_tap.bus.creds import CredsUnusable, connect_callbacks
 from ensemble_tap.cli import cli
 from ensemble_tap.config.creds_file import creds_file_problem, read_creds
+from tests.support.configs import only_problem
 from tests.support.nats_operator import Account, Operator, creds_text, new_key
-from tests.unit.config_support import only_problem
 
 
 @pytest.fixture(scope="module")

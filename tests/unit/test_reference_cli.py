@@ -74,7 +74,7 @@ def test_the_installed_command_takes_the_reference_flags(tmp_path: Path) -> None
 
 def test_shutdown_timeout_is_the_http_drain_budget(tmp_path: Path) -> None:
     from ensemble_tap.app import TapApp, uvicorn_config
-    from tests.support.app import make_config
+    from tests.support.configs import make_config
 
     config = make_config(None, str(tmp_path), server={"shutdown_timeout": "2500ms"})
     assert uvicorn_config(TapApp(config)).timeout_graceful_shutdown == 2.5

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
-from tests.unit.config_support import load_text
+from tests.support.configs import load_text
 
 URL = "nats:\n  url: nats://127.0.0.1:4222\n"
 

@@ -12,7 +12,7 @@ from ensemble_tap.config.models import ClickHouseConfig, Config
 from ensemble_tap.config.reference_semantics import EMBEDDED_BROKER
 from ensemble_tap.config.validate import check
 from ensemble_tap.providers import REGISTRY
-from tests.unit.config_support import load_text, only_problem, problems_of
+from tests.support.configs import load_text, only_problem, problems_of
 
 
 def errors(**clickhouse: Any) -> list[str]:

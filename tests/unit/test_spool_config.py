@@ -12,7 +12,7 @@ from ensemble_tap.config.loader import env_override_path
 from ensemble_tap.config.models import Config, SpoolConfig
 from ensemble_tap.providers import REGISTRY
 from ensemble_tap.spool import spool_dir
-from tests.unit.config_support import load_text, problems_of
+from tests.support.configs import load_text, problems_of
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 

@@ -27,7 +27,7 @@ from ensemble_tap.ingress import WebhookIngress
 from ensemble_tap.observability import Metrics
 from ensemble_tap.providers import Extraction, WebhookRequest
 from ensemble_tap.spool import SpoolLog
-from tests.support.app import make_config
+from tests.support.configs import make_config
 from tests.support.publisher import RecordingPublisher
 from tests.support.signing import generic_headers, hex_hmac, hubspot_v3
 

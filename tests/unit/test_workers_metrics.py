@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ensemble_tap.observability import Metrics
 from ensemble_tap.workers.metrics import MetricsEndpoint, fetch_exposition, merge_expositions
-from tests.unit.config_support import load_text, only_problem
+from tests.support.configs import load_text, only_problem
 
 
 def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

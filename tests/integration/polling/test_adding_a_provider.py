@@ -21,12 +21,12 @@ from ensemble_tap.cli import cli
 from ensemble_tap.providers import REGISTRY, Provider, poll_provider, webhook_provider
 from tests.integration.conftest import StartApp
 from tests.support import example_provider
+from tests.support.configs import load_text, problems_of, write_config
 from tests.support.fakes import FakeServer, Seen, at, iso_ms, json_response
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.polling import poll_rig
 from tests.support.signing import generic_headers, hex_hmac
-from tests.unit.config_support import load_text, problems_of, write_config
 
 SECRET = "example-secret"
 TOKEN = "example-token"

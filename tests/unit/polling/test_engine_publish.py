@@ -21,7 +21,7 @@ from ensemble_tap.bus.dlq import DeadLetterWriter
 from ensemble_tap.observability import Metrics
 from ensemble_tap.poller.service import PollerService
 from ensemble_tap.state import MemoryStateStore
-from tests.support.app import make_config
+from tests.support.configs import make_config
 from tests.support.fakes import at
 from tests.support.fakes.hubspot import FakeHubSpot
 from tests.support.polling import FakeClock

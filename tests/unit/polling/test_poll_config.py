@@ -10,7 +10,7 @@ import pytest
 from ensemble_tap.config.models import Config
 from ensemble_tap.config.validate import check
 from ensemble_tap.providers import REGISTRY
-from tests.unit.config_support import load_text
+from tests.support.configs import load_text
 
 
 def problems(providers: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -9,7 +9,7 @@ from ensemble_tap.config.poll_settings import bearer_token
 from ensemble_tap.poller.service import poll_targets
 from ensemble_tap.poller.targets import build_targets, state_key
 from ensemble_tap.providers import poll_provider
-from tests.support.app import make_config
+from tests.support.configs import make_config
 
 
 def provider(**values: Any) -> ProviderConfig:
