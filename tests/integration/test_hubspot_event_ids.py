@@ -4,7 +4,6 @@ events end to end: two stream messages, two CloudEvent ids, two ClickHouse rows 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import httpx
 import orjson
@@ -12,6 +11,7 @@ import orjson
 from ensemble_tap.sink import EventFilters
 from tests.integration.conftest import StartApp
 from tests.support.cloudevent import data_of, parse_cloudevent
+from tests.support.hubspot import contact_creation
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.signing import hubspot_v3
@@ -19,22 +19,6 @@ from tests.support.sink import FAST
 from tests.support.waiting import eventually
 
 SECRET = "hubspot-secret"
-
-
-def contact_creation(portal: int, object_id: int, attempt: int = 0) -> dict[str, Any]:
-    """A ``contact.creation`` event as HubSpot's webhooks guide documents its fields."""
-    return {
-        "eventId": 777001,
-        "subscriptionId": 4001,
-        "portalId": portal,
-        "appId": 54321,
-        "occurredAt": 1709562120000,
-        "subscriptionType": "contact.creation",
-        "attemptNumber": attempt,
-        "objectId": object_id,
-        "changeSource": "CRM",
-        "changeFlag": "NEW",
-    }
 
 
 async def post(client: httpx.AsyncClient, body: bytes) -> httpx.Response:

@@ -31,6 +31,7 @@ from ensemble_tap.providers.hubspot import (
     request_url,
     signed_url,
 )
+from tests.support.hubspot import contact_creation
 from tests.unit.webhooks import NS, VECTOR_NS, hmac_b64, make_request, settings
 
 PROVIDER = HubSpotProvider()
@@ -654,20 +655,6 @@ class TestObjectTypeIds:
 class TestEventIds:
     """HubSpot: eventId "is not guaranteed to be unique": the CloudEvent id must be."""
 
-    @staticmethod
-    def creation(portal: int, object_id: int, attempt: int = 0) -> dict[str, Any]:
-        return {
-            "eventId": 777001,
-            "subscriptionId": 4001,
-            "portalId": portal,
-            "appId": 54321,
-            "occurredAt": 1709562120000,
-            "subscriptionType": "contact.creation",
-            "attemptNumber": attempt,
-            "objectId": object_id,
-            "changeSource": "CRM",
-        }
-
     def envelopes(self, elements: list[dict[str, Any]]) -> list[tuple[Any, str]]:
         return [
             envelope_for(found, "hubspot", "", "req-1", VECTOR_NS, "ensemble.tap", False)
@@ -676,7 +663,7 @@ class TestEventIds:
 
     def test_two_events_sharing_an_event_id_get_two_cloudevent_ids(self) -> None:
         [(a, a_dedup), (b, b_dedup)] = self.envelopes(
-            [self.creation(1001, 501), self.creation(2002, 902)]
+            [contact_creation(1001, 501), contact_creation(2002, 902)]
         )
         assert (a.event_id, b.event_id) == (
             "777001:1001:4001:1709562120000",
@@ -689,8 +676,8 @@ class TestEventIds:
             assert body["data"]["provider_event_id"] == "777001"
 
     def test_a_redelivery_keeps_its_cloudevent_id(self) -> None:
-        [(first, first_dedup)] = self.envelopes([self.creation(1001, 501)])
-        [(again, again_dedup)] = self.envelopes([self.creation(1001, 501, attempt=3)])
+        [(first, first_dedup)] = self.envelopes([contact_creation(1001, 501)])
+        [(again, again_dedup)] = self.envelopes([contact_creation(1001, 501, attempt=3)])
         assert (again.event_id, again_dedup) == (first.event_id, first_dedup)
 
     def test_without_an_event_id_the_cloudevent_id_is_generated(self) -> None:
