@@ -153,6 +153,25 @@ def test_missing_keys_and_paths_name_the_key_and_the_vault_path_never_a_secret(
     assert OTHER not in str(info.value) and STRIPE not in str(info.value)
 
 
+def test_a_value_from_vault_is_never_quoted_by_a_rule(bao: OpenBao, tmp_path: Path) -> None:
+    """A rule that quotes what it refuses (``got '…'``) quotes no Vault value, whatever the
+    key is called: here the secret lands in ``server.host`` and ``log_level``."""
+    text = (
+        f"vault:\n  address: {bao.address}\n  auth_method: token\n  token: {ROOT_TOKEN}\n"
+        "log_level: vault://secret/data/team/tap#stripe\n"
+        "server:\n  port: vault://secret/data/team/tap#other\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert len(info.value.problems) == 2
+    assert STRIPE not in str(info.value) and OTHER not in str(info.value)
+    assert all("<value from vault>" in problem for problem in info.value.problems)
+    plain = text.replace("vault://secret/data/team/tap#stripe", "loud")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, plain)
+    assert any("'loud'" in problem for problem in info.value.problems)  # a file value is quoted
+
+
 def test_a_wrong_token_is_refused(bao: OpenBao, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load(tmp_path, providers(bao, "  token: not-a-token\n"))

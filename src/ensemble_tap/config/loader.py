@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,26 +64,54 @@ def load_config(
     if problems:
         raise ConfigError(source, problems)
     try:
-        tree = vault.resolve_tree(tree, env)
+        resolved = vault.resolve_tree(tree, env)
     except vault.VaultError as exc:
         raise ConfigError(source, exc.problems) from None
+    hide = _Redactor(list(_replaced(tree, resolved)))
     try:
-        config = Config.model_validate(tree)
+        config = Config.model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(error) for error in exc.errors()]) from None
+        raise ConfigError(source, [hide(_describe(error)) for error in exc.errors()]) from None
     errors, warnings = validate.check(config, providers)
     if errors:
-        raise ConfigError(source, [str(issue) for issue in errors])
+        raise ConfigError(source, [hide(str(issue)) for issue in errors])
     return LoadedConfig(
         config,
         source,
         [
-            *(str(issue) for issue in warnings),
+            *(hide(str(issue)) for issue in warnings),
             *unbraced,
             *reference_semantics.zero_value_warnings(config),
             *reference_semantics.embedded_broker_warning(config),
         ],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Redactor:
+    """Takes every value read from Vault out of a message: a rule may quote the value it
+    refuses (``got '…'``), and a secret in a key no name marks as one (a URL with a password)
+    must not reach a log or a terminal."""
+
+    secrets: list[str]
+
+    def __call__(self, message: str) -> str:
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            message = message.replace(secret, "<value from vault>")
+        return message
+
+
+def _replaced(before: Any, after: Any) -> Iterator[str]:
+    """The strings of ``after`` that differ from ``before`` at the same place (what
+    ``vault.resolve_tree`` put in)."""
+    if isinstance(after, dict) and isinstance(before, dict):
+        for key, value in after.items():
+            yield from _replaced(before.get(key), value)
+    elif isinstance(after, list) and isinstance(before, list) and len(after) == len(before):
+        for old, new in zip(before, after, strict=True):
+            yield from _replaced(old, new)
+    elif isinstance(after, str) and after != before and after:
+        yield after
 
 
 def _read_tree(path: str | None) -> tuple[dict[str, Any], str]:
