@@ -32,14 +32,17 @@ OTHER = "a-value-that-must-never-be-printed"
 @pytest.fixture(scope="module")
 def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
     server = OpenBao(tmp_path_factory.mktemp("openbao")).start()
-    client = server.client()
-    client.secrets.kv.v2.create_or_update_secret(
-        path="team/tap", secret={"stripe": STRIPE, "value": "default-key-value", "other": OTHER}
-    )
-    client.sys.enable_secrets_engine("kv", path="kv1", options={"version": "1"})
-    client.write("kv1/tap", github="gh-from-kv1", port=9999)
-    yield server
-    server.stop()
+    try:
+        client = server.client()
+        secret = {"stripe": STRIPE, "value": "default-key-value", "other": OTHER}
+        client.secrets.kv.v2.create_or_update_secret(path="team/tap", secret=secret)
+        client.sys.enable_secrets_engine("kv", path="kv1", options={"version": "1"})
+        client.write_data("kv1/tap", data={"github": "gh-from-kv1", "port": 9999})
+        # A KV v1 secret with a key named "data": not to be taken for KV v2's wrapping.
+        client.write_data("kv1/shaped", data={"data": {"inner": "v"}, "other": "kept"})
+        yield server
+    finally:
+        server.stop()
 
 
 def load(tmp_path: Path, text: str, **env: str) -> Config:
@@ -61,6 +64,13 @@ def test_kv2_kv1_keys_and_the_default_key(bao: OpenBao, tmp_path: Path) -> None:
     assert config.providers["stripe"].secret == [STRIPE, "plain-second"]
     assert config.providers["github"].secret == ["gh-from-kv1"]
     assert config.providers["acme"].secret == ["default-key-value"]
+
+
+def test_a_kv1_secret_with_a_data_key_is_not_taken_for_kv2(bao: OpenBao, tmp_path: Path) -> None:
+    text = providers(bao, f"  token: {ROOT_TOKEN}\n").replace(
+        "vault://kv1/tap#github", "vault://kv1/shaped#other"
+    )
+    assert load(tmp_path, text).providers["github"].secret == ["kept"]
 
 
 def test_token_from_a_file_and_from_the_environment(bao: OpenBao, tmp_path: Path) -> None:

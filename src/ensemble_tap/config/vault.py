@@ -233,8 +233,12 @@ def read(client: hvac.Client, path: str) -> dict[str, Any] | str:
     if not isinstance(response, dict) or not isinstance(response.get("data"), dict):
         return "no secret at this path"
     data: dict[str, Any] = response["data"]
-    inner = data.get("data")
-    return inner if isinstance(inner, dict) else data  # KV v2 keeps the values one level down
+    # KV v2 answers {"data": {...values}, "metadata": {...}}; anything else is a KV v1 secret,
+    # even one that has a key named "data".
+    if data.keys() == {"data", "metadata"} and isinstance(data["data"], dict):
+        inner: dict[str, Any] = data["data"]
+        return inner
+    return data
 
 
 def as_text(value: Any) -> str | None:
