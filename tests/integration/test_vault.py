@@ -210,6 +210,17 @@ def test_vault_down_at_start_is_refused_after_a_bounded_retry(
     ]
 
 
+def test_a_tls_failure_is_reported_at_once_not_retried(bao: OpenBao, tmp_path: Path) -> None:
+    """https:// to a plain-HTTP listener: the handshake fails, and no retry can heal it."""
+    address = bao.address.replace("http://", "https://")
+    text = providers(bao, f"  token: {ROOT_TOKEN}\n").replace(bao.address, address)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    [problem] = info.value.problems
+    assert problem.startswith(f"vault.address: TLS with Vault at {address} failed: ")
+    assert "not reachable after" not in problem
+
+
 def test_no_reference_means_vault_is_not_contacted(tmp_path: Path) -> None:
     text = "vault:\n  address: http://127.0.0.1:1\n  auth_method: token\nproviders: {}\n"
     assert load(tmp_path, text).providers == {}

@@ -155,6 +155,10 @@ def connect(
         try:
             login(client, settings, env)
             return client
+        except requests.exceptions.SSLError as exc:  # a certificate does not heal: no retry
+            raise VaultError(
+                [f"vault.address: TLS with Vault at {address} failed: {_tls_reason(exc)}"]
+            ) from None
         except requests.exceptions.RequestException as exc:
             if attempt + 1 == attempts:
                 raise VaultError(
@@ -248,6 +252,13 @@ def as_text(value: Any) -> str | None:
     if isinstance(value, str | int | float):
         return str(value)
     return None
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """The innermost error's text: ssl's own (``[SSL: CERTIFICATE_VERIFY_FAILED] …``)."""
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
+    return str(exc) or type(exc).__name__
 
 
 def _reason(exc: Exception) -> str:
