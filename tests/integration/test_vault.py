@@ -113,7 +113,10 @@ def test_approle(bao: OpenBao, tmp_path: Path) -> None:
         f"  approle_role_id: {role_id}\n  approle_secret_id_file: {secret_file}\n"
         "providers:\n  stripe:\n    secret: vault://secret/data/team/tap#stripe\n"
     )
+    tokens = len(client.auth.token.list_accessors()["data"]["keys"])
     assert load(tmp_path, text).providers["stripe"].secret == [STRIPE]
+    assert load(tmp_path, text).providers["stripe"].secret == [STRIPE]  # a reload logs in again
+    assert len(client.auth.token.list_accessors()["data"]["keys"]) == tokens  # both revoked
     # The role's policy does not cover kv1: the error says so and names both paths.
     denied = text + "  github:\n    secret: vault://kv1/tap#github\n"
     with pytest.raises(ConfigError) as info:

@@ -9,6 +9,7 @@ key path and the Vault path, never a secret value.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -99,10 +100,15 @@ def resolve_tree(
         raise VaultError(problems)
     client = connect(settings, env, client_factory, attempts)
     secrets: dict[str, dict[str, Any] | str] = {}  # path → its data, or why it cannot be read
+    try:
+        for reference in parsed.values():
+            if reference.path not in secrets:
+                secrets[reference.path] = read(client, reference.path)
+    finally:
+        if settings.auth_method != "token":
+            _revoke_login(client)
     values: dict[str, str] = {}
     for key_path, reference in parsed.items():
-        if reference.path not in secrets:
-            secrets[reference.path] = read(client, reference.path)
         data = secrets[reference.path]
         if isinstance(data, str):
             problems.append(f"{key_path}: cannot read vault://{reference.path}: {data}")
@@ -119,6 +125,14 @@ def resolve_tree(
         raise VaultError(problems)
     resolved: dict[str, Any] = _substituted(tree, values, "")
     return resolved
+
+
+def _revoke_login(client: hvac.Client) -> None:
+    """A login's token is needed for one load only (every reload logs in again): revoked
+    at once, so reloads leave no live tokens behind in Vault. A failed revoke is harmless:
+    the token then ends at its TTL."""
+    with contextlib.suppress(vault_errors.VaultError, requests.exceptions.RequestException):
+        client.auth.token.revoke_self()
 
 
 def vault_settings(tree: dict[str, Any]) -> VaultConfig:
