@@ -31,7 +31,7 @@ lint: $(STAMP)
 # The coverage floor only goes up (docs/status.md has the figure of the last run). It counts
 # the test process only: code that runs in processes the tests start (ensemble-tap serve,
 # workers, SIGHUP reloads) is exercised but not counted.
-COVERAGE_FLOOR := 90
+COVERAGE_FLOOR := 91
 
 test: lint
 	$(BIN)/pytest -q --cov=ensemble_tap --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
