@@ -431,8 +431,8 @@ class NatsJobs:
         return None
 
     async def close(self) -> None:
-        for claim in list(self._claims):
-            claim.stop_renewing()
+        renewals = [claim.stop_renewing() for claim in list(self._claims)]
+        await asyncio.gather(*renewals, return_exceptions=True)
 
 
 class NatsClaim:
@@ -445,6 +445,7 @@ class NatsClaim:
         self.record = record
         self.revision = revision
         self._lock = asyncio.Lock()
+        self._in_flight: asyncio.Future[None] | None = None
         self._lost = False
         self._written = monotonic()
         self._renewal = asyncio.create_task(self._renew(), name=f"claim-{record.job.job_id}")
@@ -471,9 +472,11 @@ class NatsClaim:
         with contextlib.suppress(ClaimLost, JobsUnavailable):
             await self._write(retry=False)
 
-    def stop_renewing(self) -> None:
+    def stop_renewing(self) -> asyncio.Task[None]:
+        """Stop the renewals; the task, to await when it must have ended."""
         self._renewal.cancel()
         self.jobs._claims.discard(self)
+        return self._renewal
 
     async def _renew(self) -> None:
         while True:
@@ -491,11 +494,13 @@ class NatsClaim:
             while True:
                 if self._lost:
                     raise ClaimLost(self.record.job.job_id)
+                if self._in_flight is not None:  # a write whose caller was cancelled
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self._in_flight)
+                self._in_flight = asyncio.ensure_future(self._put(self.record.encode()))
                 try:
-                    key = job_key(self.record.job.job_id)
-                    self.revision = await self.bucket.update(
-                        key, self.record.encode(), self.revision
-                    )
+                    # Shielded: a cancelled caller must not lose the revision it wrote.
+                    await asyncio.shield(self._in_flight)
                 except RevisionMismatch:
                     self._lost = True
                     continue
@@ -505,8 +510,15 @@ class NatsClaim:
                         raise JobsUnavailable(str(exc) or type(exc).__name__) from exc
                     await asyncio.sleep(0.2)
                     continue
+                finally:
+                    if self._in_flight.done():
+                        self._in_flight = None
                 self._written = monotonic()
                 return
+
+    async def _put(self, value: bytes) -> None:
+        key = job_key(self.record.job.job_id)
+        self.revision = await self.bucket.update(key, value, self.revision)
 
 
 async def _available(operation: Awaitable[T]) -> T:
