@@ -224,14 +224,20 @@ class NatsJobs:
                     continue  # used through another replica at the same moment: read it
             try:
                 await self._enqueue(job)
+                await bucket.create(job_key(job.job_id), Record(job=job).encode())
             except BaseException:
-                if name:  # the key must not name a job that never came to be
-                    with contextlib.suppress(*BUCKET_UNAVAILABLE):
-                        await bucket.remove(name)
+                await self._undo_create(job, name)
                 raise
-            await bucket.create(job_key(job.job_id), Record(job=job).encode())
             return job, False
         raise JobsUnavailable("replay job store busy: too many concurrent changes")
+
+    async def _undo_create(self, job: Job, key_name: str) -> None:
+        """Best effort: a key must not name, nor the ledger count, a job that never came to
+        be (what is left is treated as such after CREATE_GRACE_NS)."""
+        with contextlib.suppress(*BUCKET_UNAVAILABLE):
+            if key_name:
+                await (await self.bucket()).remove(key_name)
+            await self._dequeue(job.job_id)
 
     async def _keyed(self, name: str, now_ns: int) -> tuple[Job | None, int]:
         """The job an idempotency key names, or (None, the key's revision to replace: 0 when
@@ -415,7 +421,8 @@ class NatsJobs:
             except RevisionMismatch:
                 continue  # claimed, cancelled or renewed meanwhile: look again
             if was_queued:
-                await self._dequeue(job_id)
+                with contextlib.suppress(*BUCKET_UNAVAILABLE):  # a leftover entry is pruned
+                    await self._dequeue(job_id)
             else:
                 log.warning(
                     "replay job taken over",
