@@ -26,7 +26,7 @@ from prometheus_client import generate_latest
 
 from ensemble_tap import __version__
 from ensemble_tap.admin.guards import TokenAuthenticator, admin_enabled
-from ensemble_tap.admin.jobs import JobRegistry, JobStore
+from ensemble_tap.admin.replay_jobs import ReplayJobs
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.admin.service import build_admin
 from ensemble_tap.asgi_types import Receive, Scope, Send
@@ -103,7 +103,7 @@ class TapApp:
         self.http: FastAPI | None = None
         self.admin: FastAPI | None = None
         self.replay_runner: ReplayRunner | None = None
-        self.job_store: JobStore | None = None
+        self.replay_jobs: ReplayJobs | None = None
         self.pollers: PollerService | None = None
         self.sink: ClickHouseSink | None = None
         self.pool: WorkerPool | None = None
@@ -111,7 +111,6 @@ class TapApp:
         self.metrics_endpoint: MetricsEndpoint | None = None
         self._bring_up_task: asyncio.Task[None] | None = None
         self._starting_reason = "starting"
-        self._job_registry: JobRegistry | None = None
         self.spool: ProcessSpool | None = None
         # Where the config came from: SIGHUP (and vault.refresh_interval) reload its secrets.
         self.source = source or (worker.source if worker is not None else None)
@@ -202,8 +201,7 @@ class TapApp:
             )
             self.admin = admin.app
             self.replay_runner = admin.runner
-            self.job_store = admin.job_store
-            self._job_registry = admin.registry
+            self.replay_jobs = admin.jobs
             self.admin_authenticator = admin.authenticator
         sink_detail = self.sink.readiness_detail if self.sink is not None else None
         readiness = Readiness(
@@ -248,9 +246,8 @@ class TapApp:
             await self.sink.start()
         if self.pollers is not None:
             await self.pollers.start()  # after the streams exist; first cycles run now
-        if self.replay_runner is not None and self._job_registry is not None:
-            for job in self._job_registry.load():
-                self.replay_runner.submit(job)
+        if self.replay_runner is not None:
+            await self.replay_runner.start()
         self._starting_reason = ""
         log.info("ensemble-tap ready", nats=self.broker.nc.connected_url is not None)
 
@@ -359,8 +356,8 @@ class TapApp:
             await self.pollers.stop()
         if self.replay_runner is not None:
             await self.replay_runner.stop()
-        if self.job_store is not None:
-            self.job_store.close()
+        if self.replay_jobs is not None:
+            await self.replay_jobs.close()
         if self.sink is not None:  # flush the last batch while NATS is still up
             await self.sink.stop()
             self.sink = None

@@ -102,9 +102,9 @@ class AdminApi:
         transport = httpx.ASGITransport(app=self.service.app, client=(peer, 40_000))
         return httpx.AsyncClient(transport=transport, base_url="http://tap")
 
-    def queued_job(self) -> str:
-        """A job that stays queued: in the registry, never handed to the runner."""
-        job, _ = self.service.registry.create(
+    async def queued_job(self) -> str:
+        """A job that stays queued: in the job store, never handed to the runner."""
+        job, _ = await self.service.jobs.create(
             ReplayRequest(effective_limit=10, dry_run=True),
             requested_limit=0,
             max_limit=2000,
@@ -186,7 +186,9 @@ def assert_error(response: httpx.Response, status: int, error: str) -> None:
 
 
 async def _call(api: AdminApi, route: Route, headers: dict[str, str]) -> httpx.Response:
-    path = route.path.format(job_id=api.queued_job()) if "{job_id}" in route.path else route.path
+    path = (
+        route.path.format(job_id=await api.queued_job()) if "{job_id}" in route.path else route.path
+    )
     async with api.client() as client:
         return await client.request(route.method, path, params=route.params, headers=headers)
 

@@ -20,6 +20,7 @@ import pytest
 
 from ensemble_tap.admin.guards import fingerprint
 from ensemble_tap.admin.jobs import Job, JobRegistry, ReplayRequest
+from ensemble_tap.admin.replay_jobs import LocalJobs
 from ensemble_tap.bus.embedded import free_port
 from tests.integration.conftest import StartApp
 from tests.support.app import RunningApp
@@ -60,8 +61,9 @@ def token(slot: str) -> dict[str, str]:
 
 
 def registry_of(app: RunningApp) -> JobRegistry:
-    assert app.app.replay_runner is not None
-    return app.app.replay_runner.registry
+    jobs = app.app.replay_jobs
+    assert isinstance(jobs, LocalJobs)
+    return jobs.registry
 
 
 def queued_job(app: RunningApp, ip: str = "127.0.0.1", slot: str = "primary") -> Job:

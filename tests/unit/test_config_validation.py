@@ -479,6 +479,18 @@ def test_wrong_types(tmp_path: Path, key: str, value: str, fragment: str) -> Non
 # ---------------------------------------------------------------------------- durations
 
 
+def test_replay_claim_ttl(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, "server:\n  admin_replay_claim_ttl: 500ms\n")
+    assert problem == (
+        "server.admin_replay_claim_ttl: must be at least 1s "
+        "(the claim is renewed every third of it) (got '500ms')"
+    )
+    text = "server:\n  admin_replay_store_backend: NATS\n  admin_replay_claim_ttl: 2s\n"
+    server = load_text(tmp_path, text).config.server
+    assert (server.admin_replay_store_backend, server.admin_replay_claim_ttl) == ("nats", 2)
+    assert Config().server.admin_replay_claim_ttl == 30
+
+
 @pytest.mark.parametrize(
     ("value", "fragment"),
     [
@@ -563,7 +575,7 @@ def test_log_level_case_insensitive(tmp_path: Path, value: str, expected: str) -
         (
             "server:\n  admin_replay_store_backend: redis\n",
             "server.admin_replay_store_backend",
-            "'memory' or 'sqlite'",
+            "'memory', 'sqlite' or 'nats'",
         ),
         (
             "vault:\n  auth_method: ldap\n",

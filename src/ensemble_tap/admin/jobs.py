@@ -18,6 +18,7 @@ from ensemble_tap.admin.cursors import decode_job_cursor, encode_job_cursor
 from ensemble_tap.events import format_time_ns
 
 MAX_REPORTED_FAILURES = 20
+INTERRUPTED = "interrupted: the service stopped while this job was running"
 
 
 class JobStatus(StrEnum):
@@ -70,6 +71,9 @@ class Job:
     idempotency_key: str = ""
     creator_ip: str = ""
     creator_token_fingerprint: str = ""
+    # The DLQ sequence a resumed run starts from (a job taken over from a replica that
+    # stopped, store backend nats); not part of the API view.
+    next_sequence: int = 0
 
     @property
     def request(self) -> ReplayRequest:
@@ -196,7 +200,7 @@ class JobRegistry:
             highest = max(highest, int(tail) if tail.isdigit() else 0)
             if job.status is JobStatus.RUNNING:
                 job.status = JobStatus.FAILED
-                job.error = "interrupted: the service stopped while this job was running"
+                job.error = INTERRUPTED
                 job.completed_ns = job.updated_ns = time.time_ns()
                 self.store.save(job)
         self._sequence = itertools.count(highest + 1)
@@ -231,38 +235,29 @@ class JobRegistry:
             if existing.request != request:
                 raise IdempotencyConflict(existing)
             return existing, True
-        queued = [job for job in self._jobs.values() if job.status is JobStatus.QUEUED]
-        per_ip = self.limits.max_queued_per_ip
-        count = sum(1 for job in queued if creator_ip and job.creator_ip == creator_ip)
-        if per_ip and count >= per_ip:
-            raise QueueLimitExceeded("ip", count)
-        per_token = self.limits.max_queued_per_token
-        count = sum(
-            1
-            for job in queued
-            if token_fingerprint and job.creator_token_fingerprint == token_fingerprint
+        check_queue_caps(
+            [
+                (job.creator_ip, job.creator_token_fingerprint)
+                for job in self._jobs.values()
+                if job.status is JobStatus.QUEUED
+            ],
+            self.limits,
+            creator_ip=creator_ip,
+            token_fingerprint=token_fingerprint,
         )
-        if per_token and count >= per_token:
-            raise QueueLimitExceeded("token", count)
         now = time.time_ns()
-        job = Job(
-            job_id=f"replay_{now}_{next(self._sequence)}",
-            status=JobStatus.QUEUED,
+        job = new_job(
+            f"replay_{now}_{next(self._sequence)}",
+            now,
+            request,
             requested_limit=requested_limit,
-            effective_limit=request.effective_limit,
             max_limit=max_limit,
             capped=capped,
-            dry_run=request.dry_run,
-            created_ns=now,
-            updated_ns=now,
-            provider=request.provider,
-            stage=request.stage,
-            tenant=request.tenant,
-            request_id=request_id,
-            operator_reason=reason,
             idempotency_key=idempotency_key,
             creator_ip=creator_ip,
-            creator_token_fingerprint=token_fingerprint,
+            token_fingerprint=token_fingerprint,
+            request_id=request_id,
+            reason=reason,
         )
         self._index(job)
         self.store.save(job)
@@ -276,12 +271,7 @@ class JobRegistry:
         job = self.get(job_id)
         if job is None:
             return None
-        if job.status is not JobStatus.QUEUED:
-            raise NotCancellable(job)
-        job.status = JobStatus.CANCELLED
-        job.cancel_reason = reason
-        job.error = "cancelled by operator" + (f": {reason}" if reason else "")
-        job.completed_ns = job.updated_ns = time.time_ns()
+        mark_cancelled(job, reason, time.time_ns())
         self.store.save(job)
         return job
 
@@ -301,28 +291,12 @@ class JobRegistry:
         self.store.save(job)
 
     def finish(self, job: Job, error: str = "") -> None:
-        job.status = JobStatus.FAILED if error else JobStatus.SUCCEEDED
-        job.error = error
-        job.completed_ns = job.updated_ns = time.time_ns()
+        mark_finished(job, error, time.time_ns())
         self.store.save(job)
 
     def page(self, status: JobStatus | None, limit: int, cursor: str) -> Page:
         self._evict()
-        after = decode_job_cursor(cursor) if cursor else None
-        summary = {state.value: 0 for state in JobStatus}
-        for job in self._jobs.values():
-            summary[job.status.value] += 1
-        ordered = sorted(
-            (job for job in self._jobs.values() if status is None or job.status is status),
-            key=lambda job: (job.created_ns, job.job_id),
-            reverse=True,
-        )
-        if after is not None:
-            ordered = [job for job in ordered if (job.created_ns, job.job_id) < after]
-        page = ordered[:limit]
-        last = page[-1] if len(ordered) > limit else None
-        next_cursor = encode_job_cursor(last.created_ns, last.job_id) if last else ""
-        return Page(page, next_cursor, summary)
+        return page_of(self._jobs.values(), status, limit, cursor)
 
     def _index(self, job: Job) -> None:
         self._jobs[job.job_id] = job
@@ -330,20 +304,116 @@ class JobRegistry:
             self._by_key[(job.creator_token_fingerprint, job.idempotency_key)] = job.job_id
 
     def _evict(self) -> None:
-        now = time.time_ns()
-        ttl_ns = self.limits.ttl_seconds * 1e9
-        finished = sorted(
-            (job for job in self._jobs.values() if job.status in TERMINAL),
-            key=lambda job: job.updated_ns,
-        )
-        expired = [job for job in finished if now - job.updated_ns > ttl_ns]
-        overflow = len(self._jobs) - len(expired) - self.limits.max_jobs
-        if overflow > 0:
-            expired_ids = {job.job_id for job in expired}
-            expired += [job for job in finished if job.job_id not in expired_ids][:overflow]
+        expired = evictable(self._jobs.values(), self.limits, time.time_ns())
         if not expired:
             return
         for job in expired:
             del self._jobs[job.job_id]
             self._by_key.pop((job.creator_token_fingerprint, job.idempotency_key), None)
         self.store.delete(job.job_id for job in expired)
+
+
+def mark_cancelled(job: Job, reason: str, now_ns: int) -> None:
+    """queued → cancelled; NotCancellable for a job in any other state."""
+    if job.status is not JobStatus.QUEUED:
+        raise NotCancellable(job)
+    job.status = JobStatus.CANCELLED
+    job.cancel_reason = reason
+    job.error = "cancelled by operator" + (f": {reason}" if reason else "")
+    job.completed_ns = job.updated_ns = now_ns
+
+
+def mark_finished(job: Job, error: str, now_ns: int) -> None:
+    """running → failed (with ``error``) or succeeded."""
+    job.status = JobStatus.FAILED if error else JobStatus.SUCCEEDED
+    job.error = error
+    job.completed_ns = job.updated_ns = now_ns
+
+
+def new_job(
+    job_id: str,
+    now_ns: int,
+    request: ReplayRequest,
+    *,
+    requested_limit: int,
+    max_limit: int,
+    capped: bool,
+    idempotency_key: str,
+    creator_ip: str,
+    token_fingerprint: str,
+    request_id: str,
+    reason: str,
+) -> Job:
+    """A queued job for ``request``, created at ``now_ns``."""
+    return Job(
+        job_id=job_id,
+        status=JobStatus.QUEUED,
+        requested_limit=requested_limit,
+        effective_limit=request.effective_limit,
+        max_limit=max_limit,
+        capped=capped,
+        dry_run=request.dry_run,
+        created_ns=now_ns,
+        updated_ns=now_ns,
+        provider=request.provider,
+        stage=request.stage,
+        tenant=request.tenant,
+        request_id=request_id,
+        operator_reason=reason,
+        idempotency_key=idempotency_key,
+        creator_ip=creator_ip,
+        creator_token_fingerprint=token_fingerprint,
+    )
+
+
+def check_queue_caps(
+    queued: Iterable[tuple[str, str]], limits: Limits, *, creator_ip: str, token_fingerprint: str
+) -> None:
+    """QueueLimitExceeded when the caller already has as many jobs waiting as allowed;
+    ``queued`` holds (creator IP, token fingerprint) of every queued job. The IP cap is
+    checked first; unknown callers ("") are never counted together; 0 disables a cap."""
+    waiting = list(queued)
+    per_ip = limits.max_queued_per_ip
+    count = sum(1 for ip, _ in waiting if creator_ip and ip == creator_ip)
+    if per_ip and count >= per_ip:
+        raise QueueLimitExceeded("ip", count)
+    per_token = limits.max_queued_per_token
+    count = sum(1 for _, token in waiting if token_fingerprint and token == token_fingerprint)
+    if per_token and count >= per_token:
+        raise QueueLimitExceeded("token", count)
+
+
+def page_of(jobs: Iterable[Job], status: JobStatus | None, limit: int, cursor: str) -> Page:
+    """One page of ``jobs``, newest first (ties by job id), and a summary over all of them."""
+    after = decode_job_cursor(cursor) if cursor else None
+    every = list(jobs)
+    summary = {state.value: 0 for state in JobStatus}
+    for job in every:
+        summary[job.status.value] += 1
+    ordered = sorted(
+        (job for job in every if status is None or job.status is status),
+        key=lambda job: (job.created_ns, job.job_id),
+        reverse=True,
+    )
+    if after is not None:
+        ordered = [job for job in ordered if (job.created_ns, job.job_id) < after]
+    page = ordered[:limit]
+    last = page[-1] if len(ordered) > limit else None
+    next_cursor = encode_job_cursor(last.created_ns, last.job_id) if last else ""
+    return Page(page, next_cursor, summary)
+
+
+def evictable(jobs: Iterable[Job], limits: Limits, now_ns: int) -> list[Job]:
+    """The finished jobs to drop: past the TTL since their last change, then the oldest
+    beyond ``max_jobs``. Queued and running jobs never are."""
+    every = list(jobs)
+    ttl_ns = limits.ttl_seconds * 1e9
+    finished = sorted(
+        (job for job in every if job.status in TERMINAL), key=lambda job: job.updated_ns
+    )
+    expired = [job for job in finished if now_ns - job.updated_ns > ttl_ns]
+    overflow = len(every) - len(expired) - limits.max_jobs
+    if overflow > 0:
+        expired_ids = {job.job_id for job in expired}
+        expired += [job for job in finished if job.job_id not in expired_ids][:overflow]
+    return expired

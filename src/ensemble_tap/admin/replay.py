@@ -61,18 +61,21 @@ class Replayer:
 
     async def dry_run(self, job: Job) -> None:
         """Count what a real run with the same filters would republish (touches nothing)."""
-        async for item in self.store.oldest_first(_filter_of(job)):
+        async for item in self.store.oldest_first(_filter_of(job), _start_of(job)):
             if isinstance(item, StoredLetter) and item.replayable:
                 job.would_replay += 1
-                if job.would_replay >= job.effective_limit:
-                    return
             elif isinstance(item, StoredLetter):
                 job.skipped += 1
+            job.next_sequence = _sequence_of(item) + 1
+            if job.would_replay >= job.effective_limit:
+                return
 
     async def run(self, job: Job, on_progress: Callable[[Job], Awaitable[None] | None]) -> None:
+        """Replay from where the job stands (``next_sequence``: a job taken over from a
+        replica that stopped goes on after the last record that one reported)."""
         async with self._lock:
             scanned = 0
-            async for item in self.store.oldest_first(_filter_of(job)):
+            async for item in self.store.oldest_first(_filter_of(job), _start_of(job)):
                 scanned += 1
                 if not isinstance(item, StoredLetter) or not item.replayable:
                     job.skipped += 1
@@ -80,6 +83,9 @@ class Replayer:
                     job.replayed += 1
                 else:
                     job.failed += 1
+                # With the counters, in the same step: a progress write never holds one
+                # without the other.
+                job.next_sequence = _sequence_of(item) + 1
                 result = on_progress(job)
                 if result is not None:
                     await result
@@ -172,6 +178,14 @@ class Replayer:
                 )
             )
         return redeliveries
+
+
+def _start_of(job: Job) -> int:
+    return max(job.next_sequence, 1)
+
+
+def _sequence_of(item: StoredLetter | tuple[int, bytes]) -> int:
+    return item.sequence if isinstance(item, StoredLetter) else item[0]
 
 
 def _filter_of(job: Job) -> LetterFilter:

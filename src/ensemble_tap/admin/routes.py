@@ -27,12 +27,12 @@ from ensemble_tap.admin.guarded import guarded
 from ensemble_tap.admin.guards import Scope, fingerprint
 from ensemble_tap.admin.jobs import (
     IdempotencyConflict,
-    JobRegistry,
     JobStatus,
     NotCancellable,
     QueueLimitExceeded,
     ReplayRequest,
 )
+from ensemble_tap.admin.replay_jobs import JobsUnavailable, ReplayJobs
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.bus.dlq_store import (
     STORE_UNAVAILABLE,
@@ -64,7 +64,7 @@ class AdminDependencies:
     """What the handlers work with (``app.state.admin`` of the app ``admin_app`` builds)."""
 
     server: ServerConfig
-    registry: JobRegistry
+    jobs: ReplayJobs
     runner: ReplayRunner
     dead_letters: DeadLetterStore
     metrics: Metrics
@@ -82,6 +82,8 @@ Admin = Annotated[AdminDependencies, Depends(admin_dependencies)]
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": models.AdminError} for status in (400, 401, 403, 404, 409, 429)
 }
+# Replay-job routes: a store shared through NATS (backend nats) may be out of reach.
+JOB_RESPONSES = {**ERROR_RESPONSES, 503: {"model": models.AdminError}}
 router = APIRouter()
 
 
@@ -95,7 +97,7 @@ router = APIRouter()
             "model": models.ReplayJobEnvelope,
             "description": "Same Idempotency-Key and request: the existing job, unchanged",
         },
-        **ERROR_RESPONSES,
+        **JOB_RESPONSES,
     },
     summary="Create a replay job",
 )
@@ -126,7 +128,7 @@ async def create_replay(
     operator_reason = params.reason(reason, admin.server, rejected)
     assert call.principal is not None
     try:
-        job, reused = admin.registry.create(
+        job, reused = await admin.jobs.create(
             replay,
             requested_limit=requested,
             max_limit=max_limit,
@@ -150,6 +152,8 @@ async def create_replay(
         failure = AdminFailure(409, str(exc), "admin replay dlq queue limit conflict")
         failure.fields |= {"queue_scope": exc.scope, "queue_count": exc.count}
         raise failure from None
+    except JobsUnavailable as exc:
+        raise AdminFailure(503, str(exc), rejected) from None
     if reused:
         admin.metrics.admin_jobs.labels("reused").inc()
         return call.respond(
@@ -159,7 +163,7 @@ async def create_replay(
             job_id=job.job_id,
         )
     admin.metrics.admin_jobs.labels("accepted").inc()
-    admin.runner.submit(job)
+    admin.runner.submit(job.job_id)
     return call.respond(
         202,
         {"job": job.to_json()},
@@ -176,7 +180,7 @@ async def create_replay(
 @router.get(
     "/admin/replay-dlq",
     response_model=models.ReplayJobListResponse,
-    responses=ERROR_RESPONSES,
+    responses=JOB_RESPONSES,
     summary="List replay jobs, newest first",
 )
 async def list_replays(
@@ -200,9 +204,13 @@ async def list_replays(
     )
     raw_cursor = (cursor or "").strip()
     try:
-        page = admin.registry.page(JobStatus(raw_status) if raw_status else None, size, raw_cursor)
+        page = await admin.jobs.page(
+            JobStatus(raw_status) if raw_status else None, size, raw_cursor
+        )
     except InvalidCursor as exc:
         raise params.rejected(str(exc), rejected) from None
+    except JobsUnavailable as exc:
+        raise AdminFailure(503, str(exc), rejected) from None
     return call.respond(
         200,
         {
@@ -222,7 +230,7 @@ async def list_replays(
 @router.get(
     "/admin/replay-dlq/{job_id}",
     response_model=models.ReplayJobEnvelope,
-    responses=ERROR_RESPONSES,
+    responses=JOB_RESPONSES,
     summary="Fetch one replay job",
 )
 async def get_replay(
@@ -231,7 +239,10 @@ async def get_replay(
     admin: Admin,
     job_id: Annotated[str, Path()],
 ) -> Response:
-    job = admin.registry.get(params.job_id(job_id))
+    try:
+        job = await admin.jobs.get(params.job_id(job_id))
+    except JobsUnavailable as exc:
+        raise AdminFailure(503, str(exc), "admin replay dlq status rejected") from None
     if job is None:
         raise AdminFailure(404, "replay job not found", "admin replay dlq status missing")
     return call.respond(
@@ -243,7 +254,7 @@ async def get_replay(
     "/admin/replay-dlq/{job_id}",
     response_model=models.ReplayJobEnvelope,
     response_description="Job cancelled",
-    responses=ERROR_RESPONSES,
+    responses=JOB_RESPONSES,
     summary="Cancel a queued replay job",
 )
 async def cancel_replay(
@@ -256,11 +267,13 @@ async def cancel_replay(
     wanted = params.job_id(job_id)
     cancel_reason = params.reason(reason, admin.server, "admin replay dlq cancel rejected")
     try:
-        job = admin.registry.cancel(wanted, cancel_reason)
+        job = await admin.jobs.cancel(wanted, cancel_reason)
     except NotCancellable as exc:
         failure = AdminFailure(409, str(exc), "admin replay dlq cancel conflict")
         failure.fields |= {"job_id": wanted, "status": exc.job.status.value}
         raise failure from None
+    except JobsUnavailable as exc:
+        raise AdminFailure(503, str(exc), "admin replay dlq cancel rejected") from None
     if job is None:
         raise AdminFailure(404, "replay job not found", "admin replay dlq cancel missing")
     admin.metrics.admin_jobs.labels("cancelled").inc()

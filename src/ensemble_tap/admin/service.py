@@ -7,6 +7,9 @@ and the in-process tests with a broker on a test nats-server.
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,15 +19,18 @@ from ensemble_tap import __version__
 from ensemble_tap.admin.errors import install_error_handlers
 from ensemble_tap.admin.guarded import GuardChain
 from ensemble_tap.admin.guards import TokenAuthenticator
-from ensemble_tap.admin.jobs import JobRegistry, JobStore, Limits, MemoryJobStore
+from ensemble_tap.admin.jobs import JobRegistry, Limits, MemoryJobStore
+from ensemble_tap.admin.nats_jobs import NatsJobs
 from ensemble_tap.admin.replay import Replayer
+from ensemble_tap.admin.replay_jobs import LocalJobs, ReplayJobs
 from ensemble_tap.admin.routes import AdminDependencies, EventSearch, PollerStatusSource, router
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.admin.sqlite_store import SqliteJobStore
+from ensemble_tap.bus.buckets import Bucket, open_bucket
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.contract import Publisher
 from ensemble_tap.bus.dlq_store import DeadLetterStore
-from ensemble_tap.bus.streams import dlq_stream_name
+from ensemble_tap.bus.streams import dlq_stream_name, replay_jobs_bucket
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics
 
@@ -34,9 +40,8 @@ class AdminService:
     """The admin ASGI app and what the service starts and stops around it."""
 
     app: FastAPI
-    registry: JobRegistry  # its stored jobs resume once NATS is reached
-    runner: ReplayRunner
-    job_store: JobStore
+    jobs: ReplayJobs
+    runner: ReplayRunner  # started once NATS is reached: stored jobs run then
     # The tokens the guards check; a secrets reload replaces them (secret_reload.py).
     authenticator: TokenAuthenticator
 
@@ -54,16 +59,7 @@ def build_admin(
     ``poller_status`` and ``search_events`` come from the pollers and the ClickHouse sink
     when this process runs them."""
     server = config.server
-    job_store = job_store_for(config)
-    registry = JobRegistry(
-        job_store,
-        Limits(
-            ttl_seconds=server.admin_replay_job_ttl,
-            max_jobs=server.admin_replay_job_max_jobs,
-            max_queued_per_ip=server.admin_replay_max_queued_per_ip,
-            max_queued_per_token=server.admin_replay_max_queued_per_token,
-        ),
-    )
+    jobs = replay_jobs_for(config, broker)
     dead_letters = DeadLetterStore(broker.js, dlq_stream_name(config.nats))
     replayer = Replayer(
         store=dead_letters,
@@ -72,16 +68,17 @@ def build_admin(
         tenant_scoped=config.nats.tenant_scoped_subjects,
     )
     runner = ReplayRunner(
-        registry=registry,
+        jobs=jobs,
         replayer=replayer,
         max_concurrent=server.admin_replay_max_concurrent_jobs,
         timeout=server.admin_replay_job_timeout,
         metrics=metrics,
+        sweep_interval=server.admin_replay_claim_ttl / 3,
     )
     app = admin_app(
         AdminDependencies(
             server=server,
-            registry=registry,
+            jobs=jobs,
             runner=runner,
             dead_letters=dead_letters,
             metrics=metrics,
@@ -91,19 +88,41 @@ def build_admin(
     )
     return AdminService(
         app=app,
-        registry=registry,
+        jobs=jobs,
         runner=runner,
-        job_store=job_store,
         authenticator=app.state.guards.authenticator,
     )
 
 
-def job_store_for(config: Config) -> JobStore:
+def replay_jobs_for(config: Config, broker: Broker) -> ReplayJobs:
+    """The replay jobs of ``server.admin_replay_store_backend``: this process's (``memory``,
+    ``sqlite``) or every replica's (``nats``: a KV bucket, opened at its first use)."""
     server = config.server
+    limits = Limits(
+        ttl_seconds=server.admin_replay_job_ttl,
+        max_jobs=server.admin_replay_job_max_jobs,
+        max_queued_per_ip=server.admin_replay_max_queued_per_ip,
+        max_queued_per_token=server.admin_replay_max_queued_per_token,
+    )
+    if server.admin_replay_store_backend == "nats":
+
+        async def bucket() -> Bucket:
+            return await open_bucket(
+                broker.js,
+                replay_jobs_bucket(config.nats),
+                replicas=config.nats.stream_replicas,
+            )
+
+        return NatsJobs(
+            bucket,
+            limits=limits,
+            claim_ttl=server.admin_replay_claim_ttl,
+            replica=f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}",
+        )
     if server.admin_replay_store_backend == "sqlite":
         path = server.admin_replay_sqlite_path or str(Path(config.data_dir) / "tap-admin-replay.db")
-        return SqliteJobStore(path)
-    return MemoryJobStore()
+        return LocalJobs(JobRegistry(SqliteJobStore(path), limits))
+    return LocalJobs(JobRegistry(MemoryJobStore(), limits))
 
 
 def admin_app(deps: AdminDependencies) -> FastAPI:

@@ -67,6 +67,11 @@ def dlq_stream_name(cfg: NatsConfig) -> str:
     return f"{cfg.stream}_DLQ"
 
 
+def replay_jobs_bucket(cfg: NatsConfig) -> str:
+    """The KV bucket of replay jobs (``server.admin_replay_store_backend: nats``)."""
+    return f"{cfg.stream}_REPLAY_JOBS"
+
+
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     """Create the stream, or update it to ``config`` if it exists (idempotent)."""
     assert config.name is not None

@@ -133,9 +133,12 @@ class ServerConfig(Section):
     admin_replay_job_max_jobs: int = Field(512, ge=1, le=100_000)
     admin_replay_job_timeout: PositiveDuration = 300.0
     admin_replay_max_concurrent_jobs: int = Field(2, ge=1, le=100)
-    admin_replay_store_backend: Annotated[Literal["memory", "sqlite"], BeforeValidator(_lower)] = (
-        "memory"
-    )
+    admin_replay_store_backend: Annotated[
+        Literal["memory", "sqlite", "nats"], BeforeValidator(_lower)
+    ] = "memory"
+    # Backend nats: a running job whose replica stops renewing its claim for this long is
+    # taken over by another replica (renewed every third of it).
+    admin_replay_claim_ttl: PositiveDuration = 30.0
     admin_replay_sqlite_path: str = ""
     admin_replay_require_reason: bool = False
     admin_replay_reason_min_length: int = Field(12, gt=0)
@@ -161,6 +164,13 @@ class ServerConfig(Section):
         if path.split("/")[1] in ("admin", "livez", "readyz", "metrics"):
             raise ValueError(f"{value!r} collides with the service's own routes")
         return path
+
+    @field_validator("admin_replay_claim_ttl")
+    @classmethod
+    def _claim_ttl(cls, value: float) -> float:
+        if value < 1.0:
+            raise ValueError("must be at least 1s (the claim is renewed every third of it)")
+        return value
 
     @field_validator("trusted_proxies", "admin_allowed_cidrs")
     @classmethod
