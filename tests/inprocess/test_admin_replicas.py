@@ -30,10 +30,10 @@ from ensemble_tap.bus.contract import Publisher, PublishResult
 from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import dlq_stream_config, ensure_stream, main_stream_config
 from ensemble_tap.observability import Metrics
-from tests.support.app import make_config
+from tests.support.configs import make_config
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
-from tests.support.sink import eventually
+from tests.support.waiting import eventually
 
 TOKEN = "tok-primary-0123456789"
 ADMIN = {"X-Admin-Token": TOKEN}

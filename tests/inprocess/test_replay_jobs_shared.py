@@ -28,7 +28,7 @@ from ensemble_tap.admin.nats_jobs import MAX_RUNS, NatsClaim, NatsJobs
 from ensemble_tap.admin.replay_jobs import ClaimLost, JobClaim
 from ensemble_tap.bus.buckets import Bucket, open_bucket
 from tests.support.nats_server import NatsServer
-from tests.support.sink import eventually
+from tests.support.waiting import eventually
 
 TTL = 1.0
 Replicas = Callable[..., Awaitable[tuple[NatsJobs, NatsJobs]]]

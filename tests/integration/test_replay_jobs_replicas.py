@@ -20,7 +20,7 @@ import pytest
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.service_process import ServiceProcess
-from tests.support.sink import eventually
+from tests.support.waiting import eventually
 
 TOKEN = "tok-primary-0123456789"
 ADMIN = {"X-Admin-Token": TOKEN}

@@ -296,7 +296,7 @@ class JobRegistry:
 
     def page(self, status: JobStatus | None, limit: int, cursor: str) -> Page:
         self._evict()
-        return page_of(self._jobs.values(), status, limit, cursor)
+        return page_of(self._jobs.values(), status, limit=limit, cursor=cursor)
 
     def _index(self, job: Job) -> None:
         self._jobs[job.job_id] = job
@@ -383,7 +383,7 @@ def check_queue_caps(
         raise QueueLimitExceeded("token", count)
 
 
-def page_of(jobs: Iterable[Job], status: JobStatus | None, limit: int, cursor: str) -> Page:
+def page_of(jobs: Iterable[Job], status: JobStatus | None, *, limit: int, cursor: str) -> Page:
     """One page of ``jobs``, newest first (ties by job id), and a summary over all of them."""
     after = decode_job_cursor(cursor) if cursor else None
     every = list(jobs)

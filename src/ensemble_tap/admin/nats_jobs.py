@@ -355,7 +355,8 @@ class NatsJobs:
 
     async def page(self, status: JobStatus | None, limit: int, cursor: str) -> Page:
         records = await _available(self._records())
-        return page_of((record.job for record, _ in records.values()), status, limit, cursor)
+        jobs = (record.job for record, _ in records.values())
+        return page_of(jobs, status, limit=limit, cursor=cursor)
 
     async def _records(self) -> dict[str, tuple[Record, int]]:
         """Every job with its revision, after retention (TTL, ``max_jobs``) dropped the
@@ -432,7 +433,7 @@ class NatsJobs:
                     next_sequence=job.next_sequence,
                 )
             self._seen.pop(job_id, None)
-            claim = NatsClaim(self, bucket, record, revision)
+            claim = NatsClaim(self, bucket, record=record, revision=revision)
             self._claims.add(claim)
             return claim
         return None
@@ -446,7 +447,7 @@ class NatsClaim:
     """A job this replica runs: its progress writes are compare-and-sets on the revision it
     last wrote (ClaimLost as soon as anyone else wrote the job), renewed in the background."""
 
-    def __init__(self, jobs: NatsJobs, bucket: Bucket, record: Record, revision: int) -> None:
+    def __init__(self, jobs: NatsJobs, bucket: Bucket, *, record: Record, revision: int) -> None:
         self.jobs = jobs
         self.bucket = bucket
         self.record = record
