@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -34,6 +35,7 @@ from ensemble_tap.bus.advisories import subscribe_advisories
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.dlq import DeadLetterWriter
 from ensemble_tap.bus.embedded import EmbeddedNatsServer
+from ensemble_tap.bus.provisioning import Backoff, until_set_up
 from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import (
     StreamSetupError,
@@ -67,6 +69,10 @@ from ensemble_tap.workers.proxy import PrimaryProxy, forwarded_to_primary
 log = get_logger("ensemble_tap.app")
 # A NATS message must hold the CloudEvent (body + envelope) and, in the DLQ, its base64.
 ENVELOPE_OVERHEAD = 64 * 1024
+# Pauses between attempts to set up a JetStream resource at start: from this (or
+# nats.reconnect_wait when shorter), doubling up to nats.reconnect_wait or this, the larger.
+SETUP_FIRST_RETRY, SETUP_MAX_RETRY = 0.25, 5.0
+T = TypeVar("T")
 # What one process can run; ``serve --role`` picks a subset, by default all of them.
 ROLES = ("ingress", "poller", "sink", "admin")
 ALL_ROLES = frozenset(ROLES)
@@ -216,8 +222,9 @@ class TapApp:
         self.http.include_router(health_router(readiness, self._exposition))
 
     async def _bring_up(self) -> None:
-        """Reach NATS (retrying; bounded only by ``nats.startup_timeout``), provision the
-        streams, then start what needs them: advisories, sink, pollers, queued replays."""
+        """Reach NATS (retrying; bounded only by ``nats.startup_timeout``), set up the
+        JetStream resources, then start what needs them: advisories, pollers, queued
+        replays."""
         cfg = self.config
         assert self.broker is not None
         self._starting_reason = "connecting to nats"
@@ -229,14 +236,13 @@ class TapApp:
                 self.spool.start()
             self._starting_reason = ""
             return
-        self._starting_reason = "provisioning streams"
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         try:
             async with asyncio.timeout(remaining):
-                await self._provision_streams()
+                await self._set_up_jetstream()
         except TimeoutError:
             raise StreamSetupError(
-                f"streams not provisioned within nats.startup_timeout ({limit:g}s): "
+                f"jetstream not set up within nats.startup_timeout ({limit:g}s): "
                 f"{self._starting_reason}"
             ) from None
         streams = frozenset((cfg.nats.stream, dlq_stream_name(cfg.nats)))
@@ -244,8 +250,6 @@ class TapApp:
         self._warn_payload_limit()
         if self.spool is not None:
             self.spool.start()
-        if self.sink is not None:
-            await self.sink.start()
         if self.pollers is not None:
             await self.pollers.start()  # after the streams exist; first cycles run now
         if self.replay_runner is not None and self._job_registry is not None:
@@ -254,23 +258,32 @@ class TapApp:
         self._starting_reason = ""
         log.info("ensemble-tap ready", nats=self.broker.nc.connected_url is not None)
 
-    async def _provision_streams(self) -> None:
-        """Create or update both streams. A refusal of the config (StreamSetupError) is
-        final; anything else (JetStream not up yet, no quorum, a timeout) is retried."""
+    async def _set_up_jetstream(self) -> None:
+        """Every JetStream resource this process needs, each retried until it exists: both
+        streams, then the sink's consumer (and its connection). Replicas started together
+        against a cluster still electing its leaders all get there (bus/provisioning.py);
+        only a refused configuration ends the bring-up. Other parts' resources (buckets)
+        belong here too, each through ``_set_up``."""
         assert self.broker is not None
         cfg = self.config.nats
-        while True:
-            try:
-                await ensure_stream(self.broker.js, main_stream_config(cfg))
-                await ensure_stream(self.broker.js, dlq_stream_config(cfg))
-                return
-            except StreamSetupError:
-                raise
-            except Exception as exc:
-                reason = str(exc) or type(exc).__name__
-                self._starting_reason = f"provisioning streams: {reason}"
-                log.warning("stream provisioning failed: retrying", error=reason)
-                await asyncio.sleep(cfg.reconnect_wait)
+        js = self.broker.js
+        await self._set_up(
+            f"stream {cfg.stream}", lambda: ensure_stream(js, main_stream_config(cfg))
+        )
+        dlq = dlq_stream_config(cfg)
+        await self._set_up(f"stream {dlq.name}", lambda: ensure_stream(js, dlq))
+        if self.sink is not None:
+            await self._set_up("the sink's consumer", self.sink.start)
+
+    async def _set_up(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        """``step`` until it succeeds, its last failure shown by ``/readyz``."""
+        wait = self.config.nats.reconnect_wait
+        backoff = Backoff(first=min(SETUP_FIRST_RETRY, wait), ceiling=max(wait, SETUP_MAX_RETRY))
+        self._starting_reason = f"setting up {what}"
+        return await until_set_up(step, what=what, backoff=backoff, report=self._report_setup)
+
+    def _report_setup(self, reason: str) -> None:
+        self._starting_reason = reason
 
     def _spooling(self) -> str:
         """For ``/readyz``: why the service is ready without NATS ("" when it is not)."""
