@@ -50,7 +50,7 @@ class Backoff:
     def delays(self) -> Iterator[float]:
         delay = self.first
         while True:
-            yield random.uniform(delay / 2, delay)  # jitter, not a secret: nosec B311
+            yield random.uniform(delay / 2, delay)  # jitter, not a secret  # nosec B311
             delay = min(delay * 2, self.ceiling)
 
 
