@@ -115,6 +115,9 @@ class TapApp:
         self.pool: WorkerPool | None = None
         self.proxy: PrimaryProxy | None = None
         self.metrics_endpoint: MetricsEndpoint | None = None
+        self.readiness: Readiness | None = None
+        # This process's HTTP connections: their deadlines, limit and draining on SIGTERM.
+        self.connections = ConnectionGuard(ConnectionLimits.of(config.server), self.metrics)
         self._bring_up_task: asyncio.Task[None] | None = None
         self._starting_reason = "starting"
         self._job_registry: JobRegistry | None = None
@@ -188,10 +191,10 @@ class TapApp:
         self.http = FastAPI(title="Ensemble Tap", version=__version__, openapi_url=None)
         if self.worker is not None:  # the primary provisions the streams and runs the rest
             self.proxy = PrimaryProxy(self.worker.primary_socket)
-            readiness = Readiness(
+            self.readiness = Readiness(
                 self.broker, streams, starting=self._starting, spooling=self._spooling
             )
-            self.http.include_router(health_router(readiness, self._exposition))
+            self.http.include_router(health_router(self.readiness, self._exposition))
             return
         if "sink" in self.roles and cfg.clickhouse.enabled:  # ClickHouse itself may be down
             self.sink = ClickHouseSink(cfg, broker=self.broker, dlq=dlq, metrics=self.metrics)
@@ -212,14 +215,14 @@ class TapApp:
             self._job_registry = admin.registry
             self.admin_authenticator = admin.authenticator
         sink_detail = self.sink.readiness_detail if self.sink is not None else None
-        readiness = Readiness(
+        self.readiness = Readiness(
             self.broker,
             streams,
             details=sink_detail,
             starting=self._starting,
             spooling=self._spooling,
         )
-        self.http.include_router(health_router(readiness, self._exposition))
+        self.http.include_router(health_router(self.readiness, self._exposition))
 
     async def _bring_up(self) -> None:
         """Reach NATS (retrying; bounded only by ``nats.startup_timeout``), set up the
@@ -320,7 +323,12 @@ class TapApp:
         return [listener]
 
     def stopping(self) -> None:
-        """A stop signal arrived: workers start finishing their requests now."""
+        """A stop signal arrived: ``/readyz`` answers 503 and answers close their connections
+        from now on (requests are still served, for ``server.shutdown_delay``), and workers
+        begin the same."""
+        if self.readiness is not None:
+            self.readiness.shutting_down = True
+        self.connections.draining = True
         if self.pool is not None:
             self.pool.terminate()
 
@@ -426,7 +434,7 @@ def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:
         "lifespan": "off",
         "interface": "asgi3",
         # Header, body, idle and write deadlines and server.max_connections, per process.
-        "http": TapHttpProtocol.bound_to(ConnectionGuard(ConnectionLimits.of(server), app.metrics)),
+        "http": TapHttpProtocol.bound_to(app.connections),
         "ws": "none",  # no WebSocket routes; an upgraded connection would leave the guard
         # The service decides what to trust from X-Forwarded-* itself; uvicorn must not
         # rewrite the client address from them.
@@ -459,21 +467,44 @@ async def _serve(app: TapApp) -> None:
     """Serve HTTP at once while the bring-up reaches NATS in the background; a bring-up
     that fails (``nats.startup_timeout`` passed, the stream config refused, the sink's
     consumer refused) stops the service and is raised. A signal during start-up stops
-    start-up too, so the embedded nats-server never outlives the service."""
+    start-up too, so the embedded nats-server never outlives the service.
+
+    A stop signal while serving: ``/readyz`` 503 at once, requests still served for
+    ``server.shutdown_delay`` (a rolling restart routes them elsewhere meanwhile), then
+    uvicorn stops accepting and in-flight requests get ``server.shutdown_timeout``, then
+    ``TapApp.stop()`` (pollers first: where they hand back their leases)."""
     config = app.config
     server = TapServer(uvicorn_config(app))
     stopping = asyncio.Event()
     main_task = asyncio.current_task()
     failure: list[BaseException] = []
+    loop = asyncio.get_running_loop()
+    delayed: list[asyncio.TimerHandle] = []
+
+    def stop_serving() -> None:
+        server.should_exit = True
 
     def on_signal() -> None:
-        if stopping.is_set():
-            server.force_exit = True  # a second signal: stop waiting for in-flight requests
+        if stopping.is_set():  # a second signal: no more delay, no waiting for requests
+            for handle in delayed:
+                handle.cancel()
+            server.force_exit = True
+            stop_serving()
+            return
         stopping.set()
-        server.should_exit = True
         app.stopping()
-        if not server.started and main_task is not None:
-            main_task.cancel()
+        if not server.started:
+            stop_serving()
+            if main_task is not None:
+                main_task.cancel()
+        elif config.server.shutdown_delay > 0:
+            log.info(
+                "shutting down: serving on while routed elsewhere",
+                shutdown_delay=config.server.shutdown_delay,
+            )
+            delayed.append(loop.call_later(config.server.shutdown_delay, stop_serving))
+        else:
+            stop_serving()
 
     def on_bring_up(task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
