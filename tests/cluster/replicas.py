@@ -2,9 +2,9 @@
 
 ``replica()`` is one ``ensemble-tap serve`` process (tests/support/service_process.py) whose
 ``nats.url`` lists every node and whose streams have three replicas. ``Balancer`` sends
-signed webhooks (tests/faults/harness.py's deliveries) round-robin to the replicas and,
-like a load balancer with retries, sends a delivery answered 503 or not answered at all to
-the next replica; it counts every answer, so a test can say which it tolerates.
+signed webhooks (tests/faults/harness.py's deliveries) round-robin to the ready replicas,
+as a load balancer with health checks and retries would; it counts every answer, so a test
+can say which it tolerates.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from tests.support.service_process import ServiceProcess
 STREAM = "ENSEMBLE_TAP"
 RETRY_PAUSE = 0.05  # before a delivery goes to the next replica
 ATTEMPT_TIMEOUT = 10.0
+HEALTH_INTERVAL = 0.25  # the balancer's readiness checks
+DELIVERY_DEADLINE = 60.0  # a delivery not accepted by then is given up (and reported)
 
 
 def replica(
@@ -55,9 +57,14 @@ async def stop_all(replicas: list[ServiceProcess]) -> None:
 
 
 class Balancer:
-    """Round-robin over ``replicas``; a 503 or a transport error moves the delivery to the
-    next replica, any other answer ends it. ``answers`` counts every answer by status (or
-    exception name), ``accepted`` holds the 202'd event ids."""
+    """A load balancer in front of ``replicas`` and the SaaS senders behind it.
+
+    It health-checks every replica's ``/readyz`` every ``HEALTH_INTERVAL`` and routes each
+    delivery round-robin to the ones that answered 200. A delivery answered 503, or whose
+    connection could not be made (nothing was sent), goes to the next replica, as a load
+    balancer's retry would. A connection lost after the request was sent is what a load
+    balancer answers 502 for: counted as ``502`` (a sender retries it later, so it is
+    retried too). ``answers`` counts every outcome, ``accepted`` holds the 202'd ids."""
 
     def __init__(self, replicas: list[ServiceProcess], deliveries: list[Delivery]) -> None:
         self.replicas = replicas
@@ -65,47 +72,72 @@ class Balancer:
         self.answers: collections.Counter[str] = collections.Counter()
         self.accepted: set[str] = set()
         self.refused: dict[str, str] = {}  # event id → the answer that ended it (not 202)
+        self.healthy: list[ServiceProcess] = list(replicas)
+        self.sent = 0  # deliveries begun
         self._turn = 0
 
-    async def run(self, *, rate: float, connections: int = 6, deadline: float = 90) -> None:
-        """Send every delivery, ``rate`` per second at most; each is retried on the next
-        replica until 202, another final answer, or ``deadline`` seconds after the start."""
+    async def run(self, *, rate: float, stop: asyncio.Event, connections: int = 6) -> None:
+        """Send deliveries, ``rate`` per second at most, until ``stop`` is set (or all are
+        sent); each begun delivery is retried until 202, another final answer or
+        ``DELIVERY_DEADLINE``."""
         started = time.monotonic()
-        queue: asyncio.Queue[tuple[int, Delivery]] = asyncio.Queue()
-        for item in enumerate(self.deliveries):
-            queue.put_nowait(item)
         limits = httpx.Limits(max_connections=connections * len(self.replicas))
         async with httpx.AsyncClient(limits=limits, timeout=ATTEMPT_TIMEOUT) as client:
-            await asyncio.gather(
-                *(self._work(client, queue, started, rate, deadline) for _ in range(connections))
+            checker = asyncio.create_task(self._check_health(client))
+            try:
+                await asyncio.gather(
+                    *(self._work(client, started, rate, stop) for _ in range(connections))
+                )
+            finally:
+                checker.cancel()
+
+    async def _check_health(self, client: httpx.AsyncClient) -> None:
+        while True:
+            answers = await asyncio.gather(
+                *(client.get(f"{r.url}/readyz", timeout=1) for r in self.replicas),
+                return_exceptions=True,
             )
+            self.healthy = [
+                replica
+                for replica, answer in zip(self.replicas, answers, strict=True)
+                if isinstance(answer, httpx.Response) and answer.status_code == 200
+            ]
+            await asyncio.sleep(HEALTH_INTERVAL)
 
     async def _work(
-        self,
-        client: httpx.AsyncClient,
-        queue: asyncio.Queue[tuple[int, Delivery]],
-        started: float,
-        rate: float,
-        deadline: float,
+        self, client: httpx.AsyncClient, started: float, rate: float, stop: asyncio.Event
     ) -> None:
-        while not queue.empty():
-            index, delivery = queue.get_nowait()
+        while not stop.is_set() and self.sent < len(self.deliveries):
+            index, self.sent = self.sent, self.sent + 1
             if (wait := started + index / rate - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
-            await self._deliver(client, delivery, started + deadline)
+            await self._deliver(client, self.deliveries[index])
 
-    async def _deliver(self, client: httpx.AsyncClient, delivery: Delivery, until: float) -> None:
+    def _next_replica(self) -> ServiceProcess | None:
+        healthy = self.healthy
+        if not healthy:
+            return None
+        self._turn += 1
+        return healthy[self._turn % len(healthy)]
+
+    async def _deliver(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
+        until = time.monotonic() + DELIVERY_DEADLINE
         while time.monotonic() < until:
-            target = self.replicas[self._turn % len(self.replicas)]
-            self._turn += 1
+            target = self._next_replica()
+            if target is None:
+                self.answers["no healthy replica"] += 1
+                await asyncio.sleep(RETRY_PAUSE)
+                continue
             try:
                 response = await client.post(
                     f"{target.url}/webhooks/{PROVIDER}",
                     content=delivery.body,
                     headers=delivery.headers,
                 )
-            except httpx.TransportError as exc:
-                self.answers[type(exc).__name__] += 1
+            except httpx.ConnectError:  # nothing sent: the balancer tries the next one
+                self.answers["connect refused"] += 1
+            except httpx.TransportError:  # sent, answer lost: the balancer answers 502
+                self.answers["502"] += 1
             else:
                 self.answers[str(response.status_code)] += 1
                 if response.status_code == 202:
@@ -127,7 +159,7 @@ class Balancer:
 
     def summary(self) -> str:
         answers = ", ".join(f"{status}×{count}" for status, count in sorted(self.answers.items()))
-        return f"{len(self.accepted)}/{len(self.deliveries)} accepted; answers: {answers}"
+        return f"{len(self.accepted)}/{self.sent} accepted; answers: {answers}"
 
 
 async def stored_copies(cluster: NatsCluster) -> collections.Counter[str]:
@@ -135,9 +167,8 @@ async def stored_copies(cluster: NatsCluster) -> collections.Counter[str]:
     while the stream has no leader)."""
     deadline = time.monotonic() + 30
     while True:
-        url = ",".join(node.url for node in cluster.living)
         try:
-            return (await jetstream_copies(url, STREAM)).copies
+            return (await jetstream_copies(cluster.living[0].url, STREAM)).copies
         except Exception:
             if time.monotonic() > deadline:
                 raise
