@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.replicas import FIGURES
 from tests.support.nats_cluster import NatsCluster
 
 
@@ -19,3 +20,11 @@ async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
         yield nodes
     finally:
         nodes.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures the cluster tests reported (replicas.report), after every run."""
+    if FIGURES:
+        terminalreporter.write_sep("-", "cluster figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

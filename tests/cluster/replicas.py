@@ -28,6 +28,15 @@ HEALTH_INTERVAL = 0.25  # the balancer's readiness checks
 DELIVERY_DEADLINE = 60.0  # a delivery not accepted by then is given up (and reported)
 
 
+# Figures of the cluster tests (503s, holds, rows per replica), printed at the end of the
+# run by conftest.py's terminal summary: read in every run, not only when one fails.
+FIGURES: list[str] = []
+
+
+def report(line: str) -> None:
+    FIGURES.append(line)
+
+
 def replica(
     cluster: NatsCluster, workdir: Path, name: str, roles: tuple[str, ...] = (), **sections: Any
 ) -> ServiceProcess:
@@ -64,7 +73,8 @@ class Balancer:
     connection could not be made (nothing was sent), goes to the next replica, as a load
     balancer's retry would. A connection lost after the request was sent is what a load
     balancer answers 502 for: counted as ``502`` (a sender retries it later, so it is
-    retried too). ``answers`` counts every outcome, ``accepted`` holds the 202'd ids."""
+    retried too). While no replica is ready a delivery is held (``held``). ``answers``
+    counts every answer, ``accepted`` holds the 202'd ids."""
 
     def __init__(self, replicas: list[ServiceProcess], deliveries: list[Delivery]) -> None:
         self.replicas = replicas
@@ -72,6 +82,7 @@ class Balancer:
         self.answers: collections.Counter[str] = collections.Counter()
         self.accepted: set[str] = set()
         self.refused: dict[str, str] = {}  # event id → the answer that ended it (not 202)
+        self.held: set[str] = set()  # deliveries that waited for a ready replica
         self.healthy: list[ServiceProcess] = list(replicas)
         self.sent = 0  # deliveries begun
         self._turn = 0
@@ -124,8 +135,8 @@ class Balancer:
         until = time.monotonic() + DELIVERY_DEADLINE
         while time.monotonic() < until:
             target = self._next_replica()
-            if target is None:
-                self.answers["no healthy replica"] += 1
+            if target is None:  # none ready: the balancer holds the request
+                self.held.add(delivery.event_id)
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
             try:
@@ -159,7 +170,16 @@ class Balancer:
 
     def summary(self) -> str:
         answers = ", ".join(f"{status}×{count}" for status, count in sorted(self.answers.items()))
-        return f"{len(self.accepted)}/{self.sent} accepted; answers: {answers}"
+        held = f"; {len(self.held)} held while no replica was ready" if self.held else ""
+        return f"{len(self.accepted)}/{self.sent} accepted; answers: {answers}{held}"
+
+    async def wait_accepted_more(self, count: int, timeout: float = 90) -> None:
+        """Until ``count`` more deliveries were accepted (to time a fault within the load)."""
+        wanted = len(self.accepted) + count
+        deadline = time.monotonic() + timeout
+        while len(self.accepted) < wanted:
+            assert time.monotonic() < deadline, f"the load stalled: {self.summary()}"
+            await asyncio.sleep(0.05)
 
 
 async def stored_copies(cluster: NatsCluster) -> collections.Counter[str]:

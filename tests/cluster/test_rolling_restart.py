@@ -11,10 +11,9 @@ exactly once."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
-from tests.cluster.replicas import Balancer, replica, stop_all, stored_copies
+from tests.cluster.replicas import Balancer, replica, report, stop_all, stored_copies
 from tests.faults.harness import make_deliveries
 from tests.support.nats_cluster import NatsCluster
 
@@ -36,15 +35,15 @@ async def test_a_rolling_restart_under_load_answers_no_5xx_and_loses_nothing(
         stop = asyncio.Event()
         load = asyncio.create_task(balancer.run(rate=80, stop=stop))
         for service in replicas:
-            await _accepted_more(balancer, 40)  # load before each restart
+            await balancer.wait_accepted_more(40)  # load before each restart
             code = await service.stop()
             assert code == 0, service.log_tail()
             service.start()
             await service.wait_ready()
-        await _accepted_more(balancer, 40)  # and after the last
+        await balancer.wait_accepted_more(40)  # and after the last
         stop.set()
         await load
-        print(f"rolling restart: {balancer.summary()}")
+        report(f"rolling restart: {balancer.summary()}")
 
         assert balancer.server_errors() == {}, balancer.summary()
         # Without the delay a stopping replica refuses connections while still routed to
@@ -57,12 +56,3 @@ async def test_a_rolling_restart_under_load_answers_no_5xx_and_loses_nothing(
         assert len(balancer.accepted) == balancer.sent
     finally:
         await stop_all(replicas)
-
-
-async def _accepted_more(balancer: Balancer, count: int, timeout: float = 60) -> None:
-    """Until ``count`` more deliveries were accepted."""
-    wanted = len(balancer.accepted) + count
-    deadline = time.monotonic() + timeout
-    while len(balancer.accepted) < wanted:
-        assert time.monotonic() < deadline, f"the load stalled: {balancer.summary()}"
-        await asyncio.sleep(0.05)

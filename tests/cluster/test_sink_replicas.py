@@ -16,7 +16,7 @@ import httpx
 import nats
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cluster.replicas import STREAM, replica, stop_all
+from tests.cluster.replicas import STREAM, replica, report, stop_all
 from tests.support.clickhouse_http import ClickHouseHttp
 from tests.support.nats_cluster import NatsCluster
 from tests.support.service_process import ServiceProcess
@@ -51,7 +51,7 @@ async def test_two_sink_replicas_store_each_event_once(
 
         assert _rows(clickhouse) == {"rows": EVENTS, "ids": EVENTS}  # once each
         inserted = [await _rows_inserted(service) for service in sinks]
-        print(f"sink replicas: rows inserted per replica {inserted}")
+        report(f"sink replicas: rows inserted per replica {inserted}")
         assert sum(inserted) == EVENTS
         assert all(count > 0 for count in inserted), inserted  # both pulled from the consumer
     finally:
