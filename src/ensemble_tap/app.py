@@ -372,6 +372,8 @@ class TapApp:
             await self.proxy.close()
         if self.ingress is not None:
             self.ingress.close()
+        # Pollers stop after the HTTP drain (server.shutdown_delay, shutdown_timeout), before
+        # the rest: the place where a poller hands back its leases (#15).
         if self.pollers is not None:  # then no new events while everything else stops
             await self.pollers.stop()
         if self.replay_runner is not None:
