@@ -1,6 +1,8 @@
 # make run  : set up .venv and run the service on its embedded defaults
 # make test : set up .venv and run lint + the whole test suite
 # make unit : set up .venv and run the unit / in-process tier only (tests/unit, about a minute)
+# make cluster : set up .venv and run the cluster tier only (tests/cluster: replicas on a
+#                3-node nats-server cluster, about a minute; make test runs it too)
 # make openapi : regenerate docs/admin-openapi.yaml from the admin API code
 # make sbom : write sbom.cdx.json (CycloneDX) of the runtime dependencies
 # make reliability : re-measure docs/reliability.md's figures (faults, fuzz, spool, soak; ~25 min)
@@ -10,7 +12,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= $(if $(wildcard config.yaml),config.yaml,config.example.yaml)
 
-.PHONY: run test lint format unit bench reliability openapi sbom clean
+.PHONY: run test lint format unit cluster bench reliability openapi sbom clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +40,9 @@ test: lint
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
+
+cluster: $(STAMP)
+	$(BIN)/pytest -q tests/cluster
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench

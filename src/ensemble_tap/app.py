@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -34,6 +35,7 @@ from ensemble_tap.bus.advisories import subscribe_advisories
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.dlq import DeadLetterWriter
 from ensemble_tap.bus.embedded import EmbeddedNatsServer
+from ensemble_tap.bus.provisioning import Backoff, until_set_up
 from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import (
     StreamSetupError,
@@ -67,6 +69,10 @@ from ensemble_tap.workers.proxy import PrimaryProxy, forwarded_to_primary
 log = get_logger("ensemble_tap.app")
 # A NATS message must hold the CloudEvent (body + envelope) and, in the DLQ, its base64.
 ENVELOPE_OVERHEAD = 64 * 1024
+# Pauses between attempts to set up a JetStream resource at start: from this (or
+# nats.reconnect_wait when shorter), doubling up to nats.reconnect_wait or this, the larger.
+SETUP_FIRST_RETRY, SETUP_MAX_RETRY = 0.25, 5.0
+T = TypeVar("T")
 # What one process can run; ``serve --role`` picks a subset, by default all of them.
 ROLES = ("ingress", "poller", "sink", "admin")
 ALL_ROLES = frozenset(ROLES)
@@ -109,6 +115,9 @@ class TapApp:
         self.pool: WorkerPool | None = None
         self.proxy: PrimaryProxy | None = None
         self.metrics_endpoint: MetricsEndpoint | None = None
+        self.readiness: Readiness | None = None
+        # This process's HTTP connections: their deadlines, limit and draining on SIGTERM.
+        self.connections = ConnectionGuard(ConnectionLimits.of(config.server), self.metrics)
         self._bring_up_task: asyncio.Task[None] | None = None
         self._starting_reason = "starting"
         self.spool: ProcessSpool | None = None
@@ -181,10 +190,10 @@ class TapApp:
         self.http = FastAPI(title="Ensemble Tap", version=__version__, openapi_url=None)
         if self.worker is not None:  # the primary provisions the streams and runs the rest
             self.proxy = PrimaryProxy(self.worker.primary_socket)
-            readiness = Readiness(
+            self.readiness = Readiness(
                 self.broker, streams, starting=self._starting, spooling=self._spooling
             )
-            self.http.include_router(health_router(readiness, self._exposition))
+            self.http.include_router(health_router(self.readiness, self._exposition))
             return
         if "sink" in self.roles and cfg.clickhouse.enabled:  # ClickHouse itself may be down
             self.sink = ClickHouseSink(cfg, broker=self.broker, dlq=dlq, metrics=self.metrics)
@@ -204,18 +213,19 @@ class TapApp:
             self.replay_jobs = admin.jobs
             self.admin_authenticator = admin.authenticator
         sink_detail = self.sink.readiness_detail if self.sink is not None else None
-        readiness = Readiness(
+        self.readiness = Readiness(
             self.broker,
             streams,
             details=sink_detail,
             starting=self._starting,
             spooling=self._spooling,
         )
-        self.http.include_router(health_router(readiness, self._exposition))
+        self.http.include_router(health_router(self.readiness, self._exposition))
 
     async def _bring_up(self) -> None:
-        """Reach NATS (retrying; bounded only by ``nats.startup_timeout``), provision the
-        streams, then start what needs them: advisories, sink, pollers, queued replays."""
+        """Reach NATS (retrying; bounded only by ``nats.startup_timeout``), set up the
+        JetStream resources, then start what needs them: advisories, pollers, queued
+        replays."""
         cfg = self.config
         assert self.broker is not None
         self._starting_reason = "connecting to nats"
@@ -227,14 +237,13 @@ class TapApp:
                 self.spool.start()
             self._starting_reason = ""
             return
-        self._starting_reason = "provisioning streams"
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         try:
             async with asyncio.timeout(remaining):
-                await self._provision_streams()
+                await self._set_up_jetstream()
         except TimeoutError:
             raise StreamSetupError(
-                f"streams not provisioned within nats.startup_timeout ({limit:g}s): "
+                f"jetstream not set up within nats.startup_timeout ({limit:g}s): "
                 f"{self._starting_reason}"
             ) from None
         streams = frozenset((cfg.nats.stream, dlq_stream_name(cfg.nats)))
@@ -242,8 +251,6 @@ class TapApp:
         self._warn_payload_limit()
         if self.spool is not None:
             self.spool.start()
-        if self.sink is not None:
-            await self.sink.start()
         if self.pollers is not None:
             await self.pollers.start()  # after the streams exist; first cycles run now
         if self.replay_runner is not None:
@@ -251,23 +258,32 @@ class TapApp:
         self._starting_reason = ""
         log.info("ensemble-tap ready", nats=self.broker.nc.connected_url is not None)
 
-    async def _provision_streams(self) -> None:
-        """Create or update both streams. A refusal of the config (StreamSetupError) is
-        final; anything else (JetStream not up yet, no quorum, a timeout) is retried."""
+    async def _set_up_jetstream(self) -> None:
+        """Every JetStream resource this process needs, each retried until it exists: both
+        streams, then the sink's consumer (and its connection). Replicas started together
+        against a cluster still electing its leaders all get there (bus/provisioning.py);
+        only a refused configuration ends the bring-up. Other parts' resources (buckets)
+        belong here too, each through ``_set_up``."""
         assert self.broker is not None
         cfg = self.config.nats
-        while True:
-            try:
-                await ensure_stream(self.broker.js, main_stream_config(cfg))
-                await ensure_stream(self.broker.js, dlq_stream_config(cfg))
-                return
-            except StreamSetupError:
-                raise
-            except Exception as exc:
-                reason = str(exc) or type(exc).__name__
-                self._starting_reason = f"provisioning streams: {reason}"
-                log.warning("stream provisioning failed: retrying", error=reason)
-                await asyncio.sleep(cfg.reconnect_wait)
+        js = self.broker.js
+        await self._set_up(
+            f"stream {cfg.stream}", lambda: ensure_stream(js, main_stream_config(cfg))
+        )
+        dlq = dlq_stream_config(cfg)
+        await self._set_up(f"stream {dlq.name}", lambda: ensure_stream(js, dlq))
+        if self.sink is not None:
+            await self._set_up("the sink's consumer", self.sink.start)
+
+    async def _set_up(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        """``step`` until it succeeds, its last failure shown by ``/readyz``."""
+        wait = self.config.nats.reconnect_wait
+        backoff = Backoff(first=min(SETUP_FIRST_RETRY, wait), ceiling=max(wait, SETUP_MAX_RETRY))
+        self._starting_reason = f"setting up {what}"
+        return await until_set_up(step, what=what, backoff=backoff, report=self._report_setup)
+
+    def _report_setup(self, reason: str) -> None:
+        self._starting_reason = reason
 
     def _spooling(self) -> str:
         """For ``/readyz``: why the service is ready without NATS ("" when it is not)."""
@@ -308,7 +324,12 @@ class TapApp:
         return [listener]
 
     def stopping(self) -> None:
-        """A stop signal arrived: workers start finishing their requests now."""
+        """A stop signal arrived: ``/readyz`` answers 503 and answers close their connections
+        from now on (requests are still served, for ``server.shutdown_delay``), and workers
+        begin the same."""
+        if self.readiness is not None:
+            self.readiness.shutting_down = True
+        self.connections.draining = True
         if self.pool is not None:
             self.pool.terminate()
 
@@ -352,6 +373,8 @@ class TapApp:
             await self.proxy.close()
         if self.ingress is not None:
             self.ingress.close()
+        # Pollers stop after the HTTP drain (server.shutdown_delay, shutdown_timeout), before
+        # the rest: the place where a poller hands back its leases (#15).
         if self.pollers is not None:  # then no new events while everything else stops
             await self.pollers.stop()
         if self.replay_runner is not None:
@@ -414,7 +437,7 @@ def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:
         "lifespan": "off",
         "interface": "asgi3",
         # Header, body, idle and write deadlines and server.max_connections, per process.
-        "http": TapHttpProtocol.bound_to(ConnectionGuard(ConnectionLimits.of(server), app.metrics)),
+        "http": TapHttpProtocol.bound_to(app.connections),
         "ws": "none",  # no WebSocket routes; an upgraded connection would leave the guard
         # The service decides what to trust from X-Forwarded-* itself; uvicorn must not
         # rewrite the client address from them.
@@ -447,21 +470,44 @@ async def _serve(app: TapApp) -> None:
     """Serve HTTP at once while the bring-up reaches NATS in the background; a bring-up
     that fails (``nats.startup_timeout`` passed, the stream config refused, the sink's
     consumer refused) stops the service and is raised. A signal during start-up stops
-    start-up too, so the embedded nats-server never outlives the service."""
+    start-up too, so the embedded nats-server never outlives the service.
+
+    A stop signal while serving: ``/readyz`` 503 at once, requests still served for
+    ``server.shutdown_delay`` (a rolling restart routes them elsewhere meanwhile), then
+    uvicorn stops accepting and in-flight requests get ``server.shutdown_timeout``, then
+    ``TapApp.stop()`` (pollers first: where they hand back their leases)."""
     config = app.config
     server = TapServer(uvicorn_config(app))
     stopping = asyncio.Event()
     main_task = asyncio.current_task()
     failure: list[BaseException] = []
+    loop = asyncio.get_running_loop()
+    delayed: list[asyncio.TimerHandle] = []
+
+    def stop_serving() -> None:
+        server.should_exit = True
 
     def on_signal() -> None:
-        if stopping.is_set():
-            server.force_exit = True  # a second signal: stop waiting for in-flight requests
+        if stopping.is_set():  # a second signal: no more delay, no waiting for requests
+            for handle in delayed:
+                handle.cancel()
+            server.force_exit = True
+            stop_serving()
+            return
         stopping.set()
-        server.should_exit = True
         app.stopping()
-        if not server.started and main_task is not None:
-            main_task.cancel()
+        if not server.started:
+            stop_serving()
+            if main_task is not None:
+                main_task.cancel()
+        elif config.server.shutdown_delay > 0:
+            log.info(
+                "shutting down: serving on while routed elsewhere",
+                shutdown_delay=config.server.shutdown_delay,
+            )
+            delayed.append(loop.call_later(config.server.shutdown_delay, stop_serving))
+        else:
+            stop_serving()
 
     def on_bring_up(task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:

@@ -30,11 +30,16 @@ class Readiness:
     starting: Callable[[], str] | None = None
     # Why the service takes webhooks without NATS ("" when it does not): the local spool.
     spooling: Callable[[], str] | None = None
+    # Set on SIGTERM: 503 at once (not after the cache's second), so that load balancers
+    # stop routing here while requests are still served (server.shutdown_delay).
+    shutting_down: bool = False
     _checked_at: float = 0.0
     _result: tuple[bool, dict[str, str]] = (False, {})
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def check(self) -> tuple[bool, dict[str, str]]:
+        if self.shutting_down:
+            return False, {"shutdown": "shutting down: finishing requests, routed elsewhere"}
         async with self._lock:
             if time.monotonic() - self._checked_at < READY_CACHE_SECONDS:
                 return self._result

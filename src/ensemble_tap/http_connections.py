@@ -94,6 +94,9 @@ class ConnectionGuard:
         self.now = time.monotonic()
         self.open: set[TrackedConnection] = set()
         self.admitted = 0
+        # Shutting down (server.shutdown_delay): answers say ``Connection: close``, so that
+        # keep-alive clients reconnect, and the load balancer routes them elsewhere.
+        self.draining = False
         self._closed = {
             reason: metrics.http_connections_closed.labels(reason) for reason in REASONS
         }

@@ -131,6 +131,8 @@ class TapHttpProtocol(HttpToolsProtocol):
         self.head_started = False
         self.awaiting_body_since = self.guard.now
         HttpToolsProtocol.on_headers_complete(self)
+        if self.guard.draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered with Connection: close, then closed
 
     def on_message_complete(self) -> None:
         self.awaiting_body_since = None

@@ -156,6 +156,17 @@ def test_the_rendered_config_is_what_the_service_accepts(tmp_path: Path) -> None
     assert loaded.warnings == []
 
 
+def test_pods_drain_before_they_stop() -> None:
+    """A rolling update answers no 5xx: each pod keeps serving for shutdown_delay after
+    SIGTERM (readiness 503), within a grace period that also covers shutdown_timeout."""
+    documents = render()
+    [config_map] = of_kind(documents, "ConfigMap")
+    server = yaml.safe_load(config_map["data"]["config.yaml"])["server"]
+    assert server["shutdown_delay"] == "5s"
+    for deployment in of_kind(documents, "Deployment"):
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+
+
 def test_a_config_change_rolls_the_pods() -> None:
     def checksum(values: dict[str, Any]) -> str:
         deployment = by_name(render(values), "Deployment")["tap-ensemble-tap"]

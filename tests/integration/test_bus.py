@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from nats.js.api import DiscardPolicy, StorageType
+from nats.js.api import DiscardPolicy, StorageType, StreamInfo
+from nats.js.errors import NotFoundError
 
 from ensemble_tap.bus.advisories import advisory_kind, concerns_streams, subscribe_advisories
 from ensemble_tap.bus.connection import Broker, BrokerConnectError
@@ -66,6 +68,36 @@ async def test_a_refused_update_is_a_clear_error(broker: Broker) -> None:
         await ensure_stream(
             broker.js, main_stream_config(cfg.model_copy(update={"stream_storage": "memory"}))
         )
+
+
+async def test_a_stream_a_sibling_created_differently_is_updated(broker: Broker) -> None:
+    """Replicas in a rolling config change: the add loses the race to a sibling's stream of
+    another config ("already in use"), and the stream is updated instead."""
+    cfg = unique_nats()
+    sibling = main_stream_config(cfg.model_copy(update={"stream_max_msgs": 5}))
+    mine = main_stream_config(cfg)
+    info_first = broker.js.stream_info
+
+    async def created_meanwhile(name: str, *args: Any, **kwargs: Any) -> StreamInfo:
+        """The sibling's add lands between our stream info and our add."""
+        try:
+            return await info_first(name, *args, **kwargs)
+        except NotFoundError:
+            await broker.nc.jetstream().add_stream(sibling)
+            raise
+
+    js = broker.js
+    js.stream_info = created_meanwhile  # type: ignore[method-assign]
+    await ensure_stream(js, mine)
+    assert (await broker.js.stream_info(cfg.stream)).config.max_msgs == -1  # ours, unlimited
+
+
+async def test_a_replicated_stream_on_one_server_is_refused_for_good(broker: Broker) -> None:
+    """A config error (replicas > 1 on a server that is not clustered) is final; "no peers
+    for placement", a 503 or a timeout would be retried (tests/cluster)."""
+    cfg = unique_nats(stream_replicas=3)
+    with pytest.raises(StreamSetupError, match="replicas > 1 not supported"):
+        await ensure_stream(broker.js, main_stream_config(cfg))
 
 
 async def test_publish_dedups_within_the_window(broker: Broker) -> None:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from ensemble_tap.sink import ClickHouseSink
-from ensemble_tap.sink.jetstream import ConsumerSetupError
+from ensemble_tap.sink.jetstream import ConsumerRefused
 from tests.support.jetstream import stored_messages
 from tests.support.nats_server import NatsServer
 from tests.support.sink import harness, sink_config
@@ -235,9 +235,19 @@ async def test_push_consumer_of_the_same_name_is_refused(
             deliver_subject="push.here",
         )
         sink = tap.sink()
-        with pytest.raises(ConsumerSetupError, match="is a push consumer"):
+        with pytest.raises(ConsumerRefused, match="is a push consumer"):  # final: not retried
             await sink.start()
         await sink.stop()
+
+
+async def test_a_sink_that_never_started_stops_cleanly(
+    private_nats: NatsServer, tmp_path: Path
+) -> None:
+    """Stopping during start-up (the consumer not set up yet) used to raise nats-py's
+    "Client.connect must be called first", which hid the real reason of the exit."""
+    config = sink_config(private_nats.url, tmp_path)
+    async with harness(config) as tap:
+        await tap.sink().stop()
 
 
 async def test_deleted_consumer_is_recreated(private_nats: NatsServer, tmp_path: Path) -> None:

@@ -14,17 +14,24 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, NotFoundError
 
+from ensemble_tap.bus.provisioning import SetupRefused, not_yet
 from ensemble_tap.config.models import NatsConfig
 from ensemble_tap.observability import get_logger
 
 DLQ_SUBJECTS = "ensemble.dlq.>"
 DLQ_MAX_AGE = 14 * 86400.0
 DLQ_DUPLICATE_WINDOW = 600.0
+STREAM_NAME_EXISTS = 10058  # "already in use with a different configuration"
 log = get_logger("ensemble_tap.bus")
 
 
-class StreamSetupError(RuntimeError):
-    pass
+class StreamSetupError(SetupRefused):
+    """nats-server refused the stream's configuration."""
+
+
+class StreamNotYet(RuntimeError):
+    """JetStream cannot create or update the stream now (no meta leader or quorum yet, a
+    peer missing for placement): retried by the caller."""
 
 
 def main_stream_config(cfg: NatsConfig) -> StreamConfig:
@@ -73,7 +80,10 @@ def replay_jobs_bucket(cfg: NatsConfig) -> str:
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    """Create the stream, or update it to ``config`` if it exists (idempotent)."""
+    """Create the stream, or update it to ``config`` if it exists (idempotent, also when
+    replicas do it at the same moment). Raises ``StreamSetupError`` when the configuration is
+    refused, ``StreamNotYet`` (or nats-py's timeout / no-responders errors) when JetStream
+    cannot answer yet."""
     assert config.name is not None
     try:
         await js.stream_info(config.name)
@@ -81,10 +91,17 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         try:
             await js.add_stream(config)
         except APIError as exc:
-            raise StreamSetupError(f"add stream {config.name}: {exc.description}") from exc
-        log.info("stream created", stream=config.name, subjects=config.subjects)
-        return
+            if exc.err_code != STREAM_NAME_EXISTS:  # else a sibling was first: update it
+                raise _classified(f"add stream {config.name}", exc) from exc
+        else:
+            log.info("stream created", stream=config.name, subjects=config.subjects)
+            return
     try:
         await js.update_stream(config)
     except APIError as exc:
-        raise StreamSetupError(f"update stream {config.name}: {exc.description}") from exc
+        raise _classified(f"update stream {config.name}", exc) from exc
+
+
+def _classified(action: str, exc: APIError) -> StreamSetupError | StreamNotYet:
+    message = f"{action}: {exc.description}"
+    return StreamNotYet(message) if not_yet(exc.code, exc.err_code) else StreamSetupError(message)

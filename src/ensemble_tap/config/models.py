@@ -119,6 +119,10 @@ class ServerConfig(Section):
     # On SIGTERM, how long in-flight requests may take to finish before their connections
     # are closed (the reference's fixed 10 s budget, later its ``shutdown_timeout`` key).
     shutdown_timeout: PositiveDuration = 10.0
+    # On SIGTERM, how long the process keeps serving (``/readyz`` 503, new requests still
+    # answered) before the shutdown above begins: the time a load balancer or Kubernetes
+    # needs to stop routing to it (Mimir's and Loki's ``shutdown_delay``; a preStop sleep).
+    shutdown_delay: Duration = Field(0.0, le=3600)
     # Connections served at once by each process (0: no limit); more are answered 503.
     max_connections: int = Field(1024, ge=0, le=1_000_000)
     max_body_size: int = Field(1_048_576, ge=1, le=64 * 1_048_576)

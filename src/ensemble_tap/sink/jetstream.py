@@ -19,6 +19,7 @@ import orjson
 from nats.aio.client import Client
 
 from ensemble_tap.bus.client import TapClient
+from ensemble_tap.bus.provisioning import SetupRefused, not_yet
 from ensemble_tap.config.models import ClickHouseConfig
 from ensemble_tap.observability import get_logger
 
@@ -27,11 +28,30 @@ SERVER_DEFAULT_MAX_WAITING = 512
 REQUEST_GRACE = 2.0  # beyond a pull's expiry before we stop waiting for the server's answer
 API_TIMEOUT = 5.0
 NANOS = 1_000_000_000
+STREAM_NOT_FOUND = 10059
 log = get_logger("ensemble_tap.sink")
 
 
 class ConsumerSetupError(RuntimeError):
-    pass
+    """The consumer could not be read, created or updated now (JetStream did not answer,
+    or answered "not yet"): retried."""
+
+
+class ConsumerRefused(ConsumerSetupError, SetupRefused):
+    """nats-server refused the consumer's configuration, or a consumer of that name is not
+    one the sink can use: final."""
+
+
+def _api_error(message: str, error: dict[str, Any]) -> ConsumerSetupError:
+    """The error for a JetStream API error reply: final unless it says "not yet". The
+    stream is provisioned before the sink starts, so "stream not found" is a stream on its
+    way (created by a sibling, not yet known to every node) and is retried too."""
+    code, err_code = error.get("code"), error.get("err_code")
+    if err_code == STREAM_NOT_FOUND or not_yet(
+        code if isinstance(code, int) else None, err_code if isinstance(err_code, int) else None
+    ):
+        return ConsumerSetupError(message)
+    return ConsumerRefused(message)
 
 
 class FetchError(RuntimeError):
@@ -145,7 +165,7 @@ async def ensure_consumer(nc: Client, stream: str, desired: dict[str, Any]) -> d
                 raise
     current = existing["config"]
     if current.get("deliver_subject"):
-        raise ConsumerSetupError(
+        raise ConsumerRefused(
             f"consumer {name} on stream {stream} is a push consumer; the sink needs a pull "
             "consumer: delete it or choose another clickhouse.consumer_name"
         )
@@ -204,7 +224,7 @@ async def consumer_info(nc: Client, stream: str, name: str) -> dict[str, Any] | 
     if error:
         if error.get("err_code") == 10014 or error.get("code") == 404:
             return None
-        raise ConsumerSetupError(f"consumer {name}: {error.get('description', error)}")
+        raise _api_error(f"consumer {name}: {error.get('description', error)}", error)
     return reply
 
 
@@ -216,8 +236,9 @@ async def _create(
     reply = await _api(nc, f"CONSUMER.CREATE.{stream}.{name}", orjson.dumps(request))
     error = reply.get("error")
     if error:
-        raise ConsumerSetupError(
-            f"{action} consumer {name} on stream {stream}: {error.get('description', error)}"
+        raise _api_error(
+            f"{action} consumer {name} on stream {stream}: {error.get('description', error)}",
+            error,
         )
     return reply
 

@@ -54,23 +54,18 @@ class ClickHouseSink:
         self.backend = backend or open_backend_for(self.config, config.data_dir)
         self.status_info = SinkStatus(backend=self.backend.description)
         self.nc = TapClient()
+        self._connected_once = False
         self._desired = consumer_config(self.config, self.nats.subject_prefix)
         self._stopping = asyncio.Event()
         self._consumer: SinkConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Connect, create or update the consumer, then run in the background. Raises when
-        NATS refuses the consumer (e.g. a push consumer of the same name)."""
-        # The same servers, credentials and TLS as the broker.
-        options = connect_options(self.nats, self.broker.servers)
-        options.update(
-            name="ensemble-tap-sink",
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-            error_cb=self._on_error,
-        )
-        await asyncio.wait_for(self.nc.connect(**options), self.nats.startup_timeout)
+        """Connect, create or update the consumer, then run in the background. Raises
+        ``ConsumerRefused`` when NATS refuses the consumer (e.g. a push consumer of the same
+        name), another error when JetStream cannot answer yet: the caller retries, and a
+        retry keeps the connection made by the attempt before."""
+        await self._connect()
         await self._ensure_consumer()
         puller = Puller(
             self.nc,
@@ -90,6 +85,26 @@ class ClickHouseSink:
             consumer=self.config.consumer_name,
         )
 
+    async def _connect(self) -> None:
+        if self._connected_once:  # by an earlier attempt of start()
+            return
+        # The same servers, credentials and TLS as the broker.
+        options = connect_options(self.nats, self.broker.servers)
+        options.update(
+            name="ensemble-tap-sink",
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            error_cb=self._on_error,
+        )
+        try:
+            await asyncio.wait_for(self.nc.connect(**options), self.nats.startup_timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+            self.nc = TapClient()  # a fresh client for the next attempt
+            raise
+        self._connected_once = True
+
     async def stop(self) -> None:
         """Stop pulling, insert what is buffered, close ClickHouse and the connection."""
         self._stopping.set()
@@ -107,7 +122,7 @@ class ClickHouseSink:
         if self.nc.is_connected:
             with contextlib.suppress(Exception):
                 await self.nc.drain()  # sends the last acks
-        if not self.nc.is_closed:
+        if self._connected_once and not self.nc.is_closed:  # never connected: nothing to close
             await self.nc.close()
         self.status_info.set("stopped")
         self.metrics.clickhouse_healthy.set(0)
