@@ -201,7 +201,7 @@ class NatsStateStore:
         return StoredToken(value["refresh_token"], value["origin"])
 
     async def save_token(self, state_key: str, token: StoredToken) -> None:
-        value = orjson.dumps({"refresh_token": token.refresh_token, "origin": token.origin})
+        value = encode_token(token)
         async with _errors(f"save token of {state_key}"):
             await self._kv.put(kv_keys.token_key(state_key), value)
 
@@ -229,6 +229,10 @@ class NatsStateStore:
                 return False
             await self._write_snapshot(state_key, SnapshotWrite(entity_type, entity_id, snapshot))
         return True
+
+
+def encode_token(token: StoredToken) -> bytes:
+    return orjson.dumps({"refresh_token": token.refresh_token, "origin": token.origin})
 
 
 async def _all(calls: Iterable[Awaitable[_T]]) -> list[_T]:
