@@ -114,6 +114,7 @@ class PollerService:
         self._by_key: dict[str, PollScheduler] = {}
         self._target_tasks: dict[str, asyncio.Task[None]] = {}
         self._leasing: asyncio.Task[None] | None = None
+        self.setup_error = ""  # why the state buckets are not set up yet ("" once they are)
 
     def status(self) -> list[dict[str, Any]]:
         """The status entries for ``GET /admin/poller-status``."""
@@ -182,10 +183,12 @@ class PollerService:
                 break
             except Exception as exc:  # JetStream not ready (no meta leader, no quorum, …)
                 reason = str(exc) or type(exc).__name__
+                self.setup_error = reason
                 log.warning("poller state buckets not ready: retrying",
                             error=reason, retry_in=backoff)  # fmt: skip
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, SETUP_BACKOFF_MAX)
+        self.setup_error = ""
         self._build(self.store)
         self.keeper = LeaseKeeper(
             table,

@@ -159,3 +159,46 @@ async def test_replicas_share_targets_and_take_over(
             await eventually(all_updated, timeout=15)
     found = await events(private_nats, cfg)
     assert [key for key, count in Counter(found).items() if count > 1] == []
+
+
+NO_JETSTREAM = "accounts { APP { users [{user: tap, password: tap-pw}] } }\n"
+WITH_JETSTREAM = "accounts { APP { jetstream: enabled, users [{user: tap, password: tap-pw}] } }\n"
+
+
+async def test_buckets_are_retried_until_jetstream_answers(tmp_path: Path) -> None:
+    """JetStream refusing at start (here: not enabled for the account yet; in a cluster: no
+    meta leader) is retried with backoff; the pollers start once it answers."""
+    server = NatsServer(tmp_path / "nats", config=NO_JETSTREAM).start()
+    try:
+        async with FakeNotion() as fake:
+            url = f"nats://tap:tap-pw@127.0.0.1:{server.port}"
+            cfg = config(fake, server, tmp_path / "data")
+            cfg = cfg.model_copy(
+                update={"nats": cfg.nats.model_copy(update={"url": url, "reconnect_wait": 0.2})}
+            )
+            metrics = Metrics()
+            broker = Broker(cfg.nats, [url], metrics)
+            await broker.connect()
+            publisher = JetStreamPublisher(broker, cfg.nats, metrics)
+            service = PollerService(cfg, publisher=publisher,
+                                    dlq=DeadLetterWriter(publisher, metrics),
+                                    metrics=metrics, broker=broker, replica="r")  # fmt: skip
+            try:
+                await service.start()
+                await eventually(lambda: "jetstream" in service.setup_error.lower(), timeout=10)
+                assert service.keeper is None and service._leasing is not None
+                assert not service._leasing.done()
+                assert {s.get("lease_holder", "?") for s in service.status()} == {None}
+                server.kill()
+                server.config = WITH_JETSTREAM
+                server.start()
+                await eventually(
+                    lambda: service.keeper is not None and len(service.keeper.held()) == 5,
+                    timeout=20,
+                )
+                assert service.setup_error == ""
+            finally:
+                await service.stop()
+                await broker.close()
+    finally:
+        server.stop()
