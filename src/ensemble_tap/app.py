@@ -198,7 +198,9 @@ class TapApp:
         if "sink" in self.roles and cfg.clickhouse.enabled:  # ClickHouse itself may be down
             self.sink = ClickHouseSink(cfg, broker=self.broker, dlq=dlq, metrics=self.metrics)
         if "poller" in self.roles:
-            self.pollers = PollerService(cfg, publisher=publisher, dlq=dlq, metrics=self.metrics)
+            self.pollers = PollerService(
+                cfg, publisher=publisher, dlq=dlq, metrics=self.metrics, broker=self.broker
+            )
         if "admin" in self.roles and admin_enabled(cfg.server):
             admin = build_admin(
                 cfg,

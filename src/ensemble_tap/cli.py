@@ -1,6 +1,6 @@
-"""Command line: ``ensemble-tap serve | check-config | tail | query | send | version`` and
-``ensemble-tap admin …`` (admin_cli.py: the admin API from a shell); ``main`` also takes the
-Go reference's ``-config FILE [-check-config]`` flags (``reference_command``)."""
+"""Command line: ``ensemble-tap serve | check-config | tail | query | send | state migrate |
+version`` and ``ensemble-tap admin …`` (admin_cli.py: the admin API from a shell); ``main``
+also takes the Go reference's ``-config FILE [-check-config]`` flags (``reference_command``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
 from ensemble_tap import __version__, admin_cli
 from ensemble_tap.config import ConfigError, LoadedConfig, load_config
+
+if TYPE_CHECKING:
+    from ensemble_tap.bus.client import TapClient
+    from ensemble_tap.config.models import Config
 
 cli = typer.Typer(
     help="Ensemble Tap: verified SaaS webhooks as CloudEvents on NATS JetStream.",
@@ -24,6 +28,11 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 cli.add_typer(admin_cli.app, name="admin")
+state_cli = typer.Typer(
+    help="Poll state: checkpoints, record snapshots, rotated OAuth refresh tokens.",
+    no_args_is_help=True,
+)
+cli.add_typer(state_cli, name="state")
 
 ConfigOption = Annotated[
     str | None,
@@ -122,16 +131,13 @@ def tail(
         raise typer.Exit(1) from None
 
 
-async def _tail(
-    loaded: LoadedConfig, subject: str | None, all_events: bool, count: int, dlq: bool
-) -> None:
-    from nats.aio.msg import Msg
-    from nats.js.api import DeliverPolicy
-
+async def _connect_nats(cfg: Config) -> tuple[TapClient, str]:
+    """A client of the configured NATS, or of the embedded server ``serve`` runs, and its
+    URL; raises ConnectionError saying why not."""
+    from ensemble_tap.bus.client import TapClient
+    from ensemble_tap.bus.connection import connect_options
     from ensemble_tap.bus.embedded import url_file
-    from ensemble_tap.bus.streams import DLQ_SUBJECTS, dlq_stream_name
 
-    cfg = loaded.config
     url = cfg.nats.url
     if url is None:
         marker = url_file(cfg.data_dir)
@@ -141,15 +147,25 @@ async def _tail(
                 "start `ensemble-tap serve` first"
             )
         url = marker.read_text().strip()
-    from ensemble_tap.bus.client import TapClient
-    from ensemble_tap.bus.connection import connect_options
-
     options = connect_options(cfg.nats, url.split(","))
     nc = TapClient()  # its WebSocket transport for ws:// servers (bus/websocket.py)
     try:
         await nc.connect(**{**options, "max_reconnect_attempts": 3})
     except Exception as exc:
         raise ConnectionError(f"cannot connect to {url}: {exc}") from None
+    return nc, url
+
+
+async def _tail(
+    loaded: LoadedConfig, subject: str | None, all_events: bool, count: int, dlq: bool
+) -> None:
+    from nats.aio.msg import Msg
+    from nats.js.api import DeliverPolicy
+
+    from ensemble_tap.bus.streams import DLQ_SUBJECTS, dlq_stream_name
+
+    cfg = loaded.config
+    nc, url = await _connect_nats(cfg)
     seen = 0
     done = asyncio.Event()
 
@@ -338,6 +354,59 @@ def send_command(  # nosec B107
     except SendError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@state_cli.command("migrate")
+def state_migrate(
+    source: Annotated[str, typer.Option("--from", help="Where the state is: sqlite.")],
+    target: Annotated[str, typer.Option("--to", help="Where it goes: nats.")],
+    config: ConfigOption = None,
+) -> None:
+    """Copy the SQLite state (state.sqlite_path, default <data_dir>/tap-state.db) into the
+    NATS buckets of state.backend nats. Keys already in NATS are left as they are, so a
+    second run copies nothing. Run it before the replicas start."""
+    if (source, target) != ("sqlite", "nats"):
+        raise typer.BadParameter("only --from sqlite --to nats is supported", param_hint="--from")
+    from ensemble_tap.state import StateError, default_sqlite_path
+
+    loaded = _load(config)
+    cfg = loaded.config
+    path = Path(default_sqlite_path(cfg.state, cfg.data_dir))
+    if not path.is_file():
+        typer.echo(f"error: no SQLite state at {path} (state.sqlite_path): nothing to migrate",
+                   err=True)  # fmt: skip
+        raise typer.Exit(1)
+    try:
+        _run(_migrate_state(cfg, path))
+    except (ConnectionError, StateError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+async def _migrate_state(cfg: Config, path: Path) -> None:
+    from nats.errors import Error as NatsError
+
+    from ensemble_tap.state import NatsStateStore, SqliteStateStore, StateError
+    from ensemble_tap.state.migrate import sqlite_to_nats
+
+    nc, _ = await _connect_nats(cfg)
+    source = SqliteStateStore(str(path))
+    try:
+        try:
+            target = await NatsStateStore.open(
+                nc.jetstream(),
+                replicas=cfg.nats.stream_replicas,
+                inline_limit=nc.max_payload // 2,
+            )
+        except (NatsError, TimeoutError) as exc:
+            raise StateError(f"create the state buckets: {exc or type(exc).__name__}") from None
+        report = await sqlite_to_nats(source, target)
+    finally:
+        await source.close()
+        await nc.close()
+    typer.echo(f"migrated {path} to nats")
+    for line in report.lines():
+        typer.echo(line)
 
 
 def _quiet_on_closed_pipe() -> None:

@@ -582,7 +582,7 @@ def test_log_level_case_insensitive(tmp_path: Path, value: str, expected: str) -
             "vault.auth_method",
             "'kubernetes', 'token' or 'approle'",
         ),
-        ("state:\n  backend: postgres\n", "state.backend", "'memory' or 'sqlite'"),
+        ("state:\n  backend: postgres\n", "state.backend", "'memory', 'sqlite' or 'nats'"),
         ("log_level: trace\n", "log_level", "'debug', 'info', 'warning' or 'error'"),
     ],
 )

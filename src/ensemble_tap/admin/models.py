@@ -120,6 +120,10 @@ class PollerStatus(Model):
     checkpoints: dict[str, str] | None = Field(None, description="checkpoint per stream")
     checkpoint_lag_seconds: float | None = None
     last_cycle: dict[str, Any] | None = Field(None, description="counts of the last cycle")
+    lease_holder: str | None = Field(
+        None, description="state.backend nats: the replica polling the target (null: none)"
+    )
+    lease_since: str | None = Field(None, description="since when lease_holder holds it")
 
 
 class PollerStatusResponse(Model):

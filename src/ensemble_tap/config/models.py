@@ -466,8 +466,12 @@ class VaultConfig(Section):
 
 
 class StateConfig(Section):
-    backend: Annotated[Literal["memory", "sqlite"], BeforeValidator(_lower)] = "memory"
+    backend: Annotated[Literal["memory", "sqlite", "nats"], BeforeValidator(_lower)] = "memory"
     sqlite_path: str = ""
+    # nats: a replica that stops renewing loses its poll targets this long after its last
+    # renewal; leases are renewed every third of it. At least 3 s: renewals of a second
+    # apart would be busy work, and a shorter lease would expire at a GC pause.
+    lease_ttl: Annotated[float, BeforeValidator(_duration), Field(ge=3.0)] = 15.0
 
 
 LogLevel = Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)]

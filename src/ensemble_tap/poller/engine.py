@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,7 +135,10 @@ class PollEngine:
         store: StateStore,
         output: EventOutput,
         clock: Clock,
+        fence: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``fence``: called before every commit; raises when this replica may no longer
+        commit the target (its lease is lost, poller/leases.py)."""
         self.target = target
         self.provider = target.provider
         self.tenant_id = target.tenant_id
@@ -145,13 +148,19 @@ class PollEngine:
         self.store = store
         self.output = output
         self.clock = clock
+        self.fence = fence
         self.lookback_ns = int(target.lookback * 1e9)
         self.cursors: dict[str, int | None] = {}  # stream → high-water mark (for status)
-        # This engine is the only writer of its state key, so checkpoints are read once.
+        # This engine is the only writer of its state key, so checkpoints are read once
+        # (again after ``forget_state``: another replica may have polled the target).
         self._states: dict[str, StreamState] = {}
         self.last_stats = CycleStats()
         self._cycle = 0
         self._first_stream = 0
+
+    def forget_state(self) -> None:
+        """Read every checkpoint again at the next cycle (this replica took the target)."""
+        self._states.clear()
 
     async def run_cycle(self) -> CycleStats:
         """Run one cycle; raise PollError (or StateError) when it failed. ``last_stats`` holds
@@ -246,6 +255,8 @@ class PollEngine:
             state.resume = page.start
         if writes or (state.cursor_ns, state.resume) != before:  # else nothing to store
             try:
+                if self.fence is not None:
+                    await self.fence()
                 await self.store.commit(self.state_key, stream, writes, state)
             except BaseException:
                 self._states.pop(stream, None)  # unknown what was stored: read it again

@@ -96,6 +96,11 @@ class TokenSource:
                 self._refresh_token = None  # read again: the stored one only if it came from it
             self.oauth = oauth
 
+    def forget_rotated(self) -> None:
+        """Read the rotated refresh token from the store again: another replica may have
+        rotated it while it polled the target (this replica takes the target over)."""
+        self._refresh_token = None
+
     async def token(self) -> str:
         if not self.access_token or self._expiring():
             if not self.can_refresh:

@@ -2,11 +2,17 @@
 
 Built by ``app.py`` after the streams exist; stopped first on shutdown (tasks cancelled and
 awaited before the state store and the HTTP client are closed).
+
+With ``state.backend: nats`` several replicas share the targets: the state lives in
+JetStream KV and a target's scheduler runs only while this replica holds its lease
+(``leases.py``). The buckets are set up in the background, retried with backoff until
+JetStream answers (a cluster without a meta leader yet): the process never exits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 from collections.abc import Sequence
@@ -14,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.contract import Publisher
 from ensemble_tap.bus.dlq import DeadLetterWriter
 from ensemble_tap.config.models import Config, ProviderConfig
@@ -22,6 +29,7 @@ from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.poller.clock import Clock, SystemClock
 from ensemble_tap.poller.engine import EventOutput, PollEngine
 from ensemble_tap.poller.http import ProviderHTTP, TokenBucket
+from ensemble_tap.poller.leases import LeaseKeeper, LeaseLost, replica_id
 from ensemble_tap.poller.metrics import PollerMetrics
 from ensemble_tap.poller.oauth import OAuthSettings, TokenSource
 from ensemble_tap.poller.scheduler import PollScheduler
@@ -29,7 +37,8 @@ from ensemble_tap.poller.status import StatusRegistry
 from ensemble_tap.poller.targets import PollTarget, build_targets
 from ensemble_tap.providers import poll_provider
 from ensemble_tap.providers.contract import ProviderPoller, StreamContext
-from ensemble_tap.state import StateStore, open_state_store
+from ensemble_tap.state import NatsStateStore, StateStore, open_state_store
+from ensemble_tap.state.leases import LeaseTable
 
 HTTP_TIMEOUT = 20.0
 # Cycles running at once across all targets: start-up (every target polls at once) and
@@ -39,6 +48,11 @@ MAX_CONCURRENT_CYCLES = 32
 # once; httpcore checks every pooled connection on each request, so a small pool is cheaper.
 MAX_CONNECTIONS = 64
 MAX_IDLE_CONNECTIONS = 8
+# Bucket set-up retries (state.backend nats): 0.5 s doubling to 10 s, for ever.
+SETUP_BACKOFF_INITIAL = 0.5
+SETUP_BACKOFF_MAX = 10.0
+# Largest snapshot kept in a KV value: a share of the server's max_payload.
+INLINE_SHARE = 0.5
 log = get_logger("ensemble_tap.poller")
 
 
@@ -65,7 +79,11 @@ class PollerService:
         client: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
         max_concurrent_cycles: int = MAX_CONCURRENT_CYCLES,
+        broker: Broker | None = None,
+        replica: str | None = None,
     ) -> None:
+        """``broker``: the JetStream connection ``state.backend: nats`` keeps state and
+        leases on; ``replica``: this replica's name in the leases (default ``replica_id()``)."""
         self.config = config
         self.clock = clock or SystemClock()
         self.targets = poll_targets(config)
@@ -89,17 +107,39 @@ class PollerService:
         self._owns_store = store is None
         self._owns_client = client is None
         self._tasks: list[asyncio.Task[None]] = []
+        self.broker = broker
+        self.leased = config.state.backend == "nats"
+        self.replica = replica or replica_id()
+        self.keeper: LeaseKeeper | None = None
+        self._by_key: dict[str, PollScheduler] = {}
+        self._target_tasks: dict[str, asyncio.Task[None]] = {}
+        self._leasing: asyncio.Task[None] | None = None
+        self.setup_error = ""  # why the state buckets are not set up yet ("" once they are)
 
     def status(self) -> list[dict[str, Any]]:
         """The status entries for ``GET /admin/poller-status``."""
+        if self.keeper is not None:
+            for scheduler in self.schedulers:
+                scheduler.status.lease = self.keeper.holder_of(scheduler.target.state_key)
         return self.registry.snapshot()
 
     async def start(self, run: bool = True) -> None:
-        """Build one scheduler per target and (with ``run``) start them."""
+        """Build one scheduler per target and (with ``run``) start them; with leases, set
+        the buckets up in the background and start only the targets this replica holds."""
         if not self.targets:
+            return
+        if self.leased:
+            for target in self.targets:
+                self.registry.upsert(target).leased = True
+            self._leasing = asyncio.create_task(self._run_leased(run), name="poll leases")
             return
         if self.store is None:
             self.store = open_state_store(self.config.state, self.config.data_dir)
+        self._build(self.store)
+        if run:
+            self.start_tasks()
+
+    def _build(self, store: StateStore) -> None:
         if self.client is None:
             self.client = httpx.AsyncClient(
                 timeout=HTTP_TIMEOUT,
@@ -116,12 +156,70 @@ class PollerService:
                 log.warning("poll mode requested but provider poller not available",
                             **target.describe())  # fmt: skip
                 continue
-            self.schedulers.append(
-                self._scheduler(target, poller, store=self.store, client=self.client, gate=gate)
-            )
+            scheduler = self._scheduler(target, poller, store=store, client=self.client, gate=gate)
+            self.schedulers.append(scheduler)
+            self._by_key[target.state_key] = scheduler
             log.info("starting provider poller", **target.describe())
+
+    async def _run_leased(self, run: bool) -> None:
+        """Set the buckets up (retrying), build the schedulers, then keep the leases."""
+        assert self.broker is not None, "state.backend nats needs the broker"
+        cfg = self.config
+        backoff = SETUP_BACKOFF_INITIAL
+        while True:
+            try:
+                js = self.broker.js
+                if self.store is None:
+                    limit = int(self.broker.nc.max_payload * INLINE_SHARE)
+                    self.store = await NatsStateStore.open(
+                        js, replicas=cfg.nats.stream_replicas, inline_limit=limit
+                    )
+                table = await LeaseTable.open(
+                    js,
+                    replica=self.replica,
+                    ttl=cfg.state.lease_ttl,
+                    replicas=cfg.nats.stream_replicas,
+                )
+                break
+            except Exception as exc:  # JetStream not ready (no meta leader, no quorum, …)
+                reason = str(exc) or type(exc).__name__
+                self.setup_error = reason
+                log.warning("poller state buckets not ready: retrying",
+                            error=reason, retry_in=backoff)  # fmt: skip
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, SETUP_BACKOFF_MAX)
+        self.setup_error = ""
+        self._build(self.store)
+        self.keeper = LeaseKeeper(
+            table,
+            targets=list(self._by_key),
+            ttl=cfg.state.lease_ttl,
+            start=self._start_target,
+            stop=self._stop_target,
+        )
+        log.info("poll leases ready", replica=self.replica, targets=len(self._by_key))
         if run:
-            self.start_tasks()
+            await self.keeper.run()
+
+    async def _start_target(self, state_key: str) -> None:
+        """This replica took the target: read its state anew, then poll it."""
+        scheduler = self._by_key[state_key]
+        scheduler.engine.forget_state()
+        auth, _ = self._credentials[state_key]
+        auth.forget_rotated()
+        task = asyncio.create_task(scheduler.run(), name=f"poller {state_key}")
+        self._target_tasks[state_key] = task
+
+    async def _stop_target(self, state_key: str) -> None:
+        task = self._target_tasks.pop(state_key, None)
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:
+                log.error("poller ended with an error", task=task.get_name(), error=str(exc))
 
     def start_tasks(self) -> None:
         """Start one task per scheduler (``start(run=False)`` leaves that to the caller)."""
@@ -176,6 +274,7 @@ class PollerService:
             store=store,
             output=self.output,
             clock=self.clock,
+            fence=functools.partial(self._confirm, target.state_key) if self.leased else None,
         )
         return PollScheduler(
             target,
@@ -186,6 +285,11 @@ class PollerService:
             rng=self.rng,
             gate=gate,
         )
+
+    async def _confirm(self, state_key: str) -> None:
+        if self.keeper is None:
+            raise LeaseLost(f"lease of {state_key}: leases not set up")
+        await self.keeper.confirm(state_key)
 
     def apply_secrets(self, config: Config) -> None:
         """Take the targets' new credentials (secret_reload); used from the next request."""
@@ -200,7 +304,15 @@ class PollerService:
                 )
 
     async def stop(self) -> None:
-        """Cancel and await every poller, then close the HTTP client and the store."""
+        """Cancel and await every poller (with leases: give them back), then close the
+        HTTP client and the store."""
+        if self._leasing is not None:
+            self._leasing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leasing
+            self._leasing = None
+        if self.keeper is not None:
+            await self.keeper.stop()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

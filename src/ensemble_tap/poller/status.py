@@ -3,7 +3,10 @@
 Field names and formats are the reference's (Go duration strings, RFC3339Nano times); unset
 times are left out instead of Go's ``0001-01-01T00:00:00Z``. Added: ``stuck``, ``circuit``
 (closed | open | half_open), ``next_run_at``, ``checkpoints`` per stream, ``last_cycle`` (the
-counts of the last cycle) and ``checkpoint_lag_seconds``.
+counts of the last cycle) and ``checkpoint_lag_seconds``. With leases (``state.backend:
+nats``): ``lease_holder``, the replica polling the target (null while no replica holds it),
+and ``lease_since``, since when it holds it; the other fields are this replica's own view (a
+target polled elsewhere shows the cycles this replica ran before it handed it over).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class PollerStatus:
     next_run_ns: int | None = None
     checkpoints: dict[str, int | None] = field(default_factory=dict)
     last_cycle: dict[str, Any] | None = None
+    leased: bool = False  # state.backend nats: a replica polls the target while it holds it
+    lease: tuple[str, int | None] | None = None  # (holder, since) as last seen
 
     def configure(self, target: PollTarget) -> None:
         self.interval = target.interval
@@ -115,6 +120,11 @@ class PollerStatus:
                 value["checkpoint_lag_seconds"] = round(max(0, now_ns - checkpoint) / 1e9, 3)
         if self.last_cycle is not None:
             value["last_cycle"] = dict(self.last_cycle)
+        if self.leased:
+            holder, since = self.lease if self.lease is not None else (None, None)
+            value["lease_holder"] = holder
+            if since is not None:
+                value["lease_since"] = format_time_ns(since)
         return value
 
 

@@ -1,7 +1,9 @@
 """Poll state: checkpoints per target and stream, record snapshots, rotated OAuth tokens.
 
 ``memory`` keeps state for the life of the process; ``sqlite`` keeps it in one file (default
-``<data_dir>/tap-state.db``) and is the choice for anything that must survive a restart.
+``<data_dir>/tap-state.db``) and is the choice for one process that must survive a restart;
+``nats`` keeps it in JetStream KV, shared by every replica (``jetstream.py``; opened by the
+poller service with the broker's JetStream context, ``NatsStateStore.open``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ensemble_tap.state.base import (
     StoredSnapshot,
     StreamState,
 )
+from ensemble_tap.state.jetstream import NatsStateStore, StaleCheckpoint
 from ensemble_tap.state.memory import MemoryStateStore
 from ensemble_tap.state.sqlite import SqliteStateStore
 
@@ -26,7 +29,9 @@ def default_sqlite_path(config: StateConfig, data_dir: str) -> str:
 
 
 def open_state_store(config: StateConfig, data_dir: str) -> StateStore:
-    """The configured store; raises StateError when the SQLite file cannot be used."""
+    """The configured local store; raises StateError when the SQLite file cannot be used."""
+    if config.backend == "nats":
+        raise ValueError("state.backend nats: open it with NatsStateStore.open(jetstream)")
     if config.backend == "sqlite":
         return SqliteStateStore(default_sqlite_path(config, data_dir))
     return MemoryStateStore()
@@ -34,9 +39,11 @@ def open_state_store(config: StateConfig, data_dir: str) -> StateStore:
 
 __all__ = [
     "MemoryStateStore",
+    "NatsStateStore",
     "Position",
     "SnapshotWrite",
     "SqliteStateStore",
+    "StaleCheckpoint",
     "StateError",
     "StateStore",
     "StoredSnapshot",

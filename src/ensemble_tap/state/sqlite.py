@@ -22,6 +22,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -235,6 +236,36 @@ class SqliteStateStore:
 
         await self._run(work)
 
+    async def export(self) -> StateDump:
+        """Everything stored (``state migrate``)."""
+
+        def work(db: sqlite3.Connection) -> StateDump:
+            streams = [
+                (key, stream, StreamState.from_json(data))
+                for key, stream, data in db.execute(
+                    "SELECT state_key, stream, state_json FROM stream_checkpoints"
+                )
+            ]
+            legacy = [
+                (key, _legacy_time(text))
+                for key, text in db.execute("SELECT provider, checkpoint FROM checkpoints")
+            ]
+            snapshots = [
+                (key, entity_type, entity_id, StoredSnapshot(digest, payload.encode()))
+                for key, entity_type, entity_id, payload, digest in db.execute(
+                    "SELECT provider, entity_type, entity_id, snapshot_json, digest FROM snapshots"
+                )
+            ]
+            tokens = [
+                (key, StoredToken(refresh, origin))
+                for key, refresh, origin in db.execute(
+                    "SELECT state_key, refresh_token, origin FROM oauth_tokens"
+                )
+            ]
+            return StateDump(streams, legacy, snapshots, tokens)
+
+        return await self._run(work)
+
     async def close(self) -> None:
         def work(db: sqlite3.Connection) -> None:
             db.close()
@@ -243,6 +274,14 @@ class SqliteStateStore:
             await self._run(work)
         finally:
             self._executor.shutdown(wait=True)
+
+
+@dataclass(slots=True, frozen=True)
+class StateDump:
+    streams: list[tuple[str, str, StreamState]]  # state key, stream, checkpoint
+    legacy: list[tuple[str, int | None]]  # the reference's checkpoint per state key
+    snapshots: list[tuple[str, str, str, StoredSnapshot]]  # state key, type, id, snapshot
+    tokens: list[tuple[str, StoredToken]]
 
 
 def _legacy_time(value: str) -> int | None:

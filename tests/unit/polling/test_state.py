@@ -26,10 +26,18 @@ from ensemble_tap.state import (
 )
 from ensemble_tap.state.base import StoredToken
 from tests.support.fakes import at
+from tests.support.nats_server import NatsServer
+from tests.support.nats_state import nats_store
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+@pytest.fixture(params=["memory", "sqlite", "nats"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, nats_server: NatsServer
+) -> AsyncIterator[StateStore]:
+    if request.param == "nats":
+        async with nats_store(nats_server.url) as in_nats:
+            yield in_nats
+        return
     opened: StateStore = (
         MemoryStateStore()
         if request.param == "memory"

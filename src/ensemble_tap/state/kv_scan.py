@@ -1,0 +1,25 @@
+"""Read every live key of a KV bucket under one pattern, in one ordered consumer."""
+
+from __future__ import annotations
+
+from nats.js.kv import KeyValue
+
+# A scan that has not finished in this long is an error (nats-py's watcher has no deadline).
+SCAN_TIMEOUT = 10.0
+
+
+async def scan(kv: KeyValue, pattern: str, *, values: bool = True) -> list[KeyValue.Entry]:
+    """The latest entry of every key matching ``pattern`` (``a.b.>``), deleted keys left out;
+    with ``values=False`` the entries carry no value (headers only: cheaper)."""
+    watcher = await kv.watch(pattern, ignore_deletes=True, meta_only=not values)
+    found: list[KeyValue.Entry] = []
+    try:
+        while True:
+            entry = await watcher.updates(timeout=SCAN_TIMEOUT)  # type: ignore[no-untyped-call]
+            if entry is None:  # the marker: everything stored so far has been delivered
+                return found
+            found.append(entry)
+            if not entry.delta:  # delta: messages still pending after this one
+                return found
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]

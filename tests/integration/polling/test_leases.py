@@ -1,0 +1,166 @@
+"""Poll target leases on a real nats-server: take, renew, give back, expiry after the TTL,
+spread over three in-process replicas, take-over after a holder stops renewing, and the
+fence before a commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from ensemble_tap.poller.leases import LeaseKeeper, LeaseLost
+from ensemble_tap.state.leases import LeaseTable
+from tests.support.nats_server import NatsServer
+from tests.support.polling import unique_name
+from tests.support.waiting import eventually
+
+TTL = 1.5  # shorter than state.lease_ttl allows, to keep the tests short
+TARGETS = [f"notion::tenant-{n}" for n in range(7)]
+
+
+@pytest.fixture
+async def js_client(poll_nats: NatsServer) -> AsyncIterator[Client]:
+    nc = await nats.connect(poll_nats.url)
+    yield nc
+    await nc.close()
+
+
+async def tables(nc: Client, *names: str, ttl: float = TTL) -> list[LeaseTable]:
+    bucket = unique_name()
+    return [
+        await LeaseTable.open(nc.jetstream(), replica=name, ttl=ttl, replicas=1, bucket=bucket)
+        for name in names
+    ]
+
+
+async def test_take_renew_give_back(js_client: Client) -> None:
+    a, b = await tables(js_client, "a", "b")
+    first = await a.take("hubspot", since_ns=1)
+    assert first is not None
+    assert await b.take("hubspot", since_ns=2) is None  # held
+    renewed = await a.renew("hubspot", first, since_ns=1)
+    assert renewed is not None and renewed > first
+    assert await b.renew("hubspot", first, since_ns=2) is None  # an old revision: refused
+    seen = await b.view()
+    assert seen.leases["hubspot"].holder == "a" and seen.leases["hubspot"].since_ns == 1
+    await a.release("hubspot", first)  # an old revision: not ours to give back any more
+    assert await b.take("hubspot", since_ns=2) is None
+    await a.release("hubspot", renewed)
+    assert await b.take("hubspot", since_ns=2) is not None
+    assert (await a.view()).leases["hubspot"].holder == "b"
+
+
+async def test_a_lease_not_renewed_expires_after_the_ttl(js_client: Client) -> None:
+    a, b = await tables(js_client, "a", "b")
+    revision = await a.take("t", since_ns=1)
+    assert revision is not None
+    await a.heartbeat()
+    assert (await b.view()).replicas == {"a"}
+    taken_at = time.monotonic()
+
+    async def b_takes() -> bool:
+        return await b.take("t", since_ns=2) is not None
+
+    await eventually(b_takes, timeout=TTL + 3)
+    assert time.monotonic() - taken_at >= TTL * 0.9  # not before the TTL (server clock)
+    assert await a.renew("t", revision, since_ns=1) is None  # a's lease is gone
+    assert (await b.view()).replicas == frozenset()  # a's heartbeat expired too
+
+
+class Replica:
+    """A keeper whose "pollers" are entries in a set."""
+
+    def __init__(self, table: LeaseTable) -> None:
+        self.polling: set[str] = set()
+        self.keeper = LeaseKeeper(
+            table, targets=TARGETS, ttl=TTL, start=self._start, stop=self._stop
+        )
+        self.task = asyncio.create_task(self.keeper.run())
+
+    async def _start(self, target: str) -> None:
+        assert target not in self.polling
+        self.polling.add(target)
+
+    async def _stop(self, target: str) -> None:
+        self.polling.remove(target)
+
+    async def crash(self) -> None:
+        """Stops renewing without giving anything back (SIGKILL)."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    async def stop(self) -> None:
+        await self.crash()
+        await self.keeper.stop()
+
+
+def spread_evenly(replicas: list[Replica]) -> bool:
+    held = [r.polling for r in replicas]
+    every = [t for polling in held for t in polling]
+    share = -(-len(TARGETS) // len(replicas))
+    return sorted(every) == sorted(TARGETS) and all(
+        len(TARGETS) // len(replicas) <= len(p) <= share for p in held
+    )
+
+
+def sees_holders(viewer: Replica, replicas: list[Replica]) -> bool:
+    for target in TARGETS:
+        holder = viewer.keeper.holder_of(target)
+        owner = next((r for r in replicas if target in r.polling), None)
+        if owner is None or holder is None or holder[0] != owner.keeper.replica:
+            return False
+    return True
+
+
+async def test_three_replicas_share_the_targets_and_take_over(js_client: Client) -> None:
+    a, b, c = (Replica(t) for t in await tables(js_client, "a", "b", "c"))
+    try:
+        await eventually(lambda: spread_evenly([a, b, c]), timeout=10 * TTL)
+        # The status side: every replica sees who holds what (as of its last round).
+        await eventually(lambda: all(sees_holders(r, [a, b, c]) for r in (a, b, c)), 3 * TTL)
+
+        # A stop (SIGTERM) gives the leases back: the others take them at their next round.
+        stopped = set(c.polling)
+        await c.stop()
+        await eventually(lambda: spread_evenly([a, b]), timeout=3 * TTL)
+        assert stopped <= a.polling | b.polling
+
+        # A crash gives nothing back: b takes a's targets once they expired, within the TTL
+        # and one round (plus the server's expiry timer and b's own round trips).
+        crashed = set(a.polling)
+        await a.crash()
+        started = time.monotonic()
+        await eventually(lambda: b.polling == set(TARGETS), timeout=TTL + TTL / 3 + 2)
+        assert crashed and time.monotonic() - started >= TTL / 2
+    finally:
+        for replica in (a, b, c):
+            if not replica.task.done():
+                await replica.stop()
+
+
+async def test_the_fence_refuses_a_holder_whose_lease_was_taken(js_client: Client) -> None:
+    a_table, b_table = await tables(js_client, "a", "b")
+    a = LeaseKeeper(a_table, targets=TARGETS[:1], ttl=TTL, start=_noop, stop=_noop)
+    await a.tick()
+    assert a.held() == TARGETS[:1]
+    await a.confirm(TARGETS[0])  # held: the commit may go ahead
+    # a stalls (a GC pause, a partition) past the TTL; b takes the target over.
+    await eventually(lambda: _takes(b_table, TARGETS[0]), timeout=TTL + 3)
+    with pytest.raises(LeaseLost, match="expired or was taken"):
+        await a.confirm(TARGETS[0])
+    with pytest.raises(LeaseLost, match="not held"):
+        await a.confirm(TARGETS[0])
+
+
+async def _takes(table: LeaseTable, target: str) -> bool:
+    return await table.take(target, since_ns=1) is not None
+
+
+async def _noop(target: str) -> None:
+    return None
