@@ -403,6 +403,21 @@ def test_names_are_the_ones_the_scripts_address_whatever_the_release() -> None:
             "would block every eviction",
         ),
         ({"config": {"nats": {"url": ""}}}, "config.nats.url is required unless allInOne"),
+        ({"core": {"replicaCount": 3}}, "needs config.state.backend: nats"),
+        (
+            {"core": {"replicaCount": 3}, "config": {"state": {"backend": "nats"}}},
+            "needs config.server.admin_replay_store_backend: nats",
+        ),
+        (
+            {
+                "core": {"replicaCount": 3},
+                "config": {
+                    "state": {"backend": "nats"},
+                    "server": {"admin_replay_store_backend": "nats"},
+                },
+            },
+            "needs config.clickhouse.addr",
+        ),
     ],
 )
 def test_values_that_cannot_work_fail_the_install(values: dict[str, Any], reason: str) -> None:
@@ -415,3 +430,25 @@ def test_all_in_one_runs_on_the_embedded_broker() -> None:
         render({"allInOne": True, "config": {"nats": {"url": ""}}}), "Deployment"
     )
     assert "env" not in container(deployment)
+
+
+def test_core_replicas_with_the_shared_backends_roll_and_keep_no_volume(tmp_path: Path) -> None:
+    config = {
+        "nats": {"url": "nats://nats-0:4222,nats://nats-1:4222", "stream_replicas": 3},
+        "state": {"backend": "nats", "lease_ttl": "15s"},
+        "server": {"admin_replay_store_backend": "nats"},
+        "clickhouse": {"addr": "clickhouse:8123"},
+    }
+    values = {"core": {"replicaCount": 3}, "persistence": {"enabled": True}, "config": config}
+    documents = render(values)
+    core = by_name(documents, "Deployment")["tap-ensemble-tap-core"]
+    assert core["spec"]["replicas"] == 3
+    assert core["spec"]["strategy"]["type"] == "RollingUpdate"
+    volumes = core["spec"]["template"]["spec"].get("volumes", [])
+    assert not any("persistentVolumeClaim" in volume for volume in volumes)
+    assert "PersistentVolumeClaim" not in {document["kind"] for document in documents}
+    [configmap] = by_name(documents, "ConfigMap").values()
+    path = tmp_path / "config.yaml"
+    path.write_text(configmap["data"]["config.yaml"])
+    loaded = load_config(str(path), environ={}, providers=REGISTRY).config
+    assert loaded.state.backend == "nats" and loaded.server.admin_replay_store_backend == "nats"
