@@ -6,13 +6,15 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from ensemble_tap.console.sessions import SessionStore
+from ensemble_tap.workers.proxy import forwarded_to_primary
 from tests.support.app import RunningApp
-from tests.support.configs import make_config
+from tests.support.configs import make_config, problems_of
 from tests.support.nats_server import NatsServer
 
 FULL = "console-full-token"
@@ -181,3 +183,33 @@ def test_sessions_expire_after_their_ttl() -> None:
     assert store.get(session.id) is None
     assert len(store) == 0
     assert store.get("") is None
+
+
+def test_console_enabled_false_serves_no_console(private_nats: NatsServer, tmp_path: Path) -> None:
+    config = make_config(
+        private_nats.url,
+        str(tmp_path / "data"),
+        server={**SERVER, "console_enabled": False},
+    )
+    app = RunningApp(config).start()
+    try:
+        with httpx.Client(base_url=app.url) as client:
+            console = client.get("/console/login")
+            admin = client.get("/admin/poller-status", headers={"X-Admin-Token": FULL})
+    finally:
+        app.stop()
+    assert console.status_code == 404
+    assert admin.status_code == 200
+
+
+def test_console_keys_are_checked(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path, "server:\n  console_session_ttl: 10s\n")
+    assert "console_session_ttl" in problem and "between 1m and 7d" in problem
+    [problem] = problems_of(tmp_path, "server:\n  base_path: /console\n")
+    assert "collides with the service's own routes" in problem
+
+
+def test_workers_forward_the_console_to_the_primary() -> None:
+    assert forwarded_to_primary("/console")
+    assert forwarded_to_primary("/console/dlq")
+    assert not forwarded_to_primary("/consoles")

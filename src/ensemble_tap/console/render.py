@@ -18,7 +18,6 @@ NAVIGATION = (
     ("jobs", "/console/jobs", "Replay jobs"),
     ("pollers", "/console/pollers", "Pollers"),
     ("events", "/console/events", "Events"),
-    ("tail", "/console/tail", "Live tail"),
 )
 
 

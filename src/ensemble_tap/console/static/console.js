@@ -50,50 +50,9 @@
     }, every * 1000);
   }
 
-  // Live tail: server-sent events into a list, newest on top, bounded.
-  function tail() {
-    var list = document.getElementById("tail-list");
-    var state = document.getElementById("tail-state");
-    if (!list || !window.EventSource) { return; }
-    var source = new EventSource(list.getAttribute("data-stream"));
-    var limit = Number(list.getAttribute("data-limit") || "200");
-    source.onopen = function () { state.textContent = "connected"; };
-    source.onerror = function () { state.textContent = "reconnecting…"; };
-    source.onmessage = function (message) {
-      var event;
-      try { event = JSON.parse(message.data); } catch (e) { return; }
-      var item = document.createElement("li");
-      var when = document.createElement("time");
-      when.setAttribute("datetime", event.time || "");
-      when.textContent = event.time || "";
-      var link = document.createElement("a");
-      link.href = "/console/events/" + encodeURIComponent(event.id || "");
-      link.textContent = event.id || "";
-      var text = document.createElement("span");
-      text.textContent = " " + (event.type || "") + " " + (event.subject || "") + " ";
-      item.appendChild(when);
-      item.appendChild(text);
-      item.appendChild(link);
-      localTimes(item);
-      list.insertBefore(item, list.firstChild);
-      while (list.children.length > limit) { list.removeChild(list.lastChild); }
-    };
-  }
-
-  // Forms that ask before they act (reset checkpoint).
-  function confirmations(root) {
-    root.querySelectorAll("form[data-confirm]").forEach(function (form) {
-      form.addEventListener("submit", function (event) {
-        if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
-      });
-    });
-  }
-
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
     timeZones(document);
-    confirmations(document);
     live();
-    tail();
   });
 })();
