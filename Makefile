@@ -6,13 +6,18 @@
 # make openapi : regenerate docs/admin-openapi.yaml from the admin API code
 # make sbom : write sbom.cdx.json (CycloneDX) of the runtime dependencies
 # make reliability : re-measure docs/reliability.md's figures (faults, fuzz, spool, soak; ~25 min)
+# make console-screenshots : the console's pages as PNGs in docs/console/ (headless Chromium)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= $(if $(wildcard config.yaml),config.yaml,config.example.yaml)
 
-.PHONY: run test lint format unit cluster bench reliability openapi sbom clean
+.PHONY: run test lint format unit cluster bench reliability openapi sbom clean chromium console-screenshots
+
+# make run's admin token (the console at http://localhost:8080/console and `ensemble-tap
+# admin`): for local use only; set TAP_ADMIN_TOKEN to choose another.
+DEV_ADMIN_TOKEN := dev-admin-token-change-me
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/ensemble-tap serve --config $(CONFIG)
+	TAP_ADMIN_TOKEN="$${TAP_ADMIN_TOKEN:-$(DEV_ADMIN_TOKEN)}" $(BIN)/ensemble-tap serve --config $(CONFIG)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -35,7 +40,14 @@ lint: $(STAMP)
 # workers, SIGHUP reloads) is exercised but not counted.
 COVERAGE_FLOOR := 91
 
-test: lint
+# The console's browser tests (tests/console) drive Debian's chromium: installed here when it
+# is missing and make runs as root; elsewhere those tests skip and say why.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
+test: lint chromium
 	$(BIN)/pytest -q --cov=ensemble_tap --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
 
 unit: $(STAMP)
@@ -57,6 +69,10 @@ reliability: $(STAMP)
 	$(BIN)/python bench/fuzz.py
 	$(BIN)/python bench/spool.py --max-rate 40000
 	$(BIN)/python bench/soak.py
+
+# The screenshots of docs/operations.md ("Console") and the README, from the browser tests.
+console-screenshots: $(STAMP) chromium
+	TAP_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console $(BIN)/pytest -q -p no:cacheprovider tests/console/test_console_browser.py
 
 # Regenerate the committed admin API document (a unit test fails when it is out of date).
 openapi: $(STAMP)

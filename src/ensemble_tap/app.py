@@ -26,11 +26,12 @@ from fastapi import FastAPI
 from prometheus_client import generate_latest
 
 from ensemble_tap import __version__
-from ensemble_tap.admin.guards import TokenAuthenticator, admin_enabled
+from ensemble_tap.admin.guards import Scope, TokenAuthenticator, admin_enabled
 from ensemble_tap.admin.replay_jobs import ReplayJobs
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.admin.service import build_admin
-from ensemble_tap.asgi_types import Receive, Scope, Send
+from ensemble_tap.asgi_types import ASGIApp, Receive, Send
+from ensemble_tap.asgi_types import Scope as AsgiScope
 from ensemble_tap.bus.advisories import subscribe_advisories
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.dlq import DeadLetterWriter
@@ -45,6 +46,7 @@ from ensemble_tap.bus.streams import (
     main_stream_config,
 )
 from ensemble_tap.config.models import Config
+from ensemble_tap.console.service import build_console
 from ensemble_tap.health import Readiness, health_router
 from ensemble_tap.http_connections import ConnectionGuard, ConnectionLimits
 from ensemble_tap.ingress import WebhookIngress
@@ -108,6 +110,7 @@ class TapApp:
         self.ingress: WebhookIngress | None = None
         self.http: FastAPI | None = None
         self.admin: FastAPI | None = None
+        self.console: ASGIApp | None = None
         self.replay_runner: ReplayRunner | None = None
         self.replay_jobs: ReplayJobs | None = None
         self.pollers: PollerService | None = None
@@ -214,6 +217,12 @@ class TapApp:
             self.replay_runner = admin.runner
             self.replay_jobs = admin.jobs
             self.admin_authenticator = admin.authenticator
+            if cfg.server.console_enabled:
+                self.console = build_console(
+                    admin=admin.app,
+                    server=cfg.server,
+                    scopes_of=scopes_granted_by(admin.authenticator),
+                )
         sink_detail = self.sink.readiness_detail if self.sink is not None else None
         self.readiness = Readiness(
             self.broker,
@@ -394,7 +403,7 @@ class TapApp:
         if self.embedded is not None:
             await self.embedded.stop()
 
-    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def asgi(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         """Webhook paths go straight to the ingress handler; the rest to FastAPI."""
         assert self.http is not None
         path = scope.get("path", "")
@@ -408,6 +417,8 @@ class TapApp:
             await self.asgi({**scope, "method": "GET"}, receive, send)
         elif self.admin is not None and (path == "/admin" or path.startswith("/admin/")):
             await self.admin(scope, receive, send)
+        elif self.console is not None and (path == "/console" or path.startswith("/console/")):
+            await self.console(scope, receive, send)
         else:
             await self.http(scope, receive, send)
 
@@ -429,6 +440,17 @@ class TapApp:
                 max_body_size=self.config.server.max_body_size,
                 nats_max_payload=max_payload,
             )
+
+
+def scopes_granted_by(authenticator: TokenAuthenticator) -> Callable[[str], frozenset[str]]:
+    """For the console: what a token grants (it shows only the actions a token may take)."""
+
+    def scopes_of(token: str) -> frozenset[str]:
+        return frozenset(
+            scope.value for scope in Scope if authenticator.authenticate(token, scope) is not None
+        )
+
+    return scopes_of
 
 
 def uvicorn_config(app: TapApp, **overrides: Any) -> uvicorn.Config:

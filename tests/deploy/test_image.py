@@ -89,6 +89,7 @@ def served(runtime: Path, tmp_path: Path) -> Iterator[str]:
         TAP_PROVIDERS_STRIPE_SECRET="whsec_image",
         TAP_DATA_DIR=str(tmp_path / "data"),  # the image's volume
         TAP_SERVER_PORT=str(port),
+        TAP_SERVER_ADMIN_TOKEN="image-admin-token",  # the admin API and the console
     )
     with subprocess.Popen(
         [runtime / "ensemble-tap", "serve", "--config", str(IMAGE_CONFIG)],
@@ -101,6 +102,14 @@ def served(runtime: Path, tmp_path: Path) -> Iterator[str]:
         finally:
             process.terminate()
             assert process.wait(30) == 0
+
+
+def test_the_console_ships_in_the_wheel(served: str) -> None:
+    """Templates and assets are package data: the console works from the installed wheel."""
+    sign_in = httpx.get(f"{served}/console/login")
+    script = httpx.get(f"{served}/console/static/console.js")
+    assert sign_in.status_code == 200 and "Admin token" in sign_in.text
+    assert script.status_code == 200 and "localTimes" in script.text
 
 
 def test_it_serves_on_embedded_defaults_with_one_secret(served: str, runtime: Path) -> None:

@@ -153,6 +153,10 @@ class ServerConfig(Section):
     admin_allowed_cidrs: StringList = []
     admin_mtls_required: bool = False
     admin_mtls_client_cert_header: str = Field("X-Forwarded-Client-Cert", min_length=1)
+    # The operator's console (/console), served wherever the admin API is.
+    console_enabled: bool = True
+    # A console session ends this long after sign-in (the cookie's Max-Age too).
+    console_session_ttl: PositiveDuration = 8 * 3600.0
     spool: SpoolConfig = SpoolConfig()
 
     @field_validator("base_path")
@@ -165,7 +169,7 @@ class ServerConfig(Section):
             path = "/" + path
         if any(seg in ("", ".", "..") for seg in path.split("/")[1:]):
             raise ValueError(f"{value!r} is not a clean path")
-        if path.split("/")[1] in ("admin", "livez", "readyz", "metrics"):
+        if path.split("/")[1] in ("admin", "console", "livez", "readyz", "metrics"):
             raise ValueError(f"{value!r} collides with the service's own routes")
         return path
 
@@ -174,6 +178,15 @@ class ServerConfig(Section):
     def _claim_ttl(cls, value: float) -> float:
         if value < 1.0:
             raise ValueError("must be at least 1s (the claim is renewed every third of it)")
+        return value
+
+    @field_validator("console_session_ttl")
+    @classmethod
+    def _console_session_ttl(cls, value: float) -> float:
+        if not 60.0 <= value <= 7 * 86_400.0:
+            raise ValueError(
+                "must be between 1m and 7d (a session that outlives a week is a token)"
+            )
         return value
 
     @field_validator("trusted_proxies", "admin_allowed_cidrs")

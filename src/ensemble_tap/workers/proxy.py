@@ -1,4 +1,5 @@
-"""Requests a worker does not serve itself (``/admin/…``, ``/metrics``) go to the primary.
+"""Requests a worker does not serve itself (``/admin/…``, ``/console/…``, ``/metrics``) go
+to the primary.
 
 The admin API keeps state in one place (jobs, rate limits, the audit log) and ``/metrics``
 is merged there, so a worker forwards those requests over the primary's internal unix
@@ -38,7 +39,7 @@ log = get_logger("ensemble_tap.workers")
 
 
 def forwarded_to_primary(path: str) -> bool:
-    return path in ("/metrics", "/admin") or path.startswith("/admin/")
+    return path in ("/metrics", "/admin", "/console") or path.startswith(("/admin/", "/console/"))
 
 
 class PrimaryProxy:
