@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from ensemble_tap.admin.guards import Scope, fingerprint
-from ensemble_tap.admin.jobs import ReplayRequest
+from ensemble_tap.admin.jobs import NewJob, ReplayRequest
 from ensemble_tap.admin.openapi import route_scopes
 from ensemble_tap.admin.routes import router
 from ensemble_tap.admin.service import AdminService, build_admin
@@ -105,15 +105,17 @@ class AdminApi:
     async def queued_job(self) -> str:
         """A job that stays queued: in the job store, never handed to the runner."""
         job, _ = await self.service.jobs.create(
-            ReplayRequest(effective_limit=10, dry_run=True),
-            requested_limit=0,
-            max_limit=2000,
-            capped=False,
-            idempotency_key="",
-            creator_ip=PEER,
-            token_fingerprint=fingerprint(TOKENS["primary"]),
-            request_id="req-queued",
-            reason="",
+            NewJob(
+                request=ReplayRequest(effective_limit=10, dry_run=True),
+                requested_limit=0,
+                max_limit=2000,
+                capped=False,
+                idempotency_key="",
+                creator_ip=PEER,
+                token_fingerprint=fingerprint(TOKENS["primary"]),
+                request_id="req-queued",
+                reason="",
+            )
         )
         return job.job_id
 

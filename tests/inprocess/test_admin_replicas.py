@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from ensemble_tap.admin.guards import fingerprint
-from ensemble_tap.admin.jobs import ReplayRequest
+from ensemble_tap.admin.jobs import NewJob, ReplayRequest
 from ensemble_tap.admin.service import AdminService, build_admin
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.contract import Publisher, PublishResult
@@ -173,15 +173,17 @@ async def test_a_job_created_through_one_replica_is_served_by_the_other(
 
         # A job that stays queued (nobody runs it), cancelled through the other replica.
         queued, _ = await a.service.jobs.create(
-            ReplayRequest(effective_limit=10, dry_run=True),
-            requested_limit=0,
-            max_limit=2000,
-            capped=False,
-            idempotency_key="",
-            creator_ip="127.0.0.1",
-            token_fingerprint=fingerprint(TOKEN),
-            request_id="req-queued",
-            reason="",
+            NewJob(
+                request=ReplayRequest(effective_limit=10, dry_run=True),
+                requested_limit=0,
+                max_limit=2000,
+                capped=False,
+                idempotency_key="",
+                creator_ip="127.0.0.1",
+                token_fingerprint=fingerprint(TOKEN),
+                request_id="req-queued",
+                reason="",
+            )
         )
         cancelled = await through_b.delete(f"/admin/replay-dlq/{queued.job_id}")
         assert cancelled.status_code == 200, cancelled.text

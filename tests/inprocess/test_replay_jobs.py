@@ -24,6 +24,7 @@ from ensemble_tap.admin.jobs import (
     JobStatus,
     Limits,
     MemoryJobStore,
+    NewJob,
     NotCancellable,
     QueueLimitExceeded,
     ReplayRequest,
@@ -117,17 +118,23 @@ async def create(
     request_id: str = "req-1",
 ) -> tuple[Job, bool]:
     return await jobs.create(
-        ReplayRequest(
-            effective_limit=limit, dry_run=dry_run, provider=provider, stage=stage, tenant=tenant
-        ),
-        requested_limit=requested,
-        max_limit=2000,
-        capped=False,
-        idempotency_key=key,
-        creator_ip=ip,
-        token_fingerprint=token,
-        request_id=request_id,
-        reason=reason,
+        NewJob(
+            request=ReplayRequest(
+                effective_limit=limit,
+                dry_run=dry_run,
+                provider=provider,
+                stage=stage,
+                tenant=tenant,
+            ),
+            requested_limit=requested,
+            max_limit=2000,
+            capped=False,
+            idempotency_key=key,
+            creator_ip=ip,
+            token_fingerprint=token,
+            request_id=request_id,
+            reason=reason,
+        )
     )
 
 

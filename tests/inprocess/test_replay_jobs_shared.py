@@ -20,6 +20,7 @@ from ensemble_tap.admin.jobs import (
     Job,
     JobStatus,
     Limits,
+    NewJob,
     NotCancellable,
     QueueLimitExceeded,
     ReplayRequest,
@@ -66,15 +67,17 @@ async def create(
     jobs: NatsJobs, *, key: str = "", token: str = "fp-a", ip: str = "10.0.0.1"
 ) -> tuple[Job, bool]:
     return await jobs.create(
-        ReplayRequest(effective_limit=100, dry_run=False),
-        requested_limit=0,
-        max_limit=2000,
-        capped=False,
-        idempotency_key=key,
-        creator_ip=ip,
-        token_fingerprint=token,
-        request_id="req-1",
-        reason="",
+        NewJob(
+            request=ReplayRequest(effective_limit=100, dry_run=False),
+            requested_limit=0,
+            max_limit=2000,
+            capped=False,
+            idempotency_key=key,
+            creator_ip=ip,
+            token_fingerprint=token,
+            request_id="req-1",
+            reason="",
+        )
     )
 
 

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from ensemble_tap.admin.guards import fingerprint
-from ensemble_tap.admin.jobs import Job, JobRegistry, ReplayRequest
+from ensemble_tap.admin.jobs import Job, JobRegistry, NewJob, ReplayRequest
 from ensemble_tap.admin.replay_jobs import LocalJobs
 from ensemble_tap.bus.embedded import free_port
 from tests.integration.conftest import StartApp
@@ -69,15 +69,17 @@ def registry_of(app: RunningApp) -> JobRegistry:
 def queued_job(app: RunningApp, ip: str = "127.0.0.1", slot: str = "primary") -> Job:
     """A job that stays queued: created in the registry but never handed to a worker."""
     job, _ = registry_of(app).create(
-        ReplayRequest(effective_limit=100, dry_run=True),
-        requested_limit=0,
-        max_limit=2000,
-        capped=False,
-        idempotency_key="",
-        creator_ip=ip,
-        token_fingerprint=fingerprint(TOKENS[slot]),
-        request_id="req-queued",
-        reason="",
+        NewJob(
+            request=ReplayRequest(effective_limit=100, dry_run=True),
+            requested_limit=0,
+            max_limit=2000,
+            capped=False,
+            idempotency_key="",
+            creator_ip=ip,
+            token_fingerprint=fingerprint(TOKENS[slot]),
+            request_id="req-queued",
+            reason="",
+        )
     )
     return job
 

@@ -43,6 +43,21 @@ class ReplayRequest:
     tenant: str = ""
 
 
+@dataclass(slots=True, frozen=True, kw_only=True)
+class NewJob:
+    """A create call: the replay asked for, and who asks, how and why (the job keeps it all)."""
+
+    request: ReplayRequest
+    requested_limit: int
+    max_limit: int
+    capped: bool
+    idempotency_key: str
+    creator_ip: str
+    token_fingerprint: str
+    request_id: str
+    reason: str
+
+
 @dataclass(slots=True, kw_only=True)
 class Job:
     job_id: str
@@ -210,29 +225,17 @@ class JobRegistry:
             key=lambda job: job.created_ns,
         )
 
-    def create(
-        self,
-        request: ReplayRequest,
-        *,
-        requested_limit: int,
-        max_limit: int,
-        capped: bool,
-        idempotency_key: str,
-        creator_ip: str,
-        token_fingerprint: str,
-        request_id: str,
-        reason: str,
-    ) -> tuple[Job, bool]:
+    def create(self, order: NewJob) -> tuple[Job, bool]:
         """A new queued job, or (job, True) for an idempotent re-send of an equal request.
 
         Idempotency keys are scoped to the calling token, so one caller cannot fetch another's
         job by guessing its key.
         """
         self._evict()
-        key = (token_fingerprint, idempotency_key)
-        if idempotency_key and key in self._by_key:
+        key = (order.token_fingerprint, order.idempotency_key)
+        if order.idempotency_key and key in self._by_key:
             existing = self._jobs[self._by_key[key]]
-            if existing.request != request:
+            if existing.request != order.request:
                 raise IdempotencyConflict(existing)
             return existing, True
         check_queue_caps(
@@ -242,23 +245,11 @@ class JobRegistry:
                 if job.status is JobStatus.QUEUED
             ],
             self.limits,
-            creator_ip=creator_ip,
-            token_fingerprint=token_fingerprint,
+            creator_ip=order.creator_ip,
+            token_fingerprint=order.token_fingerprint,
         )
         now = time.time_ns()
-        job = new_job(
-            f"replay_{now}_{next(self._sequence)}",
-            now,
-            request,
-            requested_limit=requested_limit,
-            max_limit=max_limit,
-            capped=capped,
-            idempotency_key=idempotency_key,
-            creator_ip=creator_ip,
-            token_fingerprint=token_fingerprint,
-            request_id=request_id,
-            reason=reason,
-        )
+        job = new_job(f"replay_{now}_{next(self._sequence)}", now, order)
         self._index(job)
         self.store.save(job)
         return job, False
@@ -330,39 +321,27 @@ def mark_finished(job: Job, error: str, now_ns: int) -> None:
     job.completed_ns = job.updated_ns = now_ns
 
 
-def new_job(
-    job_id: str,
-    now_ns: int,
-    request: ReplayRequest,
-    *,
-    requested_limit: int,
-    max_limit: int,
-    capped: bool,
-    idempotency_key: str,
-    creator_ip: str,
-    token_fingerprint: str,
-    request_id: str,
-    reason: str,
-) -> Job:
-    """A queued job for ``request``, created at ``now_ns``."""
+def new_job(job_id: str, now_ns: int, order: NewJob) -> Job:
+    """A queued job for ``order``, created at ``now_ns``."""
+    request = order.request
     return Job(
         job_id=job_id,
         status=JobStatus.QUEUED,
-        requested_limit=requested_limit,
+        requested_limit=order.requested_limit,
         effective_limit=request.effective_limit,
-        max_limit=max_limit,
-        capped=capped,
+        max_limit=order.max_limit,
+        capped=order.capped,
         dry_run=request.dry_run,
         created_ns=now_ns,
         updated_ns=now_ns,
         provider=request.provider,
         stage=request.stage,
         tenant=request.tenant,
-        request_id=request_id,
-        operator_reason=reason,
-        idempotency_key=idempotency_key,
-        creator_ip=creator_ip,
-        creator_token_fingerprint=token_fingerprint,
+        request_id=order.request_id,
+        operator_reason=order.reason,
+        idempotency_key=order.idempotency_key,
+        creator_ip=order.creator_ip,
+        creator_token_fingerprint=order.token_fingerprint,
     )
 
 

@@ -41,6 +41,7 @@ from ensemble_tap.admin.jobs import (
     Job,
     JobStatus,
     Limits,
+    NewJob,
     Page,
     QueueLimitExceeded,
     ReplayRequest,
@@ -165,35 +166,11 @@ class NatsJobs:
         queued = [r.job for r, _ in records.values() if r.job.status is JobStatus.QUEUED]
         return sorted(queued, key=lambda job: job.created_ns)
 
-    async def create(
-        self,
-        request: ReplayRequest,
-        *,
-        requested_limit: int,
-        max_limit: int,
-        capped: bool,
-        idempotency_key: str,
-        creator_ip: str,
-        token_fingerprint: str,
-        request_id: str,
-        reason: str,
-    ) -> tuple[Job, bool]:
+    async def create(self, order: NewJob) -> tuple[Job, bool]:
         def make(job_id: str, now_ns: int) -> Job:
-            return new_job(
-                job_id,
-                now_ns,
-                request,
-                requested_limit=requested_limit,
-                max_limit=max_limit,
-                capped=capped,
-                idempotency_key=idempotency_key,
-                creator_ip=creator_ip,
-                token_fingerprint=token_fingerprint,
-                request_id=request_id,
-                reason=reason,
-            )
+            return new_job(job_id, now_ns, order)
 
-        return await _available(self._create(request, make))
+        return await _available(self._create(order.request, make))
 
     async def _create(
         self, request: ReplayRequest, make: Callable[[str, int], Job]

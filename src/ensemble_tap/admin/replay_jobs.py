@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ensemble_tap.admin.jobs import INTERRUPTED, Job, JobRegistry, JobStatus, Page, ReplayRequest
+from ensemble_tap.admin.jobs import INTERRUPTED, Job, JobRegistry, JobStatus, NewJob, Page
 
 
 class JobsUnavailable(Exception):
@@ -49,19 +49,7 @@ class ReplayJobs(Protocol):
     async def runnable(self) -> list[str]:
         """Jobs no runner holds: queued ones and running ones whose runner stopped."""
 
-    async def create(
-        self,
-        request: ReplayRequest,
-        *,
-        requested_limit: int,
-        max_limit: int,
-        capped: bool,
-        idempotency_key: str,
-        creator_ip: str,
-        token_fingerprint: str,
-        request_id: str,
-        reason: str,
-    ) -> tuple[Job, bool]:
+    async def create(self, order: NewJob) -> tuple[Job, bool]:
         """A new queued job, or (job, True) for an idempotent re-send (JobRegistry.create)."""
 
     async def get(self, job_id: str) -> Job | None: ...
@@ -111,30 +99,8 @@ class LocalJobs:
     async def runnable(self) -> list[str]:
         return []
 
-    async def create(
-        self,
-        request: ReplayRequest,
-        *,
-        requested_limit: int,
-        max_limit: int,
-        capped: bool,
-        idempotency_key: str,
-        creator_ip: str,
-        token_fingerprint: str,
-        request_id: str,
-        reason: str,
-    ) -> tuple[Job, bool]:
-        return self.registry.create(
-            request,
-            requested_limit=requested_limit,
-            max_limit=max_limit,
-            capped=capped,
-            idempotency_key=idempotency_key,
-            creator_ip=creator_ip,
-            token_fingerprint=token_fingerprint,
-            request_id=request_id,
-            reason=reason,
-        )
+    async def create(self, order: NewJob) -> tuple[Job, bool]:
+        return self.registry.create(order)
 
     async def get(self, job_id: str) -> Job | None:
         return self.registry.get(job_id)

@@ -28,6 +28,7 @@ from ensemble_tap.admin.guards import Scope, fingerprint
 from ensemble_tap.admin.jobs import (
     IdempotencyConflict,
     JobStatus,
+    NewJob,
     NotCancellable,
     QueueLimitExceeded,
     ReplayRequest,
@@ -129,15 +130,17 @@ async def create_replay(
     assert call.principal is not None
     try:
         job, reused = await admin.jobs.create(
-            replay,
-            requested_limit=requested,
-            max_limit=max_limit,
-            capped=capped,
-            idempotency_key=(idempotency_key or "").strip(),
-            creator_ip=call.requester_ip,
-            token_fingerprint=call.principal.token_fingerprint,
-            request_id=call.request_id,
-            reason=operator_reason,
+            NewJob(
+                request=replay,
+                requested_limit=requested,
+                max_limit=max_limit,
+                capped=capped,
+                idempotency_key=(idempotency_key or "").strip(),
+                creator_ip=call.requester_ip,
+                token_fingerprint=call.principal.token_fingerprint,
+                request_id=call.request_id,
+                reason=operator_reason,
+            )
         )
     except IdempotencyConflict as exc:
         admin.metrics.admin_jobs.labels("conflict").inc()
