@@ -264,6 +264,7 @@ class PollerService:
         context = StreamContext(
             state_key=target.state_key,
             interval=target.interval,
+            delete_interval=target.delete_interval,
             known_entities=functools.partial(store.known_entities, target.state_key),
             now_ns=self.clock.now_ns,
         )
