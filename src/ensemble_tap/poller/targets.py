@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ensemble_tap.config.durations import format_duration
 from ensemble_tap.config.models import ProviderConfig
 from ensemble_tap.config.poll_settings import merged_settings
+from ensemble_tap.state.base import state_key
 
 DEFAULT_INTERVAL = 60.0
 DEFAULT_RATE = 4.0
@@ -17,12 +18,6 @@ DEFAULT_CIRCUIT_BREAK = 30.0
 DEFAULT_LOOKBACK = 60.0
 DEFAULT_DELETE_INTERVAL = 300.0
 MAX_JITTER = 0.95
-
-
-def state_key(provider: str, tenant_id: str) -> str:
-    """``provider`` or ``provider::tenant``: the scope of checkpoints, snapshots and status."""
-    tenant = tenant_id.strip()
-    return f"{provider.strip()}::{tenant}" if tenant else provider.strip()
 
 
 @dataclass(slots=True, frozen=True)
