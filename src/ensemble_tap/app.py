@@ -63,6 +63,13 @@ from ensemble_tap.serving import (
 )
 from ensemble_tap.sink import ClickHouseSink
 from ensemble_tap.spool.service import ProcessSpool
+from ensemble_tap.state import (
+    NatsStateStore,
+    SqliteStateStore,
+    StateStore,
+    default_sqlite_path,
+)
+from ensemble_tap.state.versions import VersionRecorder
 from ensemble_tap.vault_renewal import TokenRenewal, renewal_wanted
 from ensemble_tap.workers.metrics import MetricsEndpoint, merge_expositions
 from ensemble_tap.workers.pool import WorkerPool, WorkerSpec
@@ -130,6 +137,10 @@ class TapApp:
         self.admin_authenticator: TokenAuthenticator | None = None
         self._reloads: set[asyncio.Task[bool]] = set()
         self.vault_renewal: TokenRenewal | None = None
+        # webhook+poll: what webhooks brought, recorded for the pollers (state/versions.py),
+        # into the pollers' store or, without a poller in this process, a store of its own.
+        self.versions: VersionRecorder | None = None
+        self._version_store: StateStore | None = None
 
     async def start(self) -> None:
         """Build every part and start reaching NATS in the background, so HTTP can be served
@@ -187,11 +198,21 @@ class TapApp:
             await self.spool.open()
             self.broker.on_reconnect.append(self.spool.wake)
         if "ingress" in self.roles:
+            self.versions = self._version_recorder()
             self.ingress = WebhookIngress(
-                cfg, publisher, dlq, self.metrics, self.spool.log if self.spool else None
+                cfg,
+                publisher,
+                dlq,
+                self.metrics,
+                self.spool.log if self.spool else None,
+                versions=self.versions,
             )
         self.http = FastAPI(title="Ensemble Tap", version=__version__, openapi_url=None)
         if self.worker is not None:  # the primary provisions the streams and runs the rest
+            if self.versions is not None and cfg.state.backend == "sqlite":
+                path = default_sqlite_path(cfg.state, cfg.data_dir)
+                self._version_store = SqliteStateStore(path)
+                self.versions.attach(self._version_store)
             self.proxy = PrimaryProxy(self.worker.primary_socket)
             self.readiness = Readiness(
                 self.broker, streams, starting=self._starting, spooling=self._spooling
@@ -202,8 +223,16 @@ class TapApp:
             self.sink = ClickHouseSink(cfg, broker=self.broker, dlq=dlq, metrics=self.metrics)
         if "poller" in self.roles:
             self.pollers = PollerService(
-                cfg, publisher=publisher, dlq=dlq, metrics=self.metrics, broker=self.broker
+                cfg,
+                publisher=publisher,
+                dlq=dlq,
+                metrics=self.metrics,
+                broker=self.broker,
+                versions=self.versions,
             )
+        elif self.versions is not None and cfg.state.backend == "sqlite":
+            self._version_store = SqliteStateStore(default_sqlite_path(cfg.state, cfg.data_dir))
+            self.versions.attach(self._version_store)
         if "admin" in self.roles and admin_enabled(cfg.server):
             admin = build_admin(
                 cfg,
@@ -243,6 +272,10 @@ class TapApp:
         limit = cfg.nats.startup_timeout
         deadline = None if limit is None else time.monotonic() + limit
         await self.broker.connect(limit)
+        if self._versions_in_nats():
+            self._version_store = await self._set_up("the poll state buckets", self._open_state)
+            assert self.versions is not None
+            self.versions.attach(self._version_store)
         if self.worker is not None:
             if self.spool is not None:
                 self.spool.start()
@@ -292,6 +325,36 @@ class TapApp:
         backoff = Backoff(first=min(SETUP_FIRST_RETRY, wait), ceiling=max(wait, SETUP_MAX_RETRY))
         self._starting_reason = f"setting up {what}"
         return await until_set_up(step, what=what, backoff=backoff, report=self._report_setup)
+
+    def _version_recorder(self) -> VersionRecorder | None:
+        """webhook+poll: the recorder of the versions webhooks bring, for the pollers (None
+        when no provider has both, or when no poller could read them: state.backend memory
+        is the poller process's own)."""
+        cfg = self.config
+        if not any(p.webhook_enabled and p.poll_enabled for p in cfg.providers.values()):
+            return None
+        local = self.worker is None and "poller" in self.roles
+        if cfg.state.backend == "memory" and not local:
+            log.warning(
+                "webhook+poll: webhooks served by another process than the pollers need "
+                "state.backend sqlite or nats to share what they saw; pollers will announce "
+                "changes webhooks brought again"
+            )
+            return None
+        lost = self.metrics.reconcile_versions_lost
+        return VersionRecorder(lost=lambda reason, count: lost.labels(reason).inc(count))
+
+    def _versions_in_nats(self) -> bool:
+        """This process records versions in JetStream KV itself (no poller here opens it)."""
+        return (
+            self.versions is not None
+            and self.pollers is None
+            and self.config.state.backend == "nats"
+        )
+
+    async def _open_state(self) -> NatsStateStore:
+        assert self.broker is not None
+        return await NatsStateStore.open(self.broker.js, replicas=self.config.nats.stream_replicas)
 
     def _report_setup(self, reason: str) -> None:
         self._starting_reason = reason
@@ -384,6 +447,11 @@ class TapApp:
             await self.proxy.close()
         if self.ingress is not None:
             self.ingress.close()
+        if self.versions is not None:  # the last versions, before the store closes
+            await self.versions.close()
+        if self._version_store is not None:
+            await self._version_store.close()
+            self._version_store = None
         # Pollers stop after the HTTP drain (server.shutdown_delay, shutdown_timeout), before
         # the rest: the place where a poller hands back its leases (#15).
         if self.pollers is not None:  # then no new events while everything else stops

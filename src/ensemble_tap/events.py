@@ -68,6 +68,7 @@ class NormalizedEvent:
     request_id: str = ""
     changes: dict[str, Any] | None = None
     snapshot: dict[str, Any] | None = None
+    source: str = ""  # ``data.source``: "poll" for the poller's events, left out for webhooks
 
 
 @dataclass(slots=True)
@@ -312,6 +313,8 @@ def build_envelope(
     request_id = event.request_id.strip()
     if request_id:
         data["request_id"] = request_id
+    if event.source:
+        data["source"] = event.source
     attributes: dict[str, Any] = {
         "specversion": SPEC_VERSION,
         "id": event_id,

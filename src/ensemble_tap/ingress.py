@@ -27,6 +27,7 @@ from ensemble_tap.events import Envelope, NormalizeError
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.providers import (
     BadPayload,
+    Extraction,
     SecretNotConfigured,
     VerificationFailed,
     WebhookProvider,
@@ -37,6 +38,8 @@ from ensemble_tap.providers.common import digest
 from ensemble_tap.request_ids import resolve_request_id
 from ensemble_tap.spool.errors import SpoolError
 from ensemble_tap.spool.log import SpoolLog
+from ensemble_tap.state.base import state_key
+from ensemble_tap.state.versions import VersionRecorder
 
 RETRY_AFTER_SECONDS = "5"
 # A dead-letter write after a refused publish, while the sender waits: the broker just
@@ -55,6 +58,8 @@ class Route:
     name: str
     settings: ProviderConfig
     handler: WebhookProvider
+    # webhook+poll: the versions of accepted events are recorded for the poller.
+    reconciled: bool = False
 
 
 class Reply(Exception):
@@ -80,8 +85,10 @@ class WebhookIngress:
         dlq: DeadLetterWriter,
         metrics: Metrics,
         spool: SpoolLog | None = None,
+        versions: VersionRecorder | None = None,
     ) -> None:
         self.spool = spool  # takes the events JetStream cannot (server.spool)
+        self.versions = versions  # webhook+poll: what webhooks brought, for the pollers
         self.base_segments = config.server.base_path.strip("/").split("/")
         self.max_body = config.server.max_body_size
         self.body_deadlines = BodyDeadlines(config.server.read_timeout)
@@ -91,7 +98,12 @@ class WebhookIngress:
         self.dlq = dlq
         self.metrics = metrics
         self.routes = {
-            name: Route(name, settings, webhook_provider(name))
+            name: Route(
+                name,
+                settings,
+                webhook_provider(name),
+                reconciled=versions is not None and settings.poll_enabled,
+            )
             for name, settings in config.providers.items()
             if settings.webhook_enabled
         }
@@ -104,7 +116,7 @@ class WebhookIngress:
         """Take the providers' new secrets (secret_reload): routes and the tenant cache are
         replaced together, so a request verifies against the old set or the new one."""
         routes = {
-            name: Route(name, config.providers[name], route.handler)
+            name: Route(name, config.providers[name], route.handler, route.reconciled)
             for name, route in self.routes.items()
         }
         self.routes, self._tenant_settings = routes, {}
@@ -251,6 +263,8 @@ class WebhookIngress:
             if any(isinstance(f, PublishError) and f.too_large for f in failures):
                 raise Reply(413, "event larger than the event broker accepts", "rejected")
             raise Reply(500, "publish failed", "error")
+        if route.reconciled:
+            self._note_versions(route.name, settings.tenant_id, extractions)
         if self.log_accepted:  # skips building the fields when info lines are filtered out
             log.info(
                 "webhook accepted",
@@ -259,6 +273,21 @@ class WebhookIngress:
                 event_id=envelopes[0][0].event_id,
             )
         return _accepted_body([e for e, _ in envelopes], context.request_id, spooled)
+
+    def _note_versions(self, provider: str, tenant_id: str, found: list[Extraction]) -> None:
+        """Tell the pollers which versions this delivery brought (buffered: no I/O here).
+        An event without a provider time has no version to compare and is left out."""
+        assert self.versions is not None
+        key = state_key(provider, tenant_id)
+        for extraction in found:
+            if extraction.provider_time_ns is not None:
+                self.versions.note(
+                    key,
+                    extraction.entity_type,
+                    extraction.entity_id,
+                    extraction.provider_time_ns,
+                    extraction.action == "deleted",
+                )
 
     async def _publish_one(self, envelope: Envelope, dedup: str, context: _Context) -> bool:
         """Publish one event; True when it went to the local spool instead. On failure the

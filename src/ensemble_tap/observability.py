@@ -33,6 +33,7 @@ class Metrics:
         self._admin_metrics(r)
         self._sink_metrics(r)
         self._spool_metrics(r)
+        self._reconcile_metrics(r)
 
     def _webhook_metrics(self, r: CollectorRegistry) -> None:
         """Webhook handling, its HTTP connections and secret reloads."""
@@ -279,6 +280,22 @@ class Metrics:
         self.spool_dropped = Counter(
             "tap_spool_dropped_total",
             "Spooled events the broker refused for good that could not be dead-lettered.",
+            registry=r,
+        )
+
+    def _reconcile_metrics(self, r: CollectorRegistry) -> None:
+        """``webhook+poll``: the webhook path and the poller share the versions they saw."""
+        self.reconciled_events = Counter(
+            "tap_reconciled_events_total",
+            "Changes a webhook+poll poller published because no webhook brought them, by provider.",
+            ["provider"],
+            registry=r,
+        )
+        self.reconcile_versions_lost = Counter(
+            "tap_reconcile_versions_lost_total",
+            "Versions seen by webhooks that were not recorded for the poller, by reason "
+            "(full: buffer full, error: the state store failed).",
+            ["reason"],
             registry=r,
         )
 

@@ -38,6 +38,7 @@ BASE: dict[str, Any] = {
     "poll_max_pages": 200,
     "poll_max_requests": 400,
     "poll_lookback": "5m",
+    "poll_delete_interval": "5m",
     "signature_versions": ["v3"],
 }
 
@@ -68,6 +69,7 @@ def test_every_tenant_key_is_overridable() -> None:
         "poll_max_pages": 10,
         "poll_max_requests": 20,
         "poll_lookback": "1h",
+        "poll_delete_interval": "15m",
     }
     # the test covers every TenantOverride field, so a new field must be added here too
     assert set(override) == set(TenantOverride.model_fields)
@@ -97,6 +99,7 @@ def test_every_tenant_key_is_overridable() -> None:
     assert merged.poll_max_pages == 10
     assert merged.poll_max_requests == 20
     assert merged.poll_lookback == 3600.0
+    assert merged.poll_delete_interval == 900.0
     # provider-only keys are kept from the base; tenants are dropped
     assert merged.mode == "webhook"
     assert merged.signature_versions == ["v3"]
@@ -150,6 +153,7 @@ def test_explicit_zero_overrides_are_real_zeros() -> None:
                 "poll_max_requests": 0,
                 "poll_circuit_break_duration": 0,
                 "poll_lookback": "0s",
+                "poll_delete_interval": "0s",
             }
         },
     )
@@ -160,6 +164,7 @@ def test_explicit_zero_overrides_are_real_zeros() -> None:
     assert merged.poll_max_requests == 0
     assert merged.poll_circuit_break_duration == 0
     assert merged.poll_lookback == 0
+    assert merged.poll_delete_interval == 0
 
 
 def test_override_strings_are_trimmed() -> None:

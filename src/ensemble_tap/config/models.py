@@ -229,6 +229,9 @@ class TenantOverride(Section):
     poll_max_pages: int | None = Field(None, ge=0)
     poll_max_requests: int | None = Field(None, ge=0)
     poll_lookback: Duration | None = None
+    # How often the delete lists that cost extra requests are read (HubSpot's archived
+    # list, Notion's full scans); 0: every cycle.
+    poll_delete_interval: Duration | None = None
 
 
 Mode = Literal["webhook", "poll", "webhook+poll"]

@@ -67,6 +67,7 @@ class CycleStats:
     skipped: int = 0  # no id/type, or a delete of a record this state never saw
     dead_lettered: int = 0
     duplicates: int = 0  # published before (JetStream dropped the copy)
+    known: int = 0  # webhook+poll: changes a webhook announced already (not published)
     requests: int = 0
     pages: int = 0
     truncated: bool = False
@@ -86,6 +87,7 @@ class CycleStats:
             "skipped": self.skipped,
             "dead_lettered": self.dead_lettered,
             "duplicates": self.duplicates,
+            "known": self.known,
             "requests": self.requests,
             "pages": self.pages,
             "truncated": self.truncated,
@@ -102,6 +104,7 @@ class _Planned:
     dedup_id: str = ""
     payload: bytes = b""  # for a poll_normalize dead letter
     error: str = ""
+    known: bool = False  # announced by a webhook already: snapshot stored, nothing published
 
 
 @dataclass(slots=True)
@@ -150,6 +153,8 @@ class PollEngine:
         self.clock = clock
         self.fence = fence
         self.lookback_ns = int(target.lookback * 1e9)
+        # webhook+poll: changes a webhook brought (state/versions.py) are not announced again.
+        self.reconcile = target.settings.webhook_enabled
         self.cursors: dict[str, int | None] = {}  # stream → high-water mark (for status)
         # This engine is the only writer of its state key, so checkpoints are read once
         # (again after ``forget_state``: another replica may have polled the target).
@@ -237,6 +242,8 @@ class PollEngine:
                 break
             if outcome == "dead":
                 stats.dead_lettered += 1
+            elif outcome == "known":
+                stats.known += 1
             else:
                 setattr(stats, item.action, getattr(stats, item.action) + 1)
                 if outcome == "duplicate":
@@ -302,7 +309,20 @@ class PollEngine:
                 )
             latest[key] = item.write.snapshot
             planned.append(item)
+        if self.reconcile and planned:
+            await self._mark_known(planned)
         return planned
+
+    async def _mark_known(self, planned: list[_Planned]) -> None:
+        """webhook+poll: a change a webhook brought at this version (or a newer one) is
+        not announced again; its snapshot is still stored, so later diffs start from it."""
+        keys = list(dict.fromkeys((i.record.entity_type, i.record.entity_id) for i in planned))
+        seen = await self.store.get_versions(self.state_key, keys)
+        for item in planned:
+            record = item.record
+            found = seen.get((record.entity_type, record.entity_id))
+            if found is not None and found.covers(record.version_ns, record.deleted):
+                item.known = True
 
     def _prepare(
         self,
@@ -336,6 +356,7 @@ class PollEngine:
                 tenant_id=self.tenant_id,
                 changes=changes or None,
                 snapshot=snapshot,
+                source="poll",
             )
             item.envelope = build_envelope(
                 event,
@@ -352,8 +373,11 @@ class PollEngine:
                 )  # fmt: skip
 
     async def _publish(self, item: _Planned) -> str:
-        """``ok``, ``duplicate`` or ``dead`` (dead-lettered); raises PublishUnavailable."""
+        """``ok``, ``duplicate``, ``dead`` (dead-lettered) or ``known`` (a webhook brought
+        it: not published); raises PublishUnavailable."""
         output = self.output
+        if item.known:
+            return "known"
         if item.envelope is None:
             await output.dlq.write(
                 DeadLetter(
@@ -398,6 +422,8 @@ class PollEngine:
         if result.duplicate:
             output.metrics.dedup_hits.labels(self.provider).inc()
             return "duplicate"
+        if self.reconcile:  # a change no webhook brought: the poller filled the hole
+            output.metrics.reconciled_events.labels(self.provider).inc()
         return "ok"
 
 

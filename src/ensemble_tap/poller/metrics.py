@@ -56,7 +56,7 @@ class PollerMetrics:
         self.records = Counter(
             "tap_poller_records_total",
             "Records read by pollers by provider and result "
-            "(created, updated, deleted, unchanged, skipped, dead_lettered).",
+            "(created, updated, deleted, unchanged, skipped, dead_lettered, known).",
             ["provider", "result"],
             registry=registry,
         )

@@ -35,6 +35,8 @@ BACKOFF_MAX = 15.0
 MIN_WAIT = 0.01
 # A cycle saves its progress page by page, so cutting a hung one short loses nothing.
 MIN_CYCLE_TIMEOUT = 600.0
+# The results of tap_poller_records_total (``known``: webhook+poll, a webhook brought it).
+RECORD_RESULTS = ("created", "updated", "deleted", "unchanged", "skipped", "dead_lettered", "known")
 log = get_logger("ensemble_tap.poller")
 
 
@@ -170,7 +172,7 @@ class PollScheduler:
         metrics.requests.labels(provider, tenant).inc(stats.requests)
         metrics.pages.labels(provider, tenant).inc(stats.pages)
         metrics.cycle_duration.labels(provider).observe(stats.duration)
-        for result in ("created", "updated", "deleted", "unchanged", "skipped", "dead_lettered"):
+        for result in RECORD_RESULTS:
             count = getattr(stats, result)
             if count:
                 metrics.records.labels(provider, result).inc(count)
@@ -207,6 +209,7 @@ def _log_fields(target: PollTarget, stats: CycleStats) -> dict[str, object]:
         "unchanged": stats.unchanged,
         "dead_lettered": stats.dead_lettered,
         "duplicates": stats.duplicates,
+        "known": stats.known,
         "fetch_requests": stats.requests,
         "fetch_pages": stats.pages,
         "truncated": stats.truncated,

@@ -39,6 +39,7 @@ from ensemble_tap.providers import poll_provider
 from ensemble_tap.providers.contract import ProviderPoller, StreamContext
 from ensemble_tap.state import NatsStateStore, StateStore, open_state_store
 from ensemble_tap.state.leases import LeaseTable
+from ensemble_tap.state.versions import VersionRecorder
 
 HTTP_TIMEOUT = 20.0
 # Cycles running at once across all targets: start-up (every target polls at once) and
@@ -81,9 +82,12 @@ class PollerService:
         max_concurrent_cycles: int = MAX_CONCURRENT_CYCLES,
         broker: Broker | None = None,
         replica: str | None = None,
+        versions: VersionRecorder | None = None,
     ) -> None:
         """``broker``: the JetStream connection ``state.backend: nats`` keeps state and
-        leases on; ``replica``: this replica's name in the leases (default ``replica_id()``)."""
+        leases on; ``replica``: this replica's name in the leases (default ``replica_id()``);
+        ``versions``: this process's webhook path, which records into the state store once
+        it is open (webhook+poll)."""
         self.config = config
         self.clock = clock or SystemClock()
         self.targets = poll_targets(config)
@@ -115,6 +119,7 @@ class PollerService:
         self._target_tasks: dict[str, asyncio.Task[None]] = {}
         self._leasing: asyncio.Task[None] | None = None
         self.setup_error = ""  # why the state buckets are not set up yet ("" once they are)
+        self.versions = versions
 
     def status(self) -> list[dict[str, Any]]:
         """The status entries for ``GET /admin/poller-status``."""
@@ -135,6 +140,8 @@ class PollerService:
             return
         if self.store is None:
             self.store = open_state_store(self.config.state, self.config.data_dir)
+        if self.versions is not None:
+            self.versions.attach(self.store)
         self._build(self.store)
         if run:
             self.start_tasks()
@@ -189,6 +196,8 @@ class PollerService:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, SETUP_BACKOFF_MAX)
         self.setup_error = ""
+        if self.versions is not None:
+            self.versions.attach(self.store)
         self._build(self.store)
         self.keeper = LeaseKeeper(
             table,
@@ -264,6 +273,7 @@ class PollerService:
         context = StreamContext(
             state_key=target.state_key,
             interval=target.interval,
+            delete_interval=target.delete_interval,
             known_entities=functools.partial(store.known_entities, target.state_key),
             now_ns=self.clock.now_ns,
         )

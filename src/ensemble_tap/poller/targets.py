@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ensemble_tap.config.durations import format_duration
 from ensemble_tap.config.models import ProviderConfig
 from ensemble_tap.config.poll_settings import merged_settings
+from ensemble_tap.state.base import state_key
 
 DEFAULT_INTERVAL = 60.0
 DEFAULT_RATE = 4.0
@@ -15,13 +16,8 @@ DEFAULT_BURST = 1
 DEFAULT_FAILURE_BUDGET = 5
 DEFAULT_CIRCUIT_BREAK = 30.0
 DEFAULT_LOOKBACK = 60.0
+DEFAULT_DELETE_INTERVAL = 300.0
 MAX_JITTER = 0.95
-
-
-def state_key(provider: str, tenant_id: str) -> str:
-    """``provider`` or ``provider::tenant``: the scope of checkpoints, snapshots and status."""
-    tenant = tenant_id.strip()
-    return f"{provider.strip()}::{tenant}" if tenant else provider.strip()
 
 
 @dataclass(slots=True, frozen=True)
@@ -37,6 +33,7 @@ class PollTarget:
     circuit_break: float
     jitter_ratio: float
     lookback: float
+    delete_interval: float  # delete lists that cost extra requests: read this often
     max_pages: int  # 0: the default budget (200 pages)
     max_requests: int  # 0: the default budget (400 requests)
 
@@ -79,6 +76,7 @@ def target_of(provider: str, settings: ProviderConfig) -> PollTarget:
         circuit_break=pick(settings.poll_circuit_break_duration, DEFAULT_CIRCUIT_BREAK),
         jitter_ratio=min(MAX_JITTER, max(0.0, pick(settings.poll_jitter_ratio, 0.0))),
         lookback=pick(settings.poll_lookback, DEFAULT_LOOKBACK),
+        delete_interval=pick(settings.poll_delete_interval, DEFAULT_DELETE_INTERVAL),
         max_pages=settings.poll_max_pages or 0,
         max_requests=settings.poll_max_requests or 0,
     )

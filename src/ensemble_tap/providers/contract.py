@@ -155,6 +155,8 @@ class StreamContext:
     interval: float
     known_entities: KnownEntities
     now_ns: Callable[[], int]
+    # ``poll_delete_interval``: how often delete lists that cost extra requests are read.
+    delete_interval: float = 300.0
 
 
 class ProviderPoller(PollRules, Protocol):
@@ -191,14 +193,11 @@ def base_url(settings: ProviderConfig) -> str:
     return settings.base_url.strip().rstrip("/")
 
 
-# Delete scans that must list everything (HubSpot's archived records, Notion's full search)
-# run about this often rather than every cycle.
-DELETE_SCAN_SECONDS = 300.0
-
-
-def scan_period(interval: float) -> int:
-    """Cycles between two delete scans at this poll interval (at least every cycle)."""
-    return max(1, round(DELETE_SCAN_SECONDS / interval)) if interval > 0 else 1
+def scan_period(interval: float, every: float) -> int:
+    """Cycles between two delete scans (HubSpot's archived records, Notion's full search:
+    listings of everything) that run about ``every`` seconds at this poll interval (at least
+    every cycle; ``every`` 0: every cycle)."""
+    return max(1, round(every / interval)) if interval > 0 else 1
 
 
 def dig(value: Any, *keys: str) -> Any:

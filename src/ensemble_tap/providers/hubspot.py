@@ -283,7 +283,10 @@ class HubSpotPoller:
             streams.append(HubSpotSearch(base, name, page_size, fields, self.search_window))
             streams.append(
                 HubSpotArchived(
-                    base, name, min(page_size, HUBSPOT_LIST_PAGE_SIZE), context.interval
+                    base,
+                    name,
+                    min(page_size, HUBSPOT_LIST_PAGE_SIZE),
+                    scan_period(context.interval, context.delete_interval),
                 )
             )
         return streams
@@ -382,12 +385,12 @@ class HubSpotSearch:
 class HubSpotArchived:
     """Archived (deleted) records; a full listing, so it runs as a periodic delete scan."""
 
-    def __init__(self, base: str, object_name: str, page_size: int, interval: float) -> None:
+    def __init__(self, base: str, object_name: str, page_size: int, period: int) -> None:
         self.name = f"{object_name}#archived"
         self.url = f"{base}/crm/v3/objects/{object_name}"
         self.entity_type = poll_entity_type(object_name)
         self.page_size = page_size
-        self.period = scan_period(interval)
+        self.period = period
 
     async def pages(self, start: Position, http: PollHTTP) -> AsyncGenerator[Page, None]:
         position = start

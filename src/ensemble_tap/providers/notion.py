@@ -75,7 +75,7 @@ class NotionSearch:
         self.base = base
         self.page_size = page_size
         self.context = context
-        self.full_every = scan_period(context.interval)
+        self.full_every = scan_period(context.interval, context.delete_interval)
         self._passes = 0  # passes started by this process; the first one is a full scan
         # A full scan started by this process: its id and the entities it has seen so far.
         self._scan_id = ""

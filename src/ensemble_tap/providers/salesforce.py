@@ -6,9 +6,12 @@ relay) go through the generic HMAC handler, like any provider without a dedicate
 Each configured sObject is one stream, read with
 ``GET {base}/services/data/{api_version}/queryAll?q=SELECT … ORDER BY SystemModstamp, Id``.
 ``queryAll`` includes records in the recycle bin (``IsDeleted = true``), which become
-``deleted`` events. Pages follow ``nextRecordsUrl`` (batch size via ``Sforce-Query-Options``);
-across cycles a pass resumes from the last record finished, as a keyset
-``(SystemModstamp, Id)``, because query locators expire.
+``deleted`` events; records purged from the recycle bin before a pass saw them (emptied, or
+after 15 days) are read from the delete log, ``GET …/sobjects/{object}/deleted/?start=…&end=…``
+("Get Deleted Records"), for the window since the stream's checkpoint (at most 30 days),
+every ``poll_delete_interval``. Pages follow ``nextRecordsUrl`` (batch size via
+``Sforce-Query-Options``); across cycles a pass resumes from the last record finished, as a
+keyset ``(SystemModstamp, Id)``, because query locators expire.
 
 The cursor is ``SystemModstamp`` rather than ``LastModifiedDate``: it also changes when a
 record is deleted or updated by the system, and it is the indexed field Salesforce recommends
@@ -20,9 +23,10 @@ expired token, so it never triggers a token refresh.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlencode
 
 from ensemble_tap.config.models import ProviderConfig
 from ensemble_tap.events import format_time_ns
@@ -39,6 +43,7 @@ from ensemble_tap.providers.contract import (
     base_url,
     dig,
     objects_of,
+    scan_period,
 )
 
 SALESFORCE_OBJECTS = ("Opportunity",)
@@ -49,6 +54,8 @@ CURSOR_FIELD = "SystemModstamp"
 REQUIRED_FIELDS = ("Id", CURSOR_FIELD, "LastModifiedDate", "IsDeleted")
 # The daily API allowance does not come back in seconds.
 REQUEST_LIMIT_WAIT = 300.0
+# Get Deleted Records answers for windows of at most 30 days back (a day's margin kept).
+DELETE_LOG_WINDOW_NS = 29 * 86_400 * 1_000_000_000
 
 
 def soql_time(ns: int) -> str:
@@ -85,10 +92,13 @@ class SalesforcePoller:
         version = settings.api_version.strip() or SALESFORCE_API_VERSION
         page_size = settings.query_per_page or SALESFORCE_PAGE_SIZE
         fields = [name.strip() for name in (settings.fields or []) if name.strip()]
-        return [
-            SalesforceStream(base_url(settings), version, name, fields, page_size)
-            for name in objects_of(settings, SALESFORCE_OBJECTS)
-        ]
+        base = base_url(settings)
+        period = scan_period(context.interval, context.delete_interval)
+        streams: list[Stream] = []
+        for name in objects_of(settings, SALESFORCE_OBJECTS):
+            streams.append(SalesforceStream(base, version, name, fields, page_size))
+            streams.append(SalesforceDeleteLog(base, version, name, period, context.now_ns))
+        return streams
 
     def rate_limit_hint(self, response: Response) -> float | None:
         if response.status == 403 and b"REQUEST_LIMIT_EXCEEDED" in response.body:
@@ -170,6 +180,50 @@ class SalesforceStream:
         if row.get("IsDeleted") is True:
             return Record(self.entity_type, entity_id, None, version, deleted=True)
         return Record(self.entity_type, entity_id, dict(row), version, time_ns=modified)
+
+
+def iso_minute(ns: int) -> str:
+    """``2026-03-03T14:22:00+00:00``: the delete log's ISO-8601 form (it ignores seconds)."""
+    moment = datetime.fromtimestamp(ns // 1_000_000_000, UTC)
+    return f"{moment:%Y-%m-%dT%H:%M}:00+00:00"
+
+
+class SalesforceDeleteLog:
+    """Records purged from the recycle bin before ``queryAll`` saw them deleted: the delete
+    log for the window since the checkpoint, one request per read (a delete list with a
+    cost, read every ``poll_delete_interval``). The checkpoint is Salesforce's
+    ``latestDateCovered``; a delete of a record this state never saw is skipped."""
+
+    def __init__(
+        self, base: str, version: str, object_name: str, period: int, now_ns: Callable[[], int]
+    ) -> None:
+        self.name = f"{object_name}#deleted"
+        self.base = base
+        self.version = version
+        self.object_name = object_name
+        self.entity_type = object_name.lower()
+        self.period = period
+        self.now_ns = now_ns
+
+    async def pages(self, start: Position, http: PollHTTP) -> AsyncGenerator[Page, None]:
+        await http.auth.token()
+        base = http.auth.instance_url or self.base
+        end = self.now_ns()
+        # The log reaches back at most 30 days; an older checkpoint loses what lies before.
+        since = max(start.since_ns or 0, end - DELETE_LOG_WINDOW_NS)
+        query = urlencode({"start": iso_minute(since), "end": iso_minute(end)})
+        url = f"{base}/services/data/{self.version}/sobjects/{self.object_name}/deleted/"
+        reply = await http.request("GET", f"{url}?{query}")
+        data = reply.json_object("salesforce")
+        rows = data.get("deletedRecords")
+        records = [
+            Record(self.entity_type, entity_id, None, provider_time_ns(row.get("deletedDate")),
+                   deleted=True)
+            for row in (rows if isinstance(rows, list) else [])
+            if isinstance(row, dict) and (entity_id := to_string(row.get("id")))
+        ]  # fmt: skip
+        covered = provider_time_ns(data.get("latestDateCovered"))
+        yield Page(records, start, None, covered)
 
 
 PROVIDER = Provider("salesforce", poller=SalesforcePoller())

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from ensemble_tap.events import format_time_ns, parse_rfc3339_ns
+
+if TYPE_CHECKING:  # versions.py imports this module
+    from ensemble_tap.state.versions import SeenVersion, VersionNote
 
 
 class StateError(RuntimeError):
@@ -103,6 +106,13 @@ class SnapshotWrite:
 EntityKey = tuple[str, str]
 
 
+def state_key(provider: str, tenant_id: str) -> str:
+    """``provider`` or ``provider::tenant``: the scope of checkpoints, snapshots, versions
+    and status (the poller's targets and the webhook path name it alike)."""
+    tenant = tenant_id.strip()
+    return f"{provider.strip()}::{tenant}" if tenant else provider.strip()
+
+
 class StateStore(Protocol):
     async def load_stream(self, state_key: str, stream: str) -> StreamState: ...
 
@@ -121,6 +131,14 @@ class StateStore(Protocol):
     ) -> None:
         """Write the snapshots of one page and the stream's checkpoint, all or nothing."""
         ...
+
+    async def record_versions(self, notes: Sequence[VersionNote]) -> None:
+        """Keep each entity's newest version seen by the webhook path (never an older one)."""
+        ...
+
+    async def get_versions(
+        self, state_key: str, keys: Sequence[EntityKey]
+    ) -> dict[EntityKey, SeenVersion]: ...
 
     async def load_token(self, state_key: str) -> StoredToken | None: ...
 

@@ -5,7 +5,9 @@ Bucket ``TAP_POLL_STATE`` (history 1, ``nats.stream_replicas``) holds, keyed by 
 (``kv_keys.py``): ``cp.<state key>.<stream>`` a stream's checkpoint, ``snap.<state key>.<type>.
 <id>`` a record's snapshot (``=<digest>\\n<canonical JSON>``), ``tok.<state key>`` a rotated
 refresh token and ``legacy.<state key>`` the reference's single checkpoint (from
-``state migrate``). A snapshot larger than ``inline_limit`` (KV values are bounded by the
+``state migrate``), ``ver.<state key>.<type>.<id>`` the newest version the webhook path saw
+of a record (``{"version_ns": …, "deleted": …}``, raised by compare-and-set, never lowered).
+A snapshot larger than ``inline_limit`` (KV values are bounded by the
 server's ``max_payload``) lives in object store ``TAP_POLL_LARGE`` under the same name, and
 its KV value is ``><digest>``.
 
@@ -44,7 +46,10 @@ from ensemble_tap.state.base import (
 )
 from ensemble_tap.state.buckets import LARGE_BUCKET, STATE_BUCKET, ensure_kv, ensure_object_store
 from ensemble_tap.state.kv_scan import scan
+from ensemble_tap.state.versions import SeenVersion, VersionNote
 
+# Attempts to raise one version against concurrent writers (other ingress processes).
+VERSION_ATTEMPTS = 5
 # Well under nats-server's default max_payload (1 MiB), leaving room for the subject/headers.
 INLINE_LIMIT = 512 * 1024
 _T = TypeVar("_T")
@@ -192,6 +197,38 @@ class NatsStateStore:
         else:
             await self._kv.put(name, b"=" + snapshot.digest.encode() + b"\n" + snapshot.payload)
 
+    async def record_versions(self, notes: Sequence[VersionNote]) -> None:
+        async with _errors("record webhook versions"):
+            await _all(self._record_version(note) for note in notes)
+
+    async def _record_version(self, note: VersionNote) -> None:
+        name = kv_keys.version_key(note.state_key, note.entity_type, note.entity_id)
+        for _ in range(VERSION_ATTEMPTS):
+            entry = await self._get(name)
+            current = _version_of(entry)
+            wanted = note.seen.merged(current)
+            if wanted == current:
+                return
+            value = orjson.dumps({"version_ns": wanted.version_ns, "deleted": wanted.deleted})
+            try:
+                if entry is None:
+                    await self._kv.create(name, value)
+                else:
+                    await self._kv.update(name, value, last=entry.revision)
+                return
+            except KeyWrongLastSequenceError:
+                continue  # written by another process meanwhile: compare again
+        raise StateError(f"version {name}: written concurrently {VERSION_ATTEMPTS} times")
+
+    async def get_versions(
+        self, state_key: str, keys: Sequence[EntityKey]
+    ) -> dict[EntityKey, SeenVersion]:
+        unique = list(dict.fromkeys(keys))
+        async with _errors(f"read versions of {state_key}"):
+            entries = await _all(self._get(kv_keys.version_key(state_key, *key)) for key in unique)
+        found = {key: _version_of(entry) for key, entry in zip(unique, entries, strict=True)}
+        return {key: seen for key, seen in found.items() if seen is not None}
+
     async def load_token(self, state_key: str) -> StoredToken | None:
         async with _errors(f"read token of {state_key}"):
             entry = await self._get(kv_keys.token_key(state_key))
@@ -229,6 +266,16 @@ class NatsStateStore:
                 return False
             await self._write_snapshot(state_key, SnapshotWrite(entity_type, entity_id, snapshot))
         return True
+
+
+def _version_of(entry: KeyValue.Entry | None) -> SeenVersion | None:
+    if entry is None or not entry.value:
+        return None
+    try:
+        value = orjson.loads(entry.value)
+        return SeenVersion(int(value["version_ns"]), bool(value["deleted"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise StateError(f"version {entry.key}: not a stored version") from None
 
 
 def encode_token(token: StoredToken) -> bytes:

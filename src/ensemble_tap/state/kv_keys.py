@@ -44,6 +44,11 @@ def snapshot_key(state_key: str, entity_type: str, entity_id: str) -> str:
     return f"snap.{key(state_key, entity_type, entity_id)}"
 
 
+def version_key(state_key: str, entity_type: str, entity_id: str) -> str:
+    """The newest version of an entity the webhook path saw (``state/versions.py``)."""
+    return f"ver.{key(state_key, entity_type, entity_id)}"
+
+
 def token_key(state_key: str) -> str:
     return f"tok.{key(state_key)}"
 

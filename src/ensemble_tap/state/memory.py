@@ -11,6 +11,7 @@ from ensemble_tap.state.base import (
     StoredToken,
     StreamState,
 )
+from ensemble_tap.state.versions import SeenVersion, VersionNote, merge_into
 
 
 class MemoryStateStore:
@@ -19,6 +20,7 @@ class MemoryStateStore:
         self._streams: dict[tuple[str, str], bytes] = {}
         self._snapshots: dict[str, dict[EntityKey, StoredSnapshot]] = {}
         self._tokens: dict[str, StoredToken] = {}
+        self._versions: dict[str, dict[EntityKey, SeenVersion]] = {}
 
     async def load_stream(self, state_key: str, stream: str) -> StreamState:
         data = self._streams.get((state_key, stream))
@@ -56,6 +58,17 @@ class MemoryStateStore:
                     write.snapshot.digest, _exact(write.snapshot.payload)
                 )
         self._streams[(state_key, stream)] = checkpoint
+
+    async def record_versions(self, notes: Sequence[VersionNote]) -> None:
+        for note in notes:
+            found = self._versions.setdefault(note.state_key, {})
+            merge_into(found, (note.entity_type, note.entity_id), note.seen)
+
+    async def get_versions(
+        self, state_key: str, keys: Sequence[EntityKey]
+    ) -> dict[EntityKey, SeenVersion]:
+        stored = self._versions.get(state_key, {})
+        return {key: stored[key] for key in keys if key in stored}
 
     async def load_token(self, state_key: str) -> StoredToken | None:
         return self._tokens.get(state_key)

@@ -6,7 +6,9 @@ Schema versions (``PRAGMA user_version``):
    state key, and ``snapshots(provider, entity_type, entity_id, snapshot_json)``;
 2. this service: checkpoints per state key *and stream* (``stream_checkpoints``), a digest
    per snapshot (cheap "unchanged" checks), rotated OAuth refresh tokens (``oauth_tokens``),
-   and HubSpot's plural entity types renamed to the singular names webhooks use.
+   and HubSpot's plural entity types renamed to the singular names webhooks use;
+3. ``entity_versions``: the newest version per entity the webhook path saw (``webhook+poll``,
+   ``versions.py``).
 
 A file of the reference is migrated in place; its single checkpoint is read as the starting
 point of every stream of that state key (with the lookback, so nothing between is lost).
@@ -35,8 +37,9 @@ from ensemble_tap.state.base import (
     StoredToken,
     StreamState,
 )
+from ensemble_tap.state.versions import SeenVersion, VersionNote
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _T = TypeVar("_T")
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -87,7 +90,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             for plural, singular in _HUBSPOT_SINGULAR.items()
         ),
     ),
+    3: (
+        """CREATE TABLE IF NOT EXISTS entity_versions (
+            state_key   TEXT NOT NULL,
+            entity_type TEXT NOT NULL,
+            entity_id   TEXT NOT NULL,
+            version_ns  INTEGER NOT NULL,
+            deleted     INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (state_key, entity_type, entity_id)
+        )""",
+    ),
 }
+# The newer version wins; at equal versions a delete does (right-hand sides read the old row).
+_RECORD_VERSION = """INSERT INTO entity_versions
+    (state_key, entity_type, entity_id, version_ns, deleted) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (state_key, entity_type, entity_id) DO UPDATE SET
+    deleted = CASE
+        WHEN excluded.version_ns > version_ns THEN excluded.deleted
+        WHEN excluded.version_ns = version_ns THEN max(deleted, excluded.deleted)
+        ELSE deleted END,
+    version_ns = max(version_ns, excluded.version_ns)"""
 
 
 class SqliteStateStore:
@@ -210,6 +232,38 @@ class SqliteStateStore:
                 )
 
         await self._run(work)
+
+    async def record_versions(self, notes: Sequence[VersionNote]) -> None:
+        rows = [
+            (n.state_key, n.entity_type, n.entity_id, n.seen.version_ns, int(n.seen.deleted))
+            for n in notes
+        ]
+
+        def work(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany(_RECORD_VERSION, rows)
+
+        if rows:
+            await self._run(work)
+
+    async def get_versions(
+        self, state_key: str, keys: Sequence[EntityKey]
+    ) -> dict[EntityKey, SeenVersion]:
+        def work(db: sqlite3.Connection) -> dict[EntityKey, SeenVersion]:
+            found: dict[EntityKey, SeenVersion] = {}
+            for entity_type, entity_id in keys:
+                row = db.execute(
+                    "SELECT version_ns, deleted FROM entity_versions "
+                    "WHERE state_key = ? AND entity_type = ? AND entity_id = ?",
+                    (state_key, entity_type, entity_id),
+                ).fetchone()
+                if row is not None:
+                    found[(entity_type, entity_id)] = SeenVersion(row[0], bool(row[1]))
+            return found
+
+        if not keys:
+            return {}
+        return await self._run(work)
 
     async def load_token(self, state_key: str) -> StoredToken | None:
         def work(db: sqlite3.Connection) -> StoredToken | None:

@@ -289,3 +289,46 @@ async def test_tenants_poll_separately_with_their_own_credentials(
         ("tenant-a", "2026-03-03T14:00:00Z"),
         ("tenant-b", "2026-03-03T14:00:00Z"),
     ]
+
+
+def archived_reads(fake: FakeHubSpot, token: str = "hubspot-token") -> int:
+    return sum(
+        1
+        for r in fake.data_requests()
+        if r.query.get("archived") == ["true"] and r.headers["authorization"] == f"Bearer {token}"
+    )
+
+
+async def test_poll_delete_interval_sets_how_often_the_archived_list_is_read(
+    nats_url: str, data_dir: str
+) -> None:
+    """Default 5m at a 1m interval: the archived list (a full listing, requests of its own)
+    on the first cycle and every fifth after; a tenant's ``poll_delete_interval: 0s`` reads
+    it every cycle, another's ``2m`` every second cycle."""
+    async with FakeHubSpot(token="token-a") as fake:
+        fake.tokens.update({"token-b", "token-c"})
+        fake.put("deals", "1", T0, dealname="Alpha")
+        providers = {
+            "hubspot": {
+                "mode": "poll",
+                "base_url": fake.url,
+                "objects": ["deals"],
+                "tenants": {
+                    "a": {"access_token": "token-a"},
+                    "b": {"access_token": "token-b", "poll_delete_interval": "0s"},
+                    "c": {"access_token": "token-c", "poll_delete_interval": "2m"},
+                },
+            }
+        }
+        async with poll_rig(nats_url, data_dir, providers) as rig:
+            for _ in range(6):
+                for tenant in ("a", "b", "c"):
+                    await rig.cycle(tenant)
+            fake.archive("deals", "1", T0 + 5 * MINUTE)
+            deleted = await rig.cycle("b")
+
+    assert [s.target.delete_interval for s in rig.schedulers] == [300.0, 0.0, 120.0]
+    assert archived_reads(fake, "token-a") == 2  # cycles 1 and 6
+    assert archived_reads(fake, "token-b") == 6 + 1
+    assert archived_reads(fake, "token-c") == 3  # cycles 1, 3 and 5
+    assert deleted.deleted == 1

@@ -58,7 +58,7 @@ async def test_created_updated_with_nested_fields_and_deleted(nats_url: str, dat
     assert later[1]["data"]["snapshot"]["Name"] == "Small deal"
     assert stats.skipped == 1  # the delete of a record this state never saw
 
-    first, second = (r for r in fake.data_requests())
+    first, second = (r for r in fake.data_requests() if r.path.endswith("/queryAll"))
     assert first.path == "/services/data/v59.0/queryAll"
     assert first.headers["authorization"] == "Bearer sf-token"
     assert first.headers["sforce-query-options"] == "batchSize=200"
@@ -146,3 +146,59 @@ async def test_instance_url_from_the_token_response(nats_url: str, data_dir: str
             events = await rig.events()
     assert [e["data"]["entity_id"] for e in events] == ["006A"]
     assert login.oauth.calls[0]["grant_type"] == "client_credentials"
+
+
+def delete_log_reads(fake: FakeSalesforce) -> list[dict[str, list[str]]]:
+    return [r.query for r in fake.data_requests() if r.path.endswith("/deleted/")]
+
+
+async def test_records_purged_before_a_poll_saw_them_deleted_come_from_the_delete_log(
+    nats_url: str, data_dir: str
+) -> None:
+    """Deleted and purged from the recycle bin between two reads: queryAll no longer returns
+    the row, "Get Deleted Records" does; the delete is announced once, with the last
+    snapshot and Salesforce's deletedDate as its time."""
+    async with FakeSalesforce() as fake:
+        fake.put("Opportunity", "006A", T0, Name="Kept")
+        fake.put("Opportunity", "006B", T0, Name="Purged")
+        providers = salesforce(fake, poll_delete_interval="0s")  # every cycle
+        async with poll_rig(nats_url, data_dir, providers) as rig:
+            first = await rig.cycle()
+            await rig.events()
+            fake.purge("Opportunity", "006B", at("2026-03-03T18:00:30Z"))
+            rig.clock.advance(60)
+            purged = await rig.cycle()
+            events = await rig.events()
+            rig.clock.advance(60)
+            again = await rig.cycle()
+            assert await rig.events() == []
+            checkpoints = rig.service.status()[0]["checkpoints"]
+
+    assert (first.created, purged.deleted, again.deleted) == (2, 1, 0)
+    assert [(e["data"]["entity_id"], e["data"]["action"]) for e in events] == [("006B", "deleted")]
+    assert events[0]["data"]["snapshot"]["Name"] == "Purged"
+    assert events[0]["time"] == "2026-03-03T18:00:30Z"  # deletedDate
+    reads = delete_log_reads(fake)
+    # The first pass reads the last 29 days up to now (the rig's clock, 18:00); later passes
+    # from the checkpoint (latestDateCovered) less poll_lookback (1m), in whole minutes.
+    assert reads[0] == {
+        "start": ["2026-02-02T18:00:00+00:00"],
+        "end": ["2026-03-03T18:00:00+00:00"],
+    }
+    assert reads[1] == {
+        "start": ["2026-03-03T17:59:00+00:00"],
+        "end": ["2026-03-03T18:01:00+00:00"],
+    }
+    assert checkpoints["Opportunity#deleted"] == "2026-03-03T18:02:00Z"
+
+
+async def test_the_delete_log_is_read_every_poll_delete_interval(
+    nats_url: str, data_dir: str
+) -> None:
+    async with FakeSalesforce() as fake:
+        fake.put("Opportunity", "006A", T0, Name="Kept")
+        async with poll_rig(nats_url, data_dir, salesforce(fake)) as rig:  # 1m, default 5m
+            for _ in range(6):
+                await rig.cycle()
+                rig.clock.advance(60)
+    assert len(delete_log_reads(fake)) == 2  # cycles 1 and 6

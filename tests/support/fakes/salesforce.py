@@ -1,5 +1,8 @@
 """Salesforce REST: SOQL via queryAll (recycle-bin rows with IsDeleted), batch size from
-Sforce-Query-Options, nextRecordsUrl locators, 403 REQUEST_LIMIT_EXCEEDED."""
+Sforce-Query-Options, nextRecordsUrl locators, 403 REQUEST_LIMIT_EXCEEDED, and the delete log
+of purged records ("Get Deleted Records": ``sobjects/{object}/deleted/?start=…&end=…``,
+ISO-8601 times whose seconds it ignores, windows of at most 30 days; ``deletedRecords`` of
+``{id, deletedDate}``, ``earliestDateAvailable``, ``latestDateCovered``)."""
 
 from __future__ import annotations
 
@@ -23,6 +26,13 @@ _KEYSET = re.compile(
 )
 
 
+DAY = 86_400 * 1_000_000_000
+
+
+def _minute(ns: int) -> int:
+    return ns - ns % (60 * 1_000_000_000)
+
+
 def sf_time(ns: int) -> str:
     moment = datetime.fromtimestamp(ns // 1_000_000_000, UTC)
     return f"{moment:%Y-%m-%dT%H:%M:%S}.000+0000"
@@ -43,6 +53,7 @@ class FakeSalesforce(FakeServer):
         super().__init__(token)
         self.objects: dict[str, dict[str, SalesforceRecord]] = {}
         self.locators: dict[str, list[dict[str, Any]]] = {}
+        self.delete_log: dict[str, dict[str, int]] = {}  # object → id → deleted at
         self._ids = itertools.count(1)
 
     def put(self, obj: str, record_id: str, modstamp_ns: int, **fields: Any) -> None:
@@ -54,6 +65,11 @@ class FakeSalesforce(FakeServer):
         record = self.objects[obj][record_id]
         record.deleted = True
         record.modstamp_ns = modstamp_ns
+
+    def purge(self, obj: str, record_id: str, deleted_ns: int) -> None:
+        """Deleted and purged from the recycle bin: gone from queryAll, left in the log."""
+        del self.objects[obj][record_id]
+        self.delete_log.setdefault(obj, {})[record_id] = deleted_ns
 
     def limit_exceeded_next(self) -> None:
         self.fail_next(
@@ -70,6 +86,8 @@ class FakeSalesforce(FakeServer):
         parts = seen.path.strip("/").split("/")
         if parts[:2] != ["services", "data"] or len(parts) < 4:
             return json_response([{"errorCode": "NOT_FOUND"}], 404)
+        if len(parts) == 6 and parts[3] == "sobjects" and parts[5] == "deleted":
+            return self.deleted(parts[4], seen)
         if len(parts) == 5 and parts[3] == "queryAll":
             return self.batch(parts[4])
         if len(parts) == 4 and parts[3] in ("query", "queryAll"):
@@ -104,6 +122,28 @@ class FakeSalesforce(FakeServer):
         locator = f"01g{next(self._ids):05d}"
         self.locators[locator] = records
         return self._page(locator, 0, size, version)
+
+    def deleted(self, obj: str, seen: Seen) -> Response:
+        try:
+            start, end = (_minute(at(seen.query[name][0])) for name in ("start", "end"))
+        except (KeyError, ValueError):
+            return json_response([{"errorCode": "MALFORMED_QUERY"}], 400)
+        if not start < end or end - start > 30 * DAY:
+            return json_response([{"errorCode": "INVALID_REPLICATION_DATE"}], 400)
+        log = self.delete_log.get(obj, {})
+        found = [
+            {"id": record_id, "deletedDate": sf_time(when)}
+            for record_id, when in sorted(log.items(), key=lambda item: item[1])
+            if start <= when < end
+        ]
+        earliest = min(log.values(), default=end)
+        return json_response(
+            {
+                "deletedRecords": found,
+                "earliestDateAvailable": sf_time(earliest),
+                "latestDateCovered": sf_time(end),
+            }
+        )
 
     def batch(self, locator_offset: str) -> Response:
         locator, _, offset = locator_offset.partition("-")

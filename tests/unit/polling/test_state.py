@@ -25,6 +25,8 @@ from ensemble_tap.state import (
     open_state_store,
 )
 from ensemble_tap.state.base import StoredToken
+from ensemble_tap.state.sqlite import SCHEMA_VERSION
+from ensemble_tap.state.versions import SeenVersion, VersionNote
 from tests.support.fakes import at
 from tests.support.nats_server import NatsServer
 from tests.support.nats_state import nats_store
@@ -64,6 +66,40 @@ async def test_round_trip(store: StateStore) -> None:
     assert await store.known_entities("hubspot::t1", ["deal"]) == {("deal", "d1")}
     await store.commit("hubspot::t1", "deals", [SnapshotWrite("deal", "d1", None)], state)
     assert await store.get_snapshots("hubspot::t1", [("deal", "d1")]) == {}
+
+
+def seen(
+    entity_id: str, version: str, *, deleted: bool = False, key: str = "hubspot"
+) -> VersionNote:
+    return VersionNote(key, "deal", entity_id, SeenVersion(at(version), deleted))
+
+
+async def test_versions_keep_the_newest_and_a_delete_at_the_same_version(
+    store: StateStore,
+) -> None:
+    """What the webhook path saw (webhook+poll): an older version never lowers a newer one,
+    and at one version a delete wins; scoped by state key like snapshots."""
+    assert await store.get_versions("hubspot", [("deal", "1")]) == {}
+    await store.record_versions(
+        [seen("1", "2026-03-03T14:05:00Z"), seen("2", "2026-03-03T14:00:00Z")]
+    )
+    await store.record_versions([seen("1", "2026-03-03T14:01:00Z")])  # late, older
+    await store.record_versions([seen("2", "2026-03-03T14:00:00Z", deleted=True)])
+    await store.record_versions(
+        [seen("1", "2026-03-03T14:05:00Z", key="hubspot::t1", deleted=True)]
+    )
+    found = await store.get_versions("hubspot", [("deal", "1"), ("deal", "2"), ("deal", "3")])
+    assert found == {
+        ("deal", "1"): SeenVersion(at("2026-03-03T14:05:00Z")),
+        ("deal", "2"): SeenVersion(at("2026-03-03T14:00:00Z"), deleted=True),
+    }
+    await store.record_versions([seen("2", "2026-03-03T14:00:00Z")])  # the delete stays
+    newer = SeenVersion(at("2026-03-03T14:09:00Z"))
+    await store.record_versions([VersionNote("hubspot", "deal", "2", newer)])
+    assert (await store.get_versions("hubspot", [("deal", "2")]))[("deal", "2")] == newer
+    assert await store.get_versions("hubspot::t1", [("deal", "1")]) == {
+        ("deal", "1"): SeenVersion(at("2026-03-03T14:05:00Z"), deleted=True)
+    }
 
 
 async def test_snapshots_are_copies(store: StateStore) -> None:
@@ -154,7 +190,7 @@ async def test_migrates_the_reference_schema(tmp_path: Path) -> None:
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     db.close()
 
 

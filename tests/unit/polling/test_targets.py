@@ -7,8 +7,9 @@ from typing import Any
 from ensemble_tap.config.models import ProviderConfig
 from ensemble_tap.config.poll_settings import bearer_token
 from ensemble_tap.poller.service import poll_targets
-from ensemble_tap.poller.targets import build_targets, state_key
+from ensemble_tap.poller.targets import build_targets
 from ensemble_tap.providers import poll_provider
+from ensemble_tap.state.base import state_key
 from tests.support.configs import make_config
 
 
