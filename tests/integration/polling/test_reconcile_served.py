@@ -74,6 +74,8 @@ async def test_the_served_service_reconciles_webhook_and_poll(
             await eventually(two_more_cycles, 20, what="two more poll cycles")
             metrics = (await client.get(f"{app.url}/metrics")).text
     stored = await stored_messages(private_nats.url, "ENSEMBLE_TAP")
-    final = sorted((m.json()["data"]["entity_id"], m.json()["data"].get("source")) for m in stored)
+    final = sorted(
+        ((m.json()["data"]["entity_id"], m.json()["data"].get("source")) for m in stored), key=str
+    )
     assert final == [("1001", None), ("1002", "poll")], events
     assert reconciled(metrics) == 1
