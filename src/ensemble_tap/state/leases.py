@@ -54,7 +54,7 @@ class LeaseView:
 async def _errors(action: str) -> AsyncIterator[None]:
     try:
         yield
-    except (NatsError, TimeoutError) as exc:
+    except (NatsError, TimeoutError, OSError) as exc:  # OSError: a connection lost mid-call
         raise StateError(f"poll leases: {action}: {exc or type(exc).__name__}") from exc
 
 

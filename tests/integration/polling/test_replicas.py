@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -166,16 +167,15 @@ WITH_JETSTREAM = "accounts { APP { jetstream: enabled, users [{user: tap, passwo
 
 
 async def test_buckets_are_retried_until_jetstream_answers(tmp_path: Path) -> None:
-    """JetStream refusing at start (here: not enabled for the account yet; in a cluster: no
-    meta leader) is retried with backoff; the pollers start once it answers."""
+    """JetStream refusing at start (here: not enabled for the account until the server's
+    configuration is reloaded; in a cluster: no meta leader yet) is retried with backoff;
+    the pollers start once it answers."""
     server = NatsServer(tmp_path / "nats", config=NO_JETSTREAM).start()
     try:
         async with FakeNotion() as fake:
             url = f"nats://tap:tap-pw@127.0.0.1:{server.port}"
             cfg = config(fake, server, tmp_path / "data")
-            cfg = cfg.model_copy(
-                update={"nats": cfg.nats.model_copy(update={"url": url, "reconnect_wait": 0.2})}
-            )
+            cfg = cfg.model_copy(update={"nats": cfg.nats.model_copy(update={"url": url})})
             metrics = Metrics()
             broker = Broker(cfg.nats, [url], metrics)
             await broker.connect()
@@ -189,9 +189,10 @@ async def test_buckets_are_retried_until_jetstream_answers(tmp_path: Path) -> No
                 assert service.keeper is None and service._leasing is not None
                 assert not service._leasing.done()
                 assert {s.get("lease_holder", "?") for s in service.status()} == {None}
-                server.kill()
-                server.config = WITH_JETSTREAM
-                server.start()
+                # Enabled by a configuration reload: the connection stays up.
+                (server.store_dir / "server.conf").write_text(WITH_JETSTREAM)
+                assert server.process is not None
+                server.process.send_signal(signal.SIGHUP)
                 await eventually(
                     lambda: service.keeper is not None and len(service.keeper.held()) == 5,
                     timeout=20,
