@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import nats
 
 from ensemble_tap.poller.leases import LeaseKeeper
+from ensemble_tap.poller.service import cancel_and_wait
 from ensemble_tap.state.leases import LeaseTable
 from proc import nats_server
 
@@ -43,9 +43,7 @@ class Replica:
         self.started.pop(target, None)
 
     async def end(self, how: str) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await cancel_and_wait(self.task)
         if how == "stop":
             await self.keeper.stop()
         await self.nc.close()

@@ -5,7 +5,6 @@ is in the stream exactly once, none is missing."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 from collections import Counter
@@ -20,7 +19,7 @@ from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import dlq_stream_config, ensure_stream, main_stream_config
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics
-from ensemble_tap.poller.service import PollerService
+from ensemble_tap.poller.service import PollerService, cancel_and_wait
 from tests.support.app import make_config
 from tests.support.fakes import at
 from tests.support.fakes.notion import FakeNotion
@@ -94,11 +93,8 @@ async def crash(replica: Replica) -> None:
     """As SIGKILL: the pollers and the lease rounds stop, nothing is given back."""
     service = replica.service
     assert service._leasing is not None
-    service._leasing.cancel()
-    for task in service._target_tasks.values():
-        task.cancel()
-    await asyncio.gather(service._leasing, *service._target_tasks.values(),
-                         return_exceptions=True)  # fmt: skip
+    for task in (service._leasing, *service._target_tasks.values()):
+        await cancel_and_wait(task)
     service._target_tasks.clear()
     service.keeper = None
     await replica.broker.nc.close()
