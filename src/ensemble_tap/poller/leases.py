@@ -132,6 +132,8 @@ class LeaseKeeper:
                 await self.tick()
             except StateError as exc:
                 log.warning("poll leases: round failed", error=str(exc))
+            except Exception as exc:  # never end the rounds: held leases would run unrenewed
+                log.error("poll leases: round failed", error=f"{type(exc).__name__}: {exc}")
             await self._drop_unrenewed()
             await asyncio.sleep(self.renew_every)
 
@@ -215,8 +217,10 @@ class LeaseKeeper:
         """Stop every poller, give every lease back and leave (SIGTERM): the other replicas
         take the targets at their next round instead of after ``lease_ttl``."""
         for target in sorted(self._held):
-            with contextlib.suppress(StateError):
+            try:
                 await self._give_back(target)
+            except StateError as exc:  # it expires after lease_ttl instead
+                log.warning("poll lease not given back", target=target, error=str(exc))
         for target in sorted(self._running):
             await self._halt(target)
         with contextlib.suppress(StateError):

@@ -12,7 +12,6 @@ JetStream answers (a cluster without a meta leader yet): the process never exits
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import random
 from collections.abc import Sequence
@@ -52,6 +51,8 @@ MAX_IDLE_CONNECTIONS = 8
 # Bucket set-up retries (state.backend nats): 0.5 s doubling to 10 s, for ever.
 SETUP_BACKOFF_INITIAL = 0.5
 SETUP_BACKOFF_MAX = 10.0
+# How long a cancelled task gets before it is cancelled again (cancel_and_wait).
+CANCEL_RETRY = 0.5
 # Largest snapshot kept in a KV value: a share of the server's max_payload.
 INLINE_SHARE = 0.5
 log = get_logger("ensemble_tap.poller")
@@ -222,13 +223,7 @@ class PollerService:
     async def _stop_target(self, state_key: str) -> None:
         task = self._target_tasks.pop(state_key, None)
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:
-                log.error("poller ended with an error", task=task.get_name(), error=str(exc))
+            await cancel_and_wait(task)
 
     def start_tasks(self) -> None:
         """Start one task per scheduler (``start(run=False)`` leaves that to the caller)."""
@@ -317,12 +312,14 @@ class PollerService:
         """Cancel and await every poller (with leases: give them back), then close the
         HTTP client and the store."""
         if self._leasing is not None:
-            self._leasing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._leasing
+            await cancel_and_wait(self._leasing)
             self._leasing = None
         if self.keeper is not None:
-            await self.keeper.stop()
+            try:
+                await self.keeper.stop()
+            finally:  # whatever happened there, no poller outlives the service
+                for state_key in list(self._target_tasks):
+                    await self._stop_target(state_key)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -338,6 +335,17 @@ class PollerService:
         if self.store is not None and self._owns_store:
             await self.store.close()
             self.store = None
+
+
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it ended. Cancelled again until it does: on Python 3.11
+    ``asyncio.wait_for`` (nats-py's requests) loses a cancel that arrives with the reply, and
+    the task would poll on."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_RETRY)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("poller ended with an error", task=task.get_name(), error=str(task.exception()))
 
 
 def _oauth(settings: ProviderConfig, basic_auth: bool) -> OAuthSettings | None:

@@ -65,7 +65,7 @@ async def _errors(action: str) -> AsyncIterator[None]:
         yield
     except StateError:
         raise
-    except (NatsError, TimeoutError) as exc:
+    except (NatsError, TimeoutError, OSError) as exc:  # OSError: a connection lost mid-call
         raise StateError(f"state in nats: {action}: {exc or type(exc).__name__}") from exc
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import orjson
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from ensemble_tap.events import format_time_ns, now_ns, parse_rfc3339_ns
@@ -54,7 +54,7 @@ class LeaseView:
 async def _errors(action: str) -> AsyncIterator[None]:
     try:
         yield
-    except (NatsError, TimeoutError) as exc:
+    except (NatsError, TimeoutError, OSError) as exc:  # OSError: a connection lost mid-call
         raise StateError(f"poll leases: {action}: {exc or type(exc).__name__}") from exc
 
 
@@ -104,13 +104,29 @@ class LeaseTable:
                 return None
 
     async def release(self, target: str, revision: int) -> None:
-        """Give the lease back, unless it is no longer ours."""
+        """Give the lease back, unless it is no longer ours. A renewal cancelled in flight
+        may have landed without its revision reaching us: a lease that still names this
+        replica is given back at the revision it has now."""
+        key = kv_keys.lease_key(target)
         async with _errors(f"release {target}"):
+            if await self._delete(key, revision):
+                return
             try:
-                await self._kv.delete(kv_keys.lease_key(target), last=revision)
-            except APIError as exc:
-                if exc.err_code not in _WRONG_LAST_SEQUENCE:
-                    raise
+                entry = await self._kv.get(key)
+            except KeyNotFoundError:
+                return
+            if _lease(target, entry.value or b"", 0).holder == self.replica:
+                await self._delete(key, entry.revision or 0)
+
+    async def _delete(self, key: str, revision: int) -> bool:
+        """Delete at ``revision``; False when that is not the key's last revision."""
+        try:
+            await self._kv.delete(key, last=revision)
+        except APIError as exc:
+            if exc.err_code not in _WRONG_LAST_SEQUENCE:
+                raise
+            return False
+        return True
 
     async def heartbeat(self) -> None:
         async with _errors("heartbeat"):

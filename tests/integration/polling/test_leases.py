@@ -5,7 +5,6 @@ fence before a commit."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -14,6 +13,7 @@ import pytest
 from nats.aio.client import Client
 
 from ensemble_tap.poller.leases import LeaseKeeper, LeaseLost
+from ensemble_tap.poller.service import cancel_and_wait
 from ensemble_tap.state.leases import LeaseTable
 from tests.support.nats_server import NatsServer
 from tests.support.polling import unique_name
@@ -48,11 +48,22 @@ async def test_take_renew_give_back(js_client: Client) -> None:
     assert await b.renew("hubspot", first, since_ns=2) is None  # an old revision: refused
     seen = await b.view()
     assert seen.leases["hubspot"].holder == "a" and seen.leases["hubspot"].since_ns == 1
-    await a.release("hubspot", first)  # an old revision: not ours to give back any more
-    assert await b.take("hubspot", since_ns=2) is None
     await a.release("hubspot", renewed)
     assert await b.take("hubspot", since_ns=2) is not None
     assert (await a.view()).leases["hubspot"].holder == "b"
+
+
+async def test_a_renewal_that_landed_unseen_is_still_given_back(js_client: Client) -> None:
+    """A renewal cancelled in flight (SIGTERM during a round) may land without its revision
+    reaching the keeper: the give-back finds the lease still naming this replica."""
+    a, b = await tables(js_client, "a", "b")
+    first = await a.take("t", since_ns=1)
+    assert first is not None
+    assert await a.renew("t", first, since_ns=1) is not None  # "unseen": first is kept
+    await a.release("t", first)
+    assert await b.take("t", since_ns=2) is not None
+    await a.release("t", first)  # b's now: left alone
+    assert (await a.view()).leases["t"].holder == "b"
 
 
 async def test_a_lease_not_renewed_expires_after_the_ttl(js_client: Client) -> None:
@@ -91,9 +102,7 @@ class Replica:
 
     async def crash(self) -> None:
         """Stops renewing without giving anything back (SIGKILL)."""
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await cancel_and_wait(self.task)
 
     async def stop(self) -> None:
         await self.crash()

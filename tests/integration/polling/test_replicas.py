@@ -5,8 +5,8 @@ is in the stream exactly once, none is missing."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import dlq_stream_config, ensure_stream, main_stream_config
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics
-from ensemble_tap.poller.service import PollerService
+from ensemble_tap.poller.service import PollerService, cancel_and_wait
 from tests.support.configs import make_config
 from tests.support.fakes import at
 from tests.support.fakes.notion import FakeNotion
@@ -93,11 +93,8 @@ async def crash(replica: Replica) -> None:
     """As SIGKILL: the pollers and the lease rounds stop, nothing is given back."""
     service = replica.service
     assert service._leasing is not None
-    service._leasing.cancel()
-    for task in service._target_tasks.values():
-        task.cancel()
-    await asyncio.gather(service._leasing, *service._target_tasks.values(),
-                         return_exceptions=True)  # fmt: skip
+    for task in (service._leasing, *service._target_tasks.values()):
+        await cancel_and_wait(task)
     service._target_tasks.clear()
     service.keeper = None
     await replica.broker.nc.close()
@@ -166,16 +163,15 @@ WITH_JETSTREAM = "accounts { APP { jetstream: enabled, users [{user: tap, passwo
 
 
 async def test_buckets_are_retried_until_jetstream_answers(tmp_path: Path) -> None:
-    """JetStream refusing at start (here: not enabled for the account yet; in a cluster: no
-    meta leader) is retried with backoff; the pollers start once it answers."""
+    """JetStream refusing at start (here: not enabled for the account until the server's
+    configuration is reloaded; in a cluster: no meta leader yet) is retried with backoff;
+    the pollers start once it answers."""
     server = NatsServer(tmp_path / "nats", config=NO_JETSTREAM).start()
     try:
         async with FakeNotion() as fake:
             url = f"nats://tap:tap-pw@127.0.0.1:{server.port}"
             cfg = config(fake, server, tmp_path / "data")
-            cfg = cfg.model_copy(
-                update={"nats": cfg.nats.model_copy(update={"url": url, "reconnect_wait": 0.2})}
-            )
+            cfg = cfg.model_copy(update={"nats": cfg.nats.model_copy(update={"url": url})})
             metrics = Metrics()
             broker = Broker(cfg.nats, [url], metrics)
             await broker.connect()
@@ -189,9 +185,10 @@ async def test_buckets_are_retried_until_jetstream_answers(tmp_path: Path) -> No
                 assert service.keeper is None and service._leasing is not None
                 assert not service._leasing.done()
                 assert {s.get("lease_holder", "?") for s in service.status()} == {None}
-                server.kill()
-                server.config = WITH_JETSTREAM
-                server.start()
+                # Enabled by a configuration reload: the connection stays up.
+                (server.store_dir / "server.conf").write_text(WITH_JETSTREAM)
+                assert server.process is not None
+                server.process.send_signal(signal.SIGHUP)
                 await eventually(
                     lambda: service.keeper is not None and len(service.keeper.held()) == 5,
                     timeout=20,
