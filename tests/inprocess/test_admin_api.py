@@ -15,14 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
+from ensemble_tap.admin import models
 from ensemble_tap.admin.guards import Scope, fingerprint
 from ensemble_tap.admin.jobs import ReplayRequest
 from ensemble_tap.admin.openapi import route_scopes
 from ensemble_tap.admin.routes import router
 from ensemble_tap.admin.service import AdminService, build_admin
 from ensemble_tap.bus.connection import Broker
+from ensemble_tap.bus.dlq import DeadLetter, DeadLetterWriter
 from ensemble_tap.bus.publisher import JetStreamPublisher
-from ensemble_tap.bus.streams import dlq_stream_config, ensure_stream
+from ensemble_tap.bus.streams import dlq_stream_config, dlq_stream_name, ensure_stream
 from ensemble_tap.observability import Metrics
 from ensemble_tap.poller.status import PollerStatus
 from ensemble_tap.sink.search import EventFilters
@@ -57,7 +59,7 @@ PEER = "127.0.0.1"
 @dataclass(frozen=True)
 class Route:
     method: str
-    path: str  # {job_id}: a queued job made for the request
+    path: str  # {job_id}: a queued job made for the request; {id}: a dead letter's
     params: dict[str, str]
     endpoint: str  # the metric and audit label
     scope: Scope
@@ -70,6 +72,7 @@ ROUTES = [
     Route("GET", "/admin/replay-dlq/{job_id}", {}, "replay_dlq_status", Scope.READ, 200),
     Route("DELETE", "/admin/replay-dlq/{job_id}", {}, "replay_dlq_cancel", Scope.CANCEL, 200),
     Route("GET", "/admin/dlq", {}, "dlq_list", Scope.READ, 200),
+    Route("GET", "/admin/dlq/{id}", {}, "dlq_get", Scope.READ, 200),
     Route("GET", "/admin/events", {}, "events", Scope.READ, 200),
     Route("GET", "/admin/poller-status", {}, "poller_status", Scope.READ, 200),
 ]
@@ -97,6 +100,9 @@ class AdminApi:
     service: AdminService
     metrics: Metrics
     events: StoredEvents
+    broker: Broker
+    writer: DeadLetterWriter
+    dlq_stream: str
 
     def client(self, peer: str = PEER) -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=self.service.app, client=(peer, 40_000))
@@ -116,6 +122,13 @@ class AdminApi:
             reason="",
         )
         return job.job_id
+
+    async def dead_letter(self, **fields: Any) -> int:
+        """Write a dead letter; its stream sequence."""
+        letter = DeadLetter(**{"stage": "publish", "provider": "acme", "reason": "r", **fields})
+        assert await self.writer.write(letter)
+        info = await self.broker.js.stream_info(self.dlq_stream)
+        return int(info.state.last_seq)
 
     def count(self, endpoint: str, outcome: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -157,7 +170,8 @@ async def build(nats: NatsServer, tmp_path: Path) -> AsyncIterator[BuildAdmin]:
                 search_events=events,
             )
             stack.push_async_callback(service.runner.stop)
-            return AdminApi(service, metrics, events)
+            writer = DeadLetterWriter(JetStreamPublisher(broker, config.nats, metrics), metrics)
+            return AdminApi(service, metrics, events, broker, writer, dlq_stream_name(config.nats))
 
         yield make
 
@@ -186,9 +200,11 @@ def assert_error(response: httpx.Response, status: int, error: str) -> None:
 
 
 async def _call(api: AdminApi, route: Route, headers: dict[str, str]) -> httpx.Response:
-    path = (
-        route.path.format(job_id=await api.queued_job()) if "{job_id}" in route.path else route.path
-    )
+    path = route.path
+    if "{job_id}" in path:
+        path = path.format(job_id=await api.queued_job())
+    if "{id}" in path:
+        path = path.format(id=await api.dead_letter())
     async with api.client() as client:
         return await client.request(route.method, path, params=route.params, headers=headers)
 
@@ -290,3 +306,35 @@ async def test_stored_events_are_searched_with_the_parsed_filters(build: BuildAd
     [(filters, limit, cursor)] = api.events.searches
     assert (filters.provider, limit, cursor) == ("acme", 5, None)
     assert filters.since is not None and filters.since.isoformat() == "2026-11-28T10:00:00+00:00"
+
+
+async def test_one_dead_letter_by_sequence_or_id_with_its_request(build: BuildAdmin) -> None:
+    api = await build(admin_token=TOKENS["primary"], **HIGH_RATE)
+    meta = {"method": "POST", "path": "/webhooks/acme", "remote_addr": "192.0.2.7",
+            "headers": {"content-type": "application/json", "x-signature": "abc"}}  # fmt: skip
+    sequence = await api.dead_letter(
+        stage="normalize", tenant_id="t1", request_id="req-7", reason="bad json",
+        original_payload=b'{"id": "\xc3\xa9"', request_meta=meta,
+    )  # fmt: skip
+    binary = await api.dead_letter(stage="publish", original_payload=b"\xff\x00")
+    admin = {"X-Admin-Token": TOKENS["primary"]}
+    async with api.client() as client:
+        by_sequence = await client.get(f"/admin/dlq/{sequence}", headers=admin)
+        record = by_sequence.json()["record"]
+        by_id = await client.get(f"/admin/dlq/{record['id']}", headers=admin)
+        raw = (await client.get(f"/admin/dlq/{binary}", headers=admin)).json()["record"]
+        missing = await client.get("/admin/dlq/999999", headers=admin)
+        unknown_id = await client.get("/admin/dlq/dlq_0000", headers=admin)
+    assert by_sequence.status_code == 200, by_sequence.text
+    assert {k: record[k] for k in ("sequence", "stage", "provider", "tenant_id", "request_id",
+                                   "reason", "replayable", "request_meta")} == {
+        "sequence": sequence, "stage": "normalize", "provider": "acme", "tenant_id": "t1",
+        "request_id": "req-7", "reason": "bad json", "replayable": True, "request_meta": meta,
+    }  # fmt: skip
+    assert record["original_payload_text"] == '{"id": "é"'
+    assert record["occurred_at"].endswith("Z")
+    assert by_id.json()["record"] == record
+    assert "original_payload_text" not in raw and raw["original_payload"] == "/wA="
+    assert_error(missing, 404, "dead-letter record not found")
+    assert_error(unknown_id, 404, "dead-letter record not found")
+    models.DeadLetterDetailResponse.model_validate(by_sequence.json())

@@ -24,6 +24,7 @@ ROUTES = {
     ("get", "/admin/replay-dlq/{job_id}"): "read",
     ("delete", "/admin/replay-dlq/{job_id}"): "cancel",
     ("get", "/admin/dlq"): "read",
+    ("get", "/admin/dlq/{id}"): "read",
     ("get", "/admin/events"): "read",
     ("get", "/admin/poller-status"): "read",
 }

@@ -92,6 +92,28 @@ class DeadLetterRecord(Model):
     original_payload: str | None = Field(None, description="base64, with include_payload=true")
 
 
+class RequestMeta(Model):
+    model_config = ConfigDict(extra="allow")
+    method: str | None = None
+    path: str | None = None
+    remote_addr: str | None = None
+    headers: dict[str, str] | None = Field(None, description="credentials are never stored")
+
+
+class DeadLetterDetail(DeadLetterRecord):
+    original_payload_text: str | None = Field(None, description="the payload, when UTF-8")
+    original_dedup_id: str | None = None
+    payload_sha256: str | None = None
+    request_meta: RequestMeta | None = Field(
+        None, description="the webhook request (webhook stages)"
+    )
+
+
+class DeadLetterDetailResponse(Model):
+    request_id: str
+    record: DeadLetterDetail
+
+
 class DeadLetterListResponse(Model):
     request_id: str
     records: list[DeadLetterRecord]

@@ -12,6 +12,7 @@ errors are ``{"request_id": …, "error": …}``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -332,6 +333,45 @@ async def list_dead_letters(
 
 
 @router.get(
+    "/admin/dlq/{id}",
+    response_model=models.DeadLetterDetailResponse,
+    responses={**ERROR_RESPONSES, 503: {"model": models.AdminError}},
+    summary="Fetch one dead-letter record, with its request headers and body where kept",
+)
+async def get_dead_letter(
+    *,
+    call: Annotated[Call, guarded("dlq_get", Scope.READ)],
+    admin: Admin,
+    id: Annotated[
+        str,
+        Path(description="the record's sequence, or its id (dlq_…: the newest record with it)"),
+    ],
+) -> Response:
+    wanted = id.strip()
+    try:
+        if wanted.isdigit():
+            letter = await admin.dead_letters.at_sequence(int(wanted))
+        else:
+            letter = await admin.dead_letters.newest_with_id(wanted, DLQ_MAX_PROBES)
+    except STORE_UNAVAILABLE as exc:
+        raise AdminFailure(
+            503, f"dead-letter stream unavailable: {exc or type(exc).__name__}",
+            "admin dlq get rejected",
+        ) from None  # fmt: skip
+    if letter is None:
+        failure = AdminFailure(404, "dead-letter record not found", "admin dlq get missing")
+        failure.fields["record"] = wanted[:200]
+        raise failure
+    return call.respond(
+        200,
+        {"record": letter_detail_json(letter)},
+        "admin dlq record fetched",
+        sequence=letter.sequence,
+        record_id=letter.id,
+    )
+
+
+@router.get(
     "/admin/events",
     response_model=models.EventListResponse,
     responses={**ERROR_RESPONSES, 503: {"model": models.AdminError}},
@@ -439,4 +479,22 @@ def letter_json(letter: StoredLetter, include_payload: bool) -> dict[str, Any]:
     }
     if include_payload and letter.original_payload:
         body["original_payload"] = base64.b64encode(letter.original_payload).decode()
+    return body
+
+
+def letter_detail_json(letter: StoredLetter) -> dict[str, Any]:
+    """One record in full: the list's fields, the payload (base64, and as text when it is
+    UTF-8) and the request's metadata. Credentials were never stored (``bus/dlq.py``)."""
+    body = letter_json(letter, include_payload=True)
+    if letter.original_payload:
+        with contextlib.suppress(UnicodeDecodeError):
+            body["original_payload_text"] = letter.original_payload.decode("utf-8")
+    for key, value in (
+        ("original_dedup_id", letter.original_dedup_id),
+        ("payload_sha256", letter.payload_sha256),
+    ):
+        if value:
+            body[key] = value
+    if letter.request_meta:
+        body["request_meta"] = letter.request_meta
     return body
