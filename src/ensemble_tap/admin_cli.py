@@ -53,6 +53,12 @@ dlq_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dlq_app, name="dlq")
+pollers_app = typer.Typer(
+    short_help="Show poller status, or run, pause, resume or reset one target.",
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(pollers_app, name="pollers")
 
 UrlOption = Annotated[
     str,
@@ -540,15 +546,24 @@ def jobs_cancel(  # nosec B107
 # --------------------------------------------------------------------------- pollers
 
 
-@app.command("pollers")
+@pollers_app.callback(
+    help=(
+        "Show the runtime status of the server's pollers (last runs, failures, pauses).\n\n"
+        "Subcommands: `run`, `pause`, `resume`, `reset` PROVIDER TENANT --reason … "
+        "(TENANT `-` for a provider without tenants)."
+    ),
+)
 def pollers(  # nosec B107
+    ctx: typer.Context,
     provider: Annotated[str | None, typer.Option(help="Only pollers of this provider.")] = None,
     tenant: Annotated[str | None, typer.Option(help="Only pollers of this tenant.")] = None,
     as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
 ) -> None:
-    """Show the runtime status of the server's pollers (last runs, failures, last error)."""
+    if ctx.invoked_subcommand is not None:
+        _refuse_list_options(ctx, ("provider", "tenant"))
+        return
     with AdminClient(url, token) as client:
         answer = client.call(
             "GET", "/admin/poller-status", _params(provider=provider, tenant=tenant)
@@ -569,6 +584,7 @@ def pollers(  # nosec B107
                 "LAST_RUN",
                 "LAST_SUCCESS",
                 "FAILURES",
+                "STATE",
                 "LAST_ERROR",
             ),
             [
@@ -579,6 +595,7 @@ def pollers(  # nosec B107
                     _time(p.get("last_run_at")),
                     _time(p.get("last_success_at")),
                     f"{p.get('consecutive_failures', 0)}/{p.get('failure_budget', 0)}",
+                    _poller_state(p),
                     p.get("last_error", ""),
                 )
                 for p in found
@@ -587,6 +604,80 @@ def pollers(  # nosec B107
             widths={"LAST_ERROR": 60},
         )
     )
+
+
+def _poller_state(entry: Mapping[str, Any]) -> str:
+    if entry.get("paused"):
+        return f"paused by {entry.get('paused_by', '?')}"
+    if entry.get("cycle_running"):
+        return "polling"
+    return "open circuit" if entry.get("circuit") == "open" else "ok"
+
+
+ProviderArgument = Annotated[
+    str, typer.Argument(metavar="PROVIDER", help="The provider's name.", show_default=False)
+]
+TenantArgument = Annotated[
+    str,
+    typer.Argument(metavar="TENANT", help="The tenant id; - for none.", show_default=False),
+]
+ReasonOption = Annotated[
+    str,
+    typer.Option(
+        help="Why (X-Admin-Reason, required; at least 12 characters unless configured "
+        "otherwise). Audited.",
+        show_default=False,
+    ),
+]
+_POLLER_HELP = {
+    "run": "Poll the target now: its next cycle starts at once (after one in flight).",
+    "pause": "Pause the target: no further cycles until resumed (kept across restarts).",
+    "resume": "Resume a paused target; it polls when its next cycle is due.",
+    "reset": (
+        "Forget the target's checkpoints: its next cycle reads again from the provider's "
+        "initial lookback (records that did not change are not announced again)."
+    ),
+}
+
+
+def _poller_command(action: str) -> None:
+    def command(  # nosec B107
+        ctx: typer.Context,
+        provider: ProviderArgument,
+        tenant: TenantArgument,
+        reason: ReasonOption,
+        as_json: JsonOption = False,
+        url: UrlOption = DEFAULT_URL,
+        token: TokenOption = "",
+    ) -> None:
+        url, token, as_json = _inherit(ctx, url=url, token=token, as_json=as_json)
+        path = f"/admin/pollers/{_path_segment(provider)}/{_path_segment(tenant)}/{action}"
+        with AdminClient(url, token) as client:
+            answer = client.call("POST", path, headers={"X-Admin-Reason": reason})
+        if as_json:
+            _print_json(answer)
+            return
+        entry: dict[str, Any] = answer.get("poller", {})
+        result: dict[str, Any] = answer.get("result", {})
+        name = f"{_clean(provider)}/{_clean(tenant)}"
+        typer.echo(
+            {
+                "run": f"{name}: cycle scheduled now"
+                + (" (after the one running)" if result.get("after_running_cycle") else ""),
+                "pause": f"{name}: paused"
+                + (" (the running cycle finishes)" if result.get("cycle_running") else ""),
+                "resume": f"{name}: resumed",
+                "reset": f"{name}: {result.get('checkpoints_removed', 0)} checkpoint(s) reset; "
+                "the next cycle starts from the initial lookback",
+            }[action]
+        )
+        typer.echo(f"state: {_poller_state(entry)}")
+
+    pollers_app.command(action, help=_POLLER_HELP[action])(command)
+
+
+for _action in ("run", "pause", "resume", "reset"):
+    _poller_command(_action)
 
 
 # --------------------------------------------------------------------------- events

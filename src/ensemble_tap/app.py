@@ -208,6 +208,7 @@ class TapApp:
                 publisher=publisher,
                 metrics=self.metrics,
                 poller_status=self.pollers.status if self.pollers is not None else list,
+                poller_control=self.pollers.control if self.pollers is not None else None,
                 search_events=self.sink.search if self.sink is not None else None,
             )
             self.admin = admin.app

@@ -26,10 +26,13 @@ from ensemble_tap.bus.dlq import DeadLetter, DeadLetterWriter
 from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import dlq_stream_config, dlq_stream_name, ensure_stream
 from ensemble_tap.observability import Metrics
-from ensemble_tap.poller.status import PollerStatus
+from ensemble_tap.poller.controls import Operator
+from ensemble_tap.poller.service import PollerService
 from ensemble_tap.sink.search import EventFilters
+from ensemble_tap.state import MemoryStateStore
 from tests.support.configs import make_config
 from tests.support.nats_server import NatsServer
+from tests.support.polling import FakeClock
 
 TOKENS = {
     "primary": "tok-primary-0123456789",
@@ -75,7 +78,20 @@ ROUTES = [
     Route("GET", "/admin/dlq/{id}", {}, "dlq_get", Scope.READ, 200),
     Route("GET", "/admin/events", {}, "events", Scope.READ, 200),
     Route("GET", "/admin/poller-status", {}, "poller_status", Scope.READ, 200),
+    *(
+        Route(
+            "POST",
+            f"/admin/pollers/{{provider}}/{{tenant}}/{action}",
+            {},
+            f"poller_{action}",
+            Scope.REPLAY,
+            202 if action == "run" else 200,
+        )
+        for action in ("run", "pause", "resume", "reset")
+    ),
 ]
+REASON = {"X-Admin-Reason": "matrix test of poller controls"}
+NOTION = {"mode": "poll", "secret": "notion-token", "base_url": "http://127.0.0.1:9"}
 CASES = ["no token", "wrong token", "read-only token", "admin token", "cidr denied", "rate limited"]
 
 
@@ -103,6 +119,7 @@ class AdminApi:
     broker: Broker
     writer: DeadLetterWriter
     dlq_stream: str
+    pollers: PollerService
 
     def client(self, peer: str = PEER) -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=self.service.app, client=(peer, 40_000))
@@ -130,6 +147,14 @@ class AdminApi:
         info = await self.broker.js.stream_info(self.dlq_stream)
         return int(info.state.last_seq)
 
+    async def set_paused(self, paused: bool) -> None:
+        [scheduler] = self.pollers.schedulers
+        if (scheduler.paused is not None) != paused:
+            operator = Operator(by="test", reason="set up the matrix")
+            await self.pollers.control(
+                "notion", "-", action="pause" if paused else "resume", operator=operator
+            )
+
     def count(self, endpoint: str, outcome: str) -> float:
         value = self.metrics.registry.get_sample_value(
             "tap_admin_requests_total", {"endpoint": endpoint, "outcome": outcome}
@@ -154,24 +179,35 @@ async def build(nats: NatsServer, tmp_path: Path) -> AsyncIterator[BuildAdmin]:
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(**server: Any) -> AdminApi:
-            config = make_config(nats.url, str(tmp_path / "data"), server=server)
+            config = make_config(
+                nats.url, str(tmp_path / "data"), server=server, providers={"notion": NOTION}
+            )
             metrics = Metrics()
             broker = Broker(config.nats, [nats.url], metrics)
             await broker.connect(5)
             stack.push_async_callback(broker.close)
             await ensure_stream(broker.js, dlq_stream_config(config.nats))
             events = StoredEvents([{"id": "evt_1", "provider": "acme"}])
+            publisher = JetStreamPublisher(broker, config.nats, metrics)
+            writer = DeadLetterWriter(publisher, metrics)
+            # Built, never run: cycles start only when a test asks (nothing listens on :9).
+            pollers = PollerService(config, publisher=publisher, dlq=writer, metrics=metrics,
+                                    store=MemoryStateStore(), clock=FakeClock())  # fmt: skip
+            await pollers.start(run=False)
+            stack.push_async_callback(pollers.stop)
             service = build_admin(
                 config,
                 broker=broker,
-                publisher=JetStreamPublisher(broker, config.nats, metrics),
+                publisher=publisher,
                 metrics=metrics,
-                poller_status=lambda: [PollerStatus("notion", "", 30, 3, 1, 5, 30, 0).to_json(0)],
+                poller_status=pollers.status,
+                poller_control=pollers.control,
                 search_events=events,
             )
             stack.push_async_callback(service.runner.stop)
-            writer = DeadLetterWriter(JetStreamPublisher(broker, config.nats, metrics), metrics)
-            return AdminApi(service, metrics, events, broker, writer, dlq_stream_name(config.nats))
+            return AdminApi(
+                service, metrics, events, broker, writer, dlq_stream_name(config.nats), pollers
+            )
 
         yield make
 
@@ -205,6 +241,10 @@ async def _call(api: AdminApi, route: Route, headers: dict[str, str]) -> httpx.R
         path = path.format(job_id=await api.queued_job())
     if "{id}" in path:
         path = path.format(id=await api.dead_letter())
+    if "{provider}" in path:
+        path = path.format(provider="notion", tenant="-")
+        headers = {**REASON, **headers}
+        await api.set_paused(path.endswith("/resume"))  # the state each action is allowed in
     async with api.client() as client:
         return await client.request(route.method, path, params=route.params, headers=headers)
 
@@ -338,3 +378,42 @@ async def test_one_dead_letter_by_sequence_or_id_with_its_request(build: BuildAd
     assert_error(missing, 404, "dead-letter record not found")
     assert_error(unknown_id, 404, "dead-letter record not found")
     models.DeadLetterDetailResponse.model_validate(by_sequence.json())
+
+
+async def test_poller_controls_answer_by_the_targets_state(build: BuildAdmin) -> None:
+    api = await build(admin_token=TOKENS["primary"], **HIGH_RATE)
+    admin = {"X-Admin-Token": TOKENS["primary"]}
+    why = {**admin, **REASON}
+    base = "/admin/pollers/notion/-"
+    async with api.client() as client:
+        no_reason = await client.post(f"{base}/pause", headers=admin)
+        short = await client.post(f"{base}/pause", headers={**admin, "X-Admin-Reason": "x"})
+        unknown = await client.post("/admin/pollers/notion/t9/pause", headers=why)
+        not_paused = await client.post(f"{base}/resume", headers=why)
+        paused = await client.post(f"{base}/pause", headers=why)
+        again = await client.post(f"{base}/pause", headers=why)
+        run_paused = await client.post(f"{base}/run", headers=why)
+        status = (await client.get("/admin/poller-status", headers=admin)).json()
+        resumed = await client.post(f"{base}/resume", headers=why)
+        run = await client.post("/admin/pollers/NOTION/-/run", headers=why)
+        reset = await client.post(f"{base}/reset", headers=why)
+    assert_error(no_reason, 400, "X-Admin-Reason header is required")
+    assert_error(short, 400, "X-Admin-Reason must be at least 12 characters")
+    assert_error(unknown, 404, "no poll target notion/t9 here")
+    assert_error(not_paused, 409, "poller is not paused")
+    assert paused.status_code == 200, paused.text
+    body = paused.json()
+    assert (body["action"], body["result"]) == ("pause", {"cycle_running": False})
+    assert {k: body["poller"][k] for k in ("paused", "paused_by", "pause_reason")} == {
+        "paused": True, "paused_by": "primary", "pause_reason": REASON["X-Admin-Reason"],
+    }  # fmt: skip
+    models.PollerControlResponse.model_validate(body)
+    assert_error(again, 409, "poller is already paused (by primary)")
+    assert_error(run_paused, 409, "poller is paused: resume it first")
+    assert status["pollers"][0]["paused"] is True and "paused_since" in status["pollers"][0]
+    assert resumed.status_code == 200 and resumed.json()["poller"]["paused"] is False
+    assert run.status_code == 202, run.text
+    assert run.json()["result"] == {"scheduled": True, "after_running_cycle": False}
+    assert reset.json()["result"] == {"checkpoints_removed": 0}
+    assert api.count("poller_pause", "conflict") == 1
+    assert api.count("poller_resume", "success") == 1

@@ -380,6 +380,7 @@ def test_help_on_every_command() -> None:
         ["jobs", "show"],
         ["jobs", "cancel"],
         ["pollers"],
+        ["pollers", "pause"],
     ):
         result = CliRunner().invoke(cli, ["admin", *args, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0, (args, result.output)

@@ -27,6 +27,10 @@ ROUTES = {
     ("get", "/admin/dlq/{id}"): "read",
     ("get", "/admin/events"): "read",
     ("get", "/admin/poller-status"): "read",
+    **{
+        ("post", f"/admin/pollers/{{provider}}/{{tenant}}/{a}"): "replay"
+        for a in ("run", "pause", "resume", "reset")
+    },
 }
 SLOT_KEYS = {
     "primary": "admin_token",

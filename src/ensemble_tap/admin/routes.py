@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
@@ -44,10 +44,18 @@ from ensemble_tap.bus.dlq_store import (
 from ensemble_tap.config.models import ServerConfig
 from ensemble_tap.events import format_time_ns
 from ensemble_tap.observability import Metrics
+from ensemble_tap.poller.controls import (
+    NO_TENANT,
+    ControlRefused,
+    ControlsUnavailable,
+    Operator,
+    UnknownTarget,
+)
 from ensemble_tap.sink.backends import BackendError
 from ensemble_tap.sink.search import DEFAULT_LIMIT as DEFAULT_EVENT_LIMIT
 from ensemble_tap.sink.search import MAX_LIMIT as MAX_EVENT_LIMIT
 from ensemble_tap.sink.search import EventFilters, InvalidSearch
+from ensemble_tap.state.base import StateError
 
 DEFAULT_REPLAY_LIMIT = 100
 DEFAULT_LIST_LIMIT = 50
@@ -55,6 +63,16 @@ MAX_LIST_LIMIT = 500
 DLQ_MAX_PROBES = 5_000
 
 PollerStatusSource = Callable[[], list[dict[str, Any]]]
+
+
+class PollerControl(Protocol):
+    """``PollerService.control``: the target's status after the action, and what was done."""
+
+    async def __call__(
+        self, provider: str, tenant: str, *, action: str, operator: Operator
+    ) -> tuple[dict[str, Any], dict[str, Any]]: ...
+
+
 EventSearch = Callable[
     [EventFilters, int, str | None], Awaitable[tuple[list[dict[str, Any]], str | None]]
 ]
@@ -72,6 +90,8 @@ class AdminDependencies:
     poller_status: PollerStatusSource
     # The ClickHouse sink's event search; None when the sink is not enabled.
     search_events: EventSearch | None = None
+    # The pollers' controls; None when this process runs no pollers.
+    poller_control: PollerControl | None = None
 
 
 async def admin_dependencies(request: Request) -> AdminDependencies:
@@ -461,6 +481,130 @@ async def poller_status(
         },
         "admin poller status fetched",
         poller_count=len(pollers),
+    )
+
+
+# Poller controls (poller/controls.py): scope replay, the scope of actions that make the
+# service deliver again; a read-only token can see pollers, not steer them.
+ProviderPath = Annotated[str, Path(description="the provider's name")]
+TenantPath = Annotated[str, Path(description=f"the tenant id; {NO_TENANT} for no tenant")]
+ReasonHeader = Annotated[
+    str | None, Header(alias="X-Admin-Reason", description="why (required; audited)")
+]
+POLLER_RESPONSES = {**ERROR_RESPONSES, 503: {"model": models.AdminError}}
+
+
+@router.post(
+    "/admin/pollers/{provider}/{tenant}/run",
+    status_code=202,
+    response_model=models.PollerControlResponse,
+    responses=POLLER_RESPONSES,
+    summary="Poll a target now: its next cycle starts at once (after one in flight)",
+)
+async def run_poller(
+    *,
+    call: Annotated[Call, guarded("poller_run", Scope.REPLAY)],
+    admin: Admin,
+    provider: ProviderPath,
+    tenant: TenantPath,
+    reason: ReasonHeader = None,
+) -> Response:
+    target = (provider, tenant)
+    return await _control_poller(call, admin, target=target, action="run", reason=reason)
+
+
+@router.post(
+    "/admin/pollers/{provider}/{tenant}/pause",
+    response_model=models.PollerControlResponse,
+    responses=POLLER_RESPONSES,
+    summary="Pause a target: no further cycles until resumed (kept across restarts)",
+)
+async def pause_poller(
+    *,
+    call: Annotated[Call, guarded("poller_pause", Scope.REPLAY)],
+    admin: Admin,
+    provider: ProviderPath,
+    tenant: TenantPath,
+    reason: ReasonHeader = None,
+) -> Response:
+    target = (provider, tenant)
+    return await _control_poller(call, admin, target=target, action="pause", reason=reason)
+
+
+@router.post(
+    "/admin/pollers/{provider}/{tenant}/resume",
+    response_model=models.PollerControlResponse,
+    responses=POLLER_RESPONSES,
+    summary="Resume a paused target",
+)
+async def resume_poller(
+    *,
+    call: Annotated[Call, guarded("poller_resume", Scope.REPLAY)],
+    admin: Admin,
+    provider: ProviderPath,
+    tenant: TenantPath,
+    reason: ReasonHeader = None,
+) -> Response:
+    target = (provider, tenant)
+    return await _control_poller(call, admin, target=target, action="resume", reason=reason)
+
+
+@router.post(
+    "/admin/pollers/{provider}/{tenant}/reset",
+    response_model=models.PollerControlResponse,
+    responses=POLLER_RESPONSES,
+    summary="Forget a target's checkpoints: its next cycle starts from the initial lookback",
+)
+async def reset_poller(
+    *,
+    call: Annotated[Call, guarded("poller_reset", Scope.REPLAY)],
+    admin: Admin,
+    provider: ProviderPath,
+    tenant: TenantPath,
+    reason: ReasonHeader = None,
+) -> Response:
+    target = (provider, tenant)
+    return await _control_poller(call, admin, target=target, action="reset", reason=reason)
+
+
+async def _control_poller(
+    call: Call,
+    admin: AdminDependencies,
+    *,
+    target: tuple[str, str],
+    action: str,
+    reason: str | None,
+) -> Response:
+    provider, tenant = target
+    rejected = f"admin poller {action} rejected"
+    operator_reason = params.reason(reason, admin.server, rejected)
+    if not operator_reason:
+        raise params.rejected("X-Admin-Reason header is required", rejected)
+    if admin.poller_control is None:
+        raise AdminFailure(404, "no pollers run in this process", rejected)
+    assert call.principal is not None
+    operator = Operator(by=call.principal.slot, reason=operator_reason, request_id=call.request_id)
+    fields = {"provider": provider.strip()[:100], "tenant": tenant.strip()[:200]}
+    try:
+        status, done = await admin.poller_control(
+            provider.strip(), tenant.strip(), action=action, operator=operator
+        )
+    except UnknownTarget as exc:
+        failure = AdminFailure(404, str(exc), f"admin poller {action} missing")
+        failure.fields |= fields
+        raise failure from None
+    except ControlRefused as exc:
+        failure = AdminFailure(409, str(exc), f"admin poller {action} conflict")
+        failure.fields |= fields
+        raise failure from None
+    except (ControlsUnavailable, StateError) as exc:
+        raise AdminFailure(503, str(exc), rejected) from None
+    return call.respond(
+        202 if action == "run" else 200,
+        {"action": action, "result": done, "poller": status},
+        f"admin poller {action}",
+        **fields,
+        operator_reason=operator_reason,
     )
 
 

@@ -23,7 +23,13 @@ from ensemble_tap.admin.jobs import JobRegistry, Limits, MemoryJobStore
 from ensemble_tap.admin.nats_jobs import NatsJobs
 from ensemble_tap.admin.replay import Replayer
 from ensemble_tap.admin.replay_jobs import LocalJobs, ReplayJobs
-from ensemble_tap.admin.routes import AdminDependencies, EventSearch, PollerStatusSource, router
+from ensemble_tap.admin.routes import (
+    AdminDependencies,
+    EventSearch,
+    PollerControl,
+    PollerStatusSource,
+    router,
+)
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.admin.sqlite_store import SqliteJobStore
 from ensemble_tap.bus.buckets import Bucket, open_bucket
@@ -54,10 +60,11 @@ def build_admin(
     metrics: Metrics,
     poller_status: PollerStatusSource = list,
     search_events: EventSearch | None = None,
+    poller_control: PollerControl | None = None,
 ) -> AdminService:
     """The admin API over ``broker``'s DLQ stream; replays publish with ``publisher``.
-    ``poller_status`` and ``search_events`` come from the pollers and the ClickHouse sink
-    when this process runs them."""
+    ``poller_status``, ``poller_control`` and ``search_events`` come from the pollers and the
+    ClickHouse sink when this process runs them."""
     server = config.server
     jobs = replay_jobs_for(config, broker)
     dead_letters = DeadLetterStore(broker.js, dlq_stream_name(config.nats))
@@ -84,6 +91,7 @@ def build_admin(
             metrics=metrics,
             poller_status=poller_status,
             search_events=search_events,
+            poller_control=poller_control,
         )
     )
     return AdminService(
