@@ -27,6 +27,7 @@ from prometheus_client import generate_latest
 
 from ensemble_tap import __version__
 from ensemble_tap.admin.guards import TokenAuthenticator, admin_enabled
+from ensemble_tap.admin.live_tail import LiveStreams
 from ensemble_tap.admin.replay_jobs import ReplayJobs
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.admin.service import build_admin
@@ -108,6 +109,7 @@ class TapApp:
         self.ingress: WebhookIngress | None = None
         self.http: FastAPI | None = None
         self.admin: FastAPI | None = None
+        self.live_streams: LiveStreams | None = None
         self.replay_runner: ReplayRunner | None = None
         self.replay_jobs: ReplayJobs | None = None
         self.pollers: PollerService | None = None
@@ -212,6 +214,7 @@ class TapApp:
                 search_events=self.sink.search if self.sink is not None else None,
             )
             self.admin = admin.app
+            self.live_streams = admin.live
             self.replay_runner = admin.runner
             self.replay_jobs = admin.jobs
             self.admin_authenticator = admin.authenticator
@@ -333,6 +336,8 @@ class TapApp:
         if self.readiness is not None:
             self.readiness.shutting_down = True
         self.connections.draining = True
+        if self.live_streams is not None:  # open event streams would hold the shutdown
+            self.live_streams.close_all()
         if self.pool is not None:
             self.pool.terminate()
 

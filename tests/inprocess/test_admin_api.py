@@ -7,6 +7,7 @@ milliseconds. tests/integration/test_admin_api.py runs the same API behind uvico
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +19,20 @@ import pytest
 from ensemble_tap.admin import models
 from ensemble_tap.admin.guards import Scope, fingerprint
 from ensemble_tap.admin.jobs import ReplayRequest
+from ensemble_tap.admin.live_tail import OpenFeed
 from ensemble_tap.admin.openapi import route_scopes
 from ensemble_tap.admin.routes import router
 from ensemble_tap.admin.service import AdminService, build_admin
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.dlq import DeadLetter, DeadLetterWriter
+from ensemble_tap.bus.live import LiveFeed
 from ensemble_tap.bus.publisher import JetStreamPublisher
-from ensemble_tap.bus.streams import dlq_stream_config, dlq_stream_name, ensure_stream
+from ensemble_tap.bus.streams import (
+    dlq_stream_config,
+    dlq_stream_name,
+    ensure_stream,
+    main_stream_config,
+)
 from ensemble_tap.observability import Metrics
 from ensemble_tap.poller.controls import Operator
 from ensemble_tap.poller.service import PollerService
@@ -77,6 +85,7 @@ ROUTES = [
     Route("GET", "/admin/dlq", {}, "dlq_list", Scope.READ, 200),
     Route("GET", "/admin/dlq/{id}", {}, "dlq_get", Scope.READ, 200),
     Route("GET", "/admin/events", {}, "events", Scope.READ, 200),
+    Route("GET", "/admin/events/stream", {}, "events_stream", Scope.READ, 200),
     Route("GET", "/admin/poller-status", {}, "poller_status", Scope.READ, 200),
     *(
         Route(
@@ -187,6 +196,7 @@ async def build(nats: NatsServer, tmp_path: Path) -> AsyncIterator[BuildAdmin]:
             await broker.connect(5)
             stack.push_async_callback(broker.close)
             await ensure_stream(broker.js, dlq_stream_config(config.nats))
+            await ensure_stream(broker.js, main_stream_config(config.nats))
             events = StoredEvents([{"id": "evt_1", "provider": "acme"}])
             publisher = JetStreamPublisher(broker, config.nats, metrics)
             writer = DeadLetterWriter(publisher, metrics)
@@ -205,11 +215,28 @@ async def build(nats: NatsServer, tmp_path: Path) -> AsyncIterator[BuildAdmin]:
                 search_events=events,
             )
             stack.push_async_callback(service.runner.stop)
+            # In process the response is read to its end: streams end once subscribed
+            # (tests/integration/test_admin_events_stream.py follows one behind uvicorn).
+            deps = service.app.state.admin
+            assert deps.open_feed is not None
+            service.app.state.admin = dataclasses.replace(
+                deps, open_feed=_ending_at_once(deps.open_feed)
+            )
             return AdminApi(
                 service, metrics, events, broker, writer, dlq_stream_name(config.nats), pollers
             )
 
         yield make
+
+
+def _ending_at_once(open_feed: OpenFeed) -> OpenFeed:
+    @contextlib.asynccontextmanager
+    async def opened() -> AsyncIterator[LiveFeed]:
+        async with open_feed() as feed:
+            feed.close()
+            yield feed
+
+    return opened
 
 
 def _server_for(case: str) -> dict[str, Any]:
@@ -262,7 +289,8 @@ async def test_guard_matrix(build: BuildAdmin, route: Route, case: str) -> None:
     allowed = case == "admin token" or (case == "read-only token" and route.scope is Scope.READ)
     if allowed:
         assert response.status_code == route.allowed, response.text
-        assert response.json()["request_id"] == "matrix-1"
+        if route.endpoint != "events_stream":  # server-sent events, not a JSON answer
+            assert response.json()["request_id"] == "matrix-1"
         assert api.count(route.endpoint, "success") == 1
     elif case == "cidr denied":
         assert_error(response, 403, "forbidden")

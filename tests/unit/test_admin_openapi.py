@@ -26,6 +26,7 @@ ROUTES = {
     ("get", "/admin/dlq"): "read",
     ("get", "/admin/dlq/{id}"): "read",
     ("get", "/admin/events"): "read",
+    ("get", "/admin/events/stream"): "read",
     ("get", "/admin/poller-status"): "read",
     **{
         ("post", f"/admin/pollers/{{provider}}/{{tenant}}/{a}"): "replay"

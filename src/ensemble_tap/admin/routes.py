@@ -15,11 +15,11 @@ import base64
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from ensemble_tap.admin import models, params
 from ensemble_tap.admin.calls import AdminFailure, Call
@@ -33,6 +33,7 @@ from ensemble_tap.admin.jobs import (
     QueueLimitExceeded,
     ReplayRequest,
 )
+from ensemble_tap.admin.live_tail import LiveStreams, OpenFeed, TailFilter
 from ensemble_tap.admin.replay_jobs import JobsUnavailable, ReplayJobs
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.bus.dlq_store import (
@@ -92,6 +93,9 @@ class AdminDependencies:
     search_events: EventSearch | None = None
     # The pollers' controls; None when this process runs no pollers.
     poller_control: PollerControl | None = None
+    # GET /admin/events/stream: the open streams, and a new subscription to the events.
+    live: LiveStreams = field(default_factory=LiveStreams)
+    open_feed: OpenFeed | None = None
 
 
 async def admin_dependencies(request: Request) -> AdminDependencies:
@@ -445,6 +449,56 @@ async def list_events(
         {"events": events, "next_cursor": next_cursor or ""},
         "admin events fetched",
         count=len(events),
+    )
+
+
+@router.get(
+    "/admin/events/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Server-sent events: `id:` the stream sequence, `data:` one "
+            "CloudEvent as JSON; a comment line every 15 s keeps the connection",
+        },
+        **ERROR_RESPONSES,
+        503: {"model": models.AdminError},
+    },
+    summary="Follow the events as they are published (server-sent events)",
+)
+async def stream_events(
+    *,
+    call: Annotated[Call, guarded("events_stream", Scope.READ)],
+    admin: Admin,
+    provider: Annotated[str | None, Query()] = None,
+    tenant: Annotated[str | None, Query()] = None,
+    type: Annotated[str | None, Query(description="CloudEvent type")] = None,
+) -> Response:
+    rejected = "admin events stream rejected"
+    if admin.open_feed is None:
+        raise AdminFailure(503, "the events stream is not reachable from here", rejected)
+    if admin.live.full():
+        raise AdminFailure(
+            503, f"too many open event streams (at most {admin.live.limit})", rejected
+        )
+    wanted = TailFilter(
+        provider=(provider or "").strip().lower(),
+        tenant=(tenant or "").strip(),
+        type=(type or "").strip(),
+    )
+    call.audit(
+        200,
+        "admin events stream opened",
+        {"provider": wanted.provider, "tenant": wanted.tenant, "type": wanted.type},
+    )
+    return StreamingResponse(
+        admin.live.serve(admin.open_feed, wanted),
+        media_type="text/event-stream",
+        headers={
+            "X-Request-ID": call.request_id,
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+        },
     )
 
 

@@ -7,6 +7,7 @@ and the in-process tests with a broker on a test nats-server.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import uuid
@@ -20,6 +21,7 @@ from ensemble_tap.admin.errors import install_error_handlers
 from ensemble_tap.admin.guarded import GuardChain
 from ensemble_tap.admin.guards import TokenAuthenticator
 from ensemble_tap.admin.jobs import JobRegistry, Limits, MemoryJobStore
+from ensemble_tap.admin.live_tail import LiveStreams
 from ensemble_tap.admin.nats_jobs import NatsJobs
 from ensemble_tap.admin.replay import Replayer
 from ensemble_tap.admin.replay_jobs import LocalJobs, ReplayJobs
@@ -36,6 +38,7 @@ from ensemble_tap.bus.buckets import Bucket, open_bucket
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.contract import Publisher
 from ensemble_tap.bus.dlq_store import DeadLetterStore
+from ensemble_tap.bus.live import live_events
 from ensemble_tap.bus.streams import dlq_stream_name, replay_jobs_bucket
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics
@@ -50,6 +53,8 @@ class AdminService:
     runner: ReplayRunner  # started once NATS is reached: stored jobs run then
     # The tokens the guards check; a secrets reload replaces them (secret_reload.py).
     authenticator: TokenAuthenticator
+    # Open GET /admin/events/stream responses: ended when the service stops.
+    live: LiveStreams
 
 
 def build_admin(
@@ -92,6 +97,12 @@ def build_admin(
             poller_status=poller_status,
             search_events=search_events,
             poller_control=poller_control,
+            open_feed=functools.partial(
+                live_events,
+                broker.js,
+                stream=config.nats.stream,
+                subject=f"{config.nats.subject_prefix}.>",
+            ),
         )
     )
     return AdminService(
@@ -99,6 +110,7 @@ def build_admin(
         jobs=jobs,
         runner=runner,
         authenticator=app.state.guards.authenticator,
+        live=app.state.admin.live,
     )
 
 
