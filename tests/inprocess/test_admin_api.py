@@ -392,6 +392,8 @@ async def test_one_dead_letter_by_sequence_or_id_with_its_request(build: BuildAd
         by_id = await client.get(f"/admin/dlq/{record['id']}", headers=admin)
         raw = (await client.get(f"/admin/dlq/{binary}", headers=admin)).json()["record"]
         missing = await client.get("/admin/dlq/999999", headers=admin)
+        zero = await client.get("/admin/dlq/0", headers=admin)
+        huge = await client.get(f"/admin/dlq/{2**70}", headers=admin)
         unknown_id = await client.get("/admin/dlq/dlq_0000", headers=admin)
     assert by_sequence.status_code == 200, by_sequence.text
     assert {k: record[k] for k in ("sequence", "stage", "provider", "tenant_id", "request_id",
@@ -403,7 +405,8 @@ async def test_one_dead_letter_by_sequence_or_id_with_its_request(build: BuildAd
     assert record["occurred_at"].endswith("Z")
     assert by_id.json()["record"] == record
     assert "original_payload_text" not in raw and raw["original_payload"] == "/wA="
-    assert_error(missing, 404, "dead-letter record not found")
+    for absent in (missing, zero, huge):
+        assert_error(absent, 404, "dead-letter record not found")
     assert_error(unknown_id, 404, "dead-letter record not found")
     models.DeadLetterDetailResponse.model_validate(by_sequence.json())
 

@@ -152,6 +152,8 @@ class DeadLetterStore:
 
     async def at_sequence(self, sequence: int) -> StoredLetter | None:
         """The record stored at ``sequence`` (None: gone, or not a dead-letter record)."""
+        if not 1 <= sequence < 2**63:  # no such sequence (JetStream would answer 400)
+            return None
         try:
             msg = await self.js.get_msg(self.stream, sequence)
         except NotFoundError:
