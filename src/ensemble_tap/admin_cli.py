@@ -47,6 +47,18 @@ jobs_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(jobs_app, name="jobs")
+dlq_app = typer.Typer(
+    short_help="List dead-letter records, or show one.",
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dlq_app, name="dlq")
+pollers_app = typer.Typer(
+    short_help="Show poller status, or run, pause, resume or reset one target.",
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(pollers_app, name="pollers")
 
 UrlOption = Annotated[
     str,
@@ -159,15 +171,16 @@ class AdminClient:
 # --------------------------------------------------------------------------- dlq
 
 
-@app.command(
-    "dlq",
+@dlq_app.callback(
     help=(
         "List dead-letter records, newest first, with a count per stage.\n\n"
         "REPLAYABLE says whether `ensemble-tap admin replay` can deliver a record again: "
-        "publish and normalize records can; verify records (bad signatures) never are."
+        "publish and normalize records can; verify records (bad signatures) never are.\n\n"
+        "Subcommand: `show ID` (one record with its request headers and body)."
     ),
 )
 def dlq(  # nosec B107
+    ctx: typer.Context,
     stage: Annotated[
         str | None,
         typer.Option(help="Only records of this stage: verify, normalize, publish, poll_publish."),
@@ -187,6 +200,9 @@ def dlq(  # nosec B107
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
 ) -> None:
+    if ctx.invoked_subcommand is not None:
+        _refuse_list_options(ctx, _DLQ_LIST_ONLY)
+        return
     params = _params(stage=stage, provider=provider, tenant=tenant, limit=limit)
     if include_payload:
         params["include_payload"] = "true"
@@ -232,6 +248,67 @@ def dlq(  # nosec B107
     scope = " (all tenants)" if tenant else ""
     typer.echo(f"in the DLQ by stage{scope}: {counts or 'none'}")
     _more_hint(last, "ensemble-tap admin dlq")
+
+
+@dlq_app.command(
+    "show",
+    help=(
+        "Show one dead-letter record: stage, provider, tenant, reason, time, the request's "
+        "headers and the body where kept (credentials are never stored)."
+    ),
+)
+def dlq_show(  # nosec B107
+    ctx: typer.Context,
+    record: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="The record's sequence (SEQ in the list) or its id (dlq_…).",
+            show_default=False,
+        ),
+    ],
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = "",
+) -> None:
+    url, token, as_json = _inherit(ctx, url=url, token=token, as_json=as_json)
+    with AdminClient(url, token) as client:
+        answer = client.call("GET", f"/admin/dlq/{_path_segment(record)}")
+    if as_json:
+        _print_json(answer)
+        return
+    letter: dict[str, Any] = answer.get("record", {})
+    meta: dict[str, Any] = letter.get("request_meta") or {}
+    _print_fields(
+        [
+            ("sequence", letter.get("sequence")),
+            ("id", letter.get("id")),
+            ("occurred_at", letter.get("occurred_at")),
+            ("stage", letter.get("stage")),
+            ("provider", letter.get("provider")),
+            ("tenant_id", letter.get("tenant_id")),
+            ("request_id", letter.get("request_id")),
+            ("replayable", "yes" if letter.get("replayable") else "no"),
+            ("reason", letter.get("reason")),
+            ("original_subject", letter.get("original_subject")),
+            ("payload_sha256", letter.get("payload_sha256")),
+            ("request", " ".join(str(meta.get(k, "")) for k in ("method", "path")).strip()),
+            ("remote_addr", meta.get("remote_addr")),
+        ]
+    )
+    headers: dict[str, Any] = meta.get("headers") or {}
+    if headers:
+        typer.echo("\nheaders:")
+        for name, value in sorted(headers.items()):
+            typer.echo(f"  {_clean(name)}: {_clean(value)}")
+    if "original_payload_text" in letter:
+        typer.echo("\nbody:")
+        typer.echo(_clean_block(str(letter["original_payload_text"])))
+    elif letter.get("original_payload"):
+        typer.echo("\nbody (base64, not UTF-8):")
+        typer.echo(_clean(letter["original_payload"]))
+    else:
+        typer.echo("\nbody: not kept")
 
 
 # --------------------------------------------------------------------------- replay
@@ -316,6 +393,17 @@ def replay(  # nosec B107
 # --------------------------------------------------------------------------- jobs
 
 _LIST_ONLY = ("status", "limit", "cursor", "all_pages")
+_DLQ_LIST_ONLY = ("stage", "provider", "tenant", "limit", "cursor", "all_pages", "include_payload")
+
+
+def _refuse_list_options(ctx: typer.Context, names: Sequence[str]) -> None:
+    """Options of a list command given before one of its subcommands: a usage error."""
+    misplaced = ["--" + name.replace("_", "-") for name in names if _on_command_line(ctx, name)]
+    if misplaced:
+        raise typer.BadParameter(
+            f"{', '.join(misplaced)} filter the list; "
+            f"`{ctx.info_name} {ctx.invoked_subcommand}` does not take them"
+        )
 
 
 @jobs_app.callback(
@@ -342,14 +430,7 @@ def jobs(  # nosec B107
     token: TokenOption = "",
 ) -> None:
     if ctx.invoked_subcommand is not None:
-        misplaced = [
-            "--" + name.replace("_", "-") for name in _LIST_ONLY if _on_command_line(ctx, name)
-        ]
-        if misplaced:
-            raise typer.BadParameter(
-                f"{', '.join(misplaced)} filter the job list; `jobs {ctx.invoked_subcommand}` "
-                "does not take them"
-            )
+        _refuse_list_options(ctx, _LIST_ONLY)
         return
     params = _params(status=status, limit=limit)
     with AdminClient(url, token) as client:
@@ -465,15 +546,24 @@ def jobs_cancel(  # nosec B107
 # --------------------------------------------------------------------------- pollers
 
 
-@app.command("pollers")
+@pollers_app.callback(
+    help=(
+        "Show the runtime status of the server's pollers (last runs, failures, pauses).\n\n"
+        "Subcommands: `run`, `pause`, `resume`, `reset` PROVIDER TENANT --reason … "
+        "(TENANT `-` for a provider without tenants)."
+    ),
+)
 def pollers(  # nosec B107
+    ctx: typer.Context,
     provider: Annotated[str | None, typer.Option(help="Only pollers of this provider.")] = None,
     tenant: Annotated[str | None, typer.Option(help="Only pollers of this tenant.")] = None,
     as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
 ) -> None:
-    """Show the runtime status of the server's pollers (last runs, failures, last error)."""
+    if ctx.invoked_subcommand is not None:
+        _refuse_list_options(ctx, ("provider", "tenant"))
+        return
     with AdminClient(url, token) as client:
         answer = client.call(
             "GET", "/admin/poller-status", _params(provider=provider, tenant=tenant)
@@ -494,6 +584,7 @@ def pollers(  # nosec B107
                 "LAST_RUN",
                 "LAST_SUCCESS",
                 "FAILURES",
+                "STATE",
                 "LAST_ERROR",
             ),
             [
@@ -504,6 +595,7 @@ def pollers(  # nosec B107
                     _time(p.get("last_run_at")),
                     _time(p.get("last_success_at")),
                     f"{p.get('consecutive_failures', 0)}/{p.get('failure_budget', 0)}",
+                    _poller_state(p),
                     p.get("last_error", ""),
                 )
                 for p in found
@@ -512,6 +604,80 @@ def pollers(  # nosec B107
             widths={"LAST_ERROR": 60},
         )
     )
+
+
+def _poller_state(entry: Mapping[str, Any]) -> str:
+    if entry.get("paused"):
+        return f"paused by {entry.get('paused_by', '?')}"
+    if entry.get("cycle_running"):
+        return "polling"
+    return "open circuit" if entry.get("circuit") == "open" else "ok"
+
+
+ProviderArgument = Annotated[
+    str, typer.Argument(metavar="PROVIDER", help="The provider's name.", show_default=False)
+]
+TenantArgument = Annotated[
+    str,
+    typer.Argument(metavar="TENANT", help="The tenant id; - for none.", show_default=False),
+]
+ReasonOption = Annotated[
+    str,
+    typer.Option(
+        help="Why (X-Admin-Reason, required; at least 12 characters unless configured "
+        "otherwise). Audited.",
+        show_default=False,
+    ),
+]
+_POLLER_HELP = {
+    "run": "Poll the target now: its next cycle starts at once (after one in flight).",
+    "pause": "Pause the target: no further cycles until resumed (kept across restarts).",
+    "resume": "Resume a paused target; it polls when its next cycle is due.",
+    "reset": (
+        "Forget the target's checkpoints: its next cycle reads again from the provider's "
+        "initial lookback (records that did not change are not announced again)."
+    ),
+}
+
+
+def _poller_command(action: str) -> None:
+    def command(  # nosec B107
+        ctx: typer.Context,
+        provider: ProviderArgument,
+        tenant: TenantArgument,
+        reason: ReasonOption,
+        as_json: JsonOption = False,
+        url: UrlOption = DEFAULT_URL,
+        token: TokenOption = "",
+    ) -> None:
+        url, token, as_json = _inherit(ctx, url=url, token=token, as_json=as_json)
+        path = f"/admin/pollers/{_path_segment(provider)}/{_path_segment(tenant)}/{action}"
+        with AdminClient(url, token) as client:
+            answer = client.call("POST", path, headers={"X-Admin-Reason": reason})
+        if as_json:
+            _print_json(answer)
+            return
+        entry: dict[str, Any] = answer.get("poller", {})
+        result: dict[str, Any] = answer.get("result", {})
+        name = f"{_clean(provider)}/{_clean(tenant)}"
+        typer.echo(
+            {
+                "run": f"{name}: cycle scheduled now"
+                + (" (after the one running)" if result.get("after_running_cycle") else ""),
+                "pause": f"{name}: paused"
+                + (" (the running cycle finishes)" if result.get("cycle_running") else ""),
+                "resume": f"{name}: resumed",
+                "reset": f"{name}: {result.get('checkpoints_removed', 0)} checkpoint(s) reset; "
+                "the next cycle starts from the initial lookback",
+            }[action]
+        )
+        typer.echo(f"state: {_poller_state(entry)}")
+
+    pollers_app.command(action, help=_POLLER_HELP[action])(command)
+
+
+for _action in ("run", "pause", "resume", "reset"):
+    _poller_command(_action)
 
 
 # --------------------------------------------------------------------------- events
@@ -723,11 +889,16 @@ def _print_job(job: Mapping[str, Any]) -> None:
         ("cancel_reason", job.get("cancel_reason")),
         ("error", job.get("error")),
     ]
+    _print_fields(rows)
+    _print_failures(job)
+
+
+def _print_fields(rows: Sequence[tuple[str, Any]]) -> None:
+    """``name  value`` lines, names aligned; unset values left out."""
     shown = [(name, str(value)) for name, value in rows if value is not None and value != ""]
-    width = max(len(name) for name, _ in shown)
+    width = max((len(name) for name, _ in shown), default=0)
     for name, value in shown:
         typer.echo(f"{name:<{width}}  {_clean(value)}")
-    _print_failures(job)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -887,6 +1058,11 @@ def _clean(value: object) -> str:
     """Text from the server made safe for a terminal: control characters (escape sequences in
     a forged request id, newlines in a reason) become spaces."""
     return "".join(ch if ch.isprintable() else " " for ch in str(value))
+
+
+def _clean_block(text: str) -> str:
+    """Like ``_clean``, but keeping line breaks and tabs (a body's layout)."""
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in text)
 
 
 def _table(

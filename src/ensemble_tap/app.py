@@ -27,6 +27,7 @@ from prometheus_client import generate_latest
 
 from ensemble_tap import __version__
 from ensemble_tap.admin.guards import Scope, TokenAuthenticator, admin_enabled
+from ensemble_tap.admin.live_tail import LiveStreams
 from ensemble_tap.admin.replay_jobs import ReplayJobs
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.admin.service import build_admin
@@ -118,6 +119,7 @@ class TapApp:
         self.http: FastAPI | None = None
         self.admin: FastAPI | None = None
         self.console: ASGIApp | None = None
+        self.live_streams: LiveStreams | None = None
         self.replay_runner: ReplayRunner | None = None
         self.replay_jobs: ReplayJobs | None = None
         self.pollers: PollerService | None = None
@@ -240,9 +242,11 @@ class TapApp:
                 publisher=publisher,
                 metrics=self.metrics,
                 poller_status=self.pollers.status if self.pollers is not None else list,
+                poller_control=self.pollers.control if self.pollers is not None else None,
                 search_events=self.sink.search if self.sink is not None else None,
             )
             self.admin = admin.app
+            self.live_streams = admin.live
             self.replay_runner = admin.runner
             self.replay_jobs = admin.jobs
             self.admin_authenticator = admin.authenticator
@@ -404,6 +408,8 @@ class TapApp:
         if self.readiness is not None:
             self.readiness.shutting_down = True
         self.connections.draining = True
+        if self.live_streams is not None:  # open event streams would hold the shutdown
+            self.live_streams.close_all()
         if self.pool is not None:
             self.pool.terminate()
 

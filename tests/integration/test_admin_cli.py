@@ -221,6 +221,33 @@ def test_dlq_listing_job_listing_and_cancel(
     assert TOKEN not in repr(server_logs) and READ_TOKEN not in repr(server_logs)
 
 
+def test_dlq_show_prints_one_record_with_its_request(start_app: StartApp) -> None:
+    app = start_app(providers=PROVIDERS, server=SERVER, nats={"stream_max_msg_size": 1000})
+    assert send(app, "acme", "evt_big", 1500) == 500  # the CloudEvent is kept
+    body = b"not json at all"
+    headers = generic_headers(SECRET, body, "deal.updated", "evt_bad")
+    httpx.post(f"{app.url}/webhooks/globex", content=body, headers=headers)
+    bad, big = json.loads(admin(app.url, "dlq", "--json").stdout)["records"]
+    assert (bad["stage"], big["stage"]) == ("normalize", "publish")
+
+    shown = admin(app.url, "dlq", "show", bad["id"])
+    assert shown.exit_code == 0, shown.output
+    text = shown.stdout
+    fields = dict(line.split(None, 1) for line in text.split("\n\n")[0].splitlines())
+    assert (fields["stage"], fields["provider"]) == ("normalize", "globex")
+    assert fields["sequence"] == str(bad["sequence"])
+    assert fields["request"] == "POST /webhooks/globex"
+    assert "\nheaders:\n" in text and "  x-signature: " in text
+    assert text.endswith("\nbody:\nnot json at all\n"), text
+    cloudevent = admin(app.url, "dlq", "show", str(big["sequence"]), "--json")
+    record = json.loads(cloudevent.stdout)["record"]
+    assert "x" * 1500 in record["original_payload_text"]
+    missing = admin(app.url, "dlq", "show", "424242")
+    assert missing.exit_code == 1
+    assert "error: dead-letter record not found (HTTP 404, request id " in missing.stderr
+    assert admin(app.url, "dlq", "--stage", "publish", "show", "1").exit_code == 2
+
+
 def test_tables_align_and_neutralise_control_characters() -> None:
     table = admin_cli._table(
         ("NAME", "COUNT", "NOTE"),
@@ -347,11 +374,13 @@ def test_help_on_every_command() -> None:
     for args in (
         [],
         ["dlq"],
+        ["dlq", "show"],
         ["replay"],
         ["jobs"],
         ["jobs", "show"],
         ["jobs", "cancel"],
         ["pollers"],
+        ["pollers", "pause"],
     ):
         result = CliRunner().invoke(cli, ["admin", *args, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0, (args, result.output)

@@ -24,8 +24,14 @@ ROUTES = {
     ("get", "/admin/replay-dlq/{job_id}"): "read",
     ("delete", "/admin/replay-dlq/{job_id}"): "cancel",
     ("get", "/admin/dlq"): "read",
+    ("get", "/admin/dlq/{id}"): "read",
     ("get", "/admin/events"): "read",
+    ("get", "/admin/events/stream"): "read",
     ("get", "/admin/poller-status"): "read",
+    **{
+        ("post", f"/admin/pollers/{{provider}}/{{tenant}}/{a}"): "replay"
+        for a in ("run", "pause", "resume", "reset")
+    },
 }
 SLOT_KEYS = {
     "primary": "admin_token",

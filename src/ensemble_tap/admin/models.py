@@ -92,6 +92,28 @@ class DeadLetterRecord(Model):
     original_payload: str | None = Field(None, description="base64, with include_payload=true")
 
 
+class RequestMeta(Model):
+    model_config = ConfigDict(extra="allow")
+    method: str | None = None
+    path: str | None = None
+    remote_addr: str | None = None
+    headers: dict[str, str] | None = Field(None, description="credentials are never stored")
+
+
+class DeadLetterDetail(DeadLetterRecord):
+    original_payload_text: str | None = Field(None, description="the payload, when UTF-8")
+    original_dedup_id: str | None = None
+    payload_sha256: str | None = None
+    request_meta: RequestMeta | None = Field(
+        None, description="the webhook request (webhook stages)"
+    )
+
+
+class DeadLetterDetailResponse(Model):
+    request_id: str
+    record: DeadLetterDetail
+
+
 class DeadLetterListResponse(Model):
     request_id: str
     records: list[DeadLetterRecord]
@@ -124,6 +146,11 @@ class PollerStatus(Model):
         None, description="state.backend nats: the replica polling the target (null: none)"
     )
     lease_since: str | None = Field(None, description="since when lease_holder holds it")
+    paused: bool | None = Field(None, description="an operator paused it (POST …/pause)")
+    paused_since: str | None = None
+    paused_by: str | None = Field(None, description="the admin token slot that paused it")
+    pause_reason: str | None = None
+    cycle_running: bool | None = Field(None, description="a cycle is in flight")
 
 
 class PollerStatusResponse(Model):
@@ -133,6 +160,16 @@ class PollerStatusResponse(Model):
     tenant: str
     count: int
     pollers: list[PollerStatus]
+
+
+class PollerControlResponse(Model):
+    request_id: str
+    action: Literal["run", "pause", "resume", "reset"]
+    result: dict[str, Any] = Field(
+        description="run: scheduled, after_running_cycle; pause: cycle_running (it finishes); "
+        "reset: checkpoints_removed"
+    )
+    poller: PollerStatus = Field(description="the target's status after the action")
 
 
 class EventListResponse(Model):

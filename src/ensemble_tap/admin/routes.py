@@ -12,13 +12,14 @@ errors are ``{"request_id": …, "error": …}``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from ensemble_tap.admin import models, params
 from ensemble_tap.admin.calls import AdminFailure, Call
@@ -33,6 +34,7 @@ from ensemble_tap.admin.jobs import (
     QueueLimitExceeded,
     ReplayRequest,
 )
+from ensemble_tap.admin.live_tail import LiveStreams, OpenFeed, TailFilter
 from ensemble_tap.admin.replay_jobs import JobsUnavailable, ReplayJobs
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.bus.dlq_store import (
@@ -44,10 +46,18 @@ from ensemble_tap.bus.dlq_store import (
 from ensemble_tap.config.models import ServerConfig
 from ensemble_tap.events import format_time_ns
 from ensemble_tap.observability import Metrics
+from ensemble_tap.poller.controls import (
+    NO_TENANT,
+    ControlRefused,
+    ControlsUnavailable,
+    Operator,
+    UnknownTarget,
+)
 from ensemble_tap.sink.backends import BackendError
 from ensemble_tap.sink.search import DEFAULT_LIMIT as DEFAULT_EVENT_LIMIT
 from ensemble_tap.sink.search import MAX_LIMIT as MAX_EVENT_LIMIT
 from ensemble_tap.sink.search import EventFilters, InvalidSearch
+from ensemble_tap.state.base import StateError
 
 DEFAULT_REPLAY_LIMIT = 100
 DEFAULT_LIST_LIMIT = 50
@@ -55,6 +65,16 @@ MAX_LIST_LIMIT = 500
 DLQ_MAX_PROBES = 5_000
 
 PollerStatusSource = Callable[[], list[dict[str, Any]]]
+
+
+class PollerControl(Protocol):
+    """``PollerService.control``: the target's status after the action, and what was done."""
+
+    async def __call__(
+        self, provider: str, tenant: str, *, action: str, operator: Operator
+    ) -> tuple[dict[str, Any], dict[str, Any]]: ...
+
+
 EventSearch = Callable[
     [EventFilters, int, str | None], Awaitable[tuple[list[dict[str, Any]], str | None]]
 ]
@@ -72,6 +92,11 @@ class AdminDependencies:
     poller_status: PollerStatusSource
     # The ClickHouse sink's event search; None when the sink is not enabled.
     search_events: EventSearch | None = None
+    # The pollers' controls; None when this process runs no pollers.
+    poller_control: PollerControl | None = None
+    # GET /admin/events/stream: the open streams, and a new subscription to the events.
+    live: LiveStreams = field(default_factory=LiveStreams)
+    open_feed: OpenFeed | None = None
 
 
 async def admin_dependencies(request: Request) -> AdminDependencies:
@@ -335,6 +360,45 @@ async def list_dead_letters(
 
 
 @router.get(
+    "/admin/dlq/{id}",
+    response_model=models.DeadLetterDetailResponse,
+    responses={**ERROR_RESPONSES, 503: {"model": models.AdminError}},
+    summary="Fetch one dead-letter record, with its request headers and body where kept",
+)
+async def get_dead_letter(
+    *,
+    call: Annotated[Call, guarded("dlq_get", Scope.READ)],
+    admin: Admin,
+    id: Annotated[
+        str,
+        Path(description="the record's sequence, or its id (dlq_…: the newest record with it)"),
+    ],
+) -> Response:
+    wanted = id.strip()
+    try:
+        if wanted.isdigit():
+            letter = await admin.dead_letters.at_sequence(int(wanted))
+        else:
+            letter = await admin.dead_letters.newest_with_id(wanted, DLQ_MAX_PROBES)
+    except STORE_UNAVAILABLE as exc:
+        raise AdminFailure(
+            503, f"dead-letter stream unavailable: {exc or type(exc).__name__}",
+            "admin dlq get rejected",
+        ) from None  # fmt: skip
+    if letter is None:
+        failure = AdminFailure(404, "dead-letter record not found", "admin dlq get missing")
+        failure.fields["record"] = wanted[:200]
+        raise failure
+    return call.respond(
+        200,
+        {"record": letter_detail_json(letter)},
+        "admin dlq record fetched",
+        sequence=letter.sequence,
+        record_id=letter.id,
+    )
+
+
+@router.get(
     "/admin/events",
     response_model=models.EventListResponse,
     responses={**ERROR_RESPONSES, 503: {"model": models.AdminError}},
@@ -392,6 +456,56 @@ async def list_events(
 
 
 @router.get(
+    "/admin/events/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "Server-sent events: `id:` the stream sequence, `data:` one "
+            "CloudEvent as JSON; a comment line every 15 s keeps the connection",
+        },
+        **ERROR_RESPONSES,
+        503: {"model": models.AdminError},
+    },
+    summary="Follow the events as they are published (server-sent events)",
+)
+async def stream_events(
+    *,
+    call: Annotated[Call, guarded("events_stream", Scope.READ)],
+    admin: Admin,
+    provider: Annotated[str | None, Query()] = None,
+    tenant: Annotated[str | None, Query()] = None,
+    type: Annotated[str | None, Query(description="CloudEvent type")] = None,
+) -> Response:
+    rejected = "admin events stream rejected"
+    if admin.open_feed is None:
+        raise AdminFailure(503, "the events stream is not reachable from here", rejected)
+    if admin.live.full():
+        raise AdminFailure(
+            503, f"too many open event streams (at most {admin.live.limit})", rejected
+        )
+    wanted = TailFilter(
+        provider=(provider or "").strip().lower(),
+        tenant=(tenant or "").strip(),
+        type=(type or "").strip(),
+    )
+    call.audit(
+        200,
+        "admin events stream opened",
+        {"provider": wanted.provider, "tenant": wanted.tenant, "type": wanted.type},
+    )
+    return StreamingResponse(
+        admin.live.serve(admin.open_feed, wanted),
+        media_type="text/event-stream",
+        headers={
+            "X-Request-ID": call.request_id,
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+        },
+    )
+
+
+@router.get(
     "/admin/poller-status",
     response_model=models.PollerStatusResponse,
     responses=ERROR_RESPONSES,
@@ -427,6 +541,130 @@ async def poller_status(
     )
 
 
+# Poller controls (poller/controls.py): scope replay, the scope of actions that make the
+# service deliver again; a read-only token can see pollers, not steer them.
+ProviderPath = Annotated[str, Path(description="the provider's name")]
+TenantPath = Annotated[str, Path(description=f"the tenant id; {NO_TENANT} for no tenant")]
+ReasonHeader = Annotated[
+    str | None, Header(alias="X-Admin-Reason", description="why (required; audited)")
+]
+POLLER_RESPONSES = {**ERROR_RESPONSES, 503: {"model": models.AdminError}}
+
+
+@router.post(
+    "/admin/pollers/{provider}/{tenant}/run",
+    status_code=202,
+    response_model=models.PollerControlResponse,
+    responses=POLLER_RESPONSES,
+    summary="Poll a target now: its next cycle starts at once (after one in flight)",
+)
+async def run_poller(
+    *,
+    call: Annotated[Call, guarded("poller_run", Scope.REPLAY)],
+    admin: Admin,
+    provider: ProviderPath,
+    tenant: TenantPath,
+    reason: ReasonHeader = None,
+) -> Response:
+    target = (provider, tenant)
+    return await _control_poller(call, admin, target=target, action="run", reason=reason)
+
+
+@router.post(
+    "/admin/pollers/{provider}/{tenant}/pause",
+    response_model=models.PollerControlResponse,
+    responses=POLLER_RESPONSES,
+    summary="Pause a target: no further cycles until resumed (kept across restarts)",
+)
+async def pause_poller(
+    *,
+    call: Annotated[Call, guarded("poller_pause", Scope.REPLAY)],
+    admin: Admin,
+    provider: ProviderPath,
+    tenant: TenantPath,
+    reason: ReasonHeader = None,
+) -> Response:
+    target = (provider, tenant)
+    return await _control_poller(call, admin, target=target, action="pause", reason=reason)
+
+
+@router.post(
+    "/admin/pollers/{provider}/{tenant}/resume",
+    response_model=models.PollerControlResponse,
+    responses=POLLER_RESPONSES,
+    summary="Resume a paused target",
+)
+async def resume_poller(
+    *,
+    call: Annotated[Call, guarded("poller_resume", Scope.REPLAY)],
+    admin: Admin,
+    provider: ProviderPath,
+    tenant: TenantPath,
+    reason: ReasonHeader = None,
+) -> Response:
+    target = (provider, tenant)
+    return await _control_poller(call, admin, target=target, action="resume", reason=reason)
+
+
+@router.post(
+    "/admin/pollers/{provider}/{tenant}/reset",
+    response_model=models.PollerControlResponse,
+    responses=POLLER_RESPONSES,
+    summary="Forget a target's checkpoints: its next cycle starts from the initial lookback",
+)
+async def reset_poller(
+    *,
+    call: Annotated[Call, guarded("poller_reset", Scope.REPLAY)],
+    admin: Admin,
+    provider: ProviderPath,
+    tenant: TenantPath,
+    reason: ReasonHeader = None,
+) -> Response:
+    target = (provider, tenant)
+    return await _control_poller(call, admin, target=target, action="reset", reason=reason)
+
+
+async def _control_poller(
+    call: Call,
+    admin: AdminDependencies,
+    *,
+    target: tuple[str, str],
+    action: str,
+    reason: str | None,
+) -> Response:
+    provider, tenant = target
+    rejected = f"admin poller {action} rejected"
+    operator_reason = params.reason(reason, admin.server, rejected)
+    if not operator_reason:
+        raise params.rejected("X-Admin-Reason header is required", rejected)
+    if admin.poller_control is None:
+        raise AdminFailure(404, "no pollers run in this process", rejected)
+    assert call.principal is not None
+    operator = Operator(by=call.principal.slot, reason=operator_reason, request_id=call.request_id)
+    fields = {"provider": provider.strip()[:100], "tenant": tenant.strip()[:200]}
+    try:
+        status, done = await admin.poller_control(
+            provider.strip(), tenant.strip(), action=action, operator=operator
+        )
+    except UnknownTarget as exc:
+        failure = AdminFailure(404, str(exc), f"admin poller {action} missing")
+        failure.fields |= fields
+        raise failure from None
+    except ControlRefused as exc:
+        failure = AdminFailure(409, str(exc), f"admin poller {action} conflict")
+        failure.fields |= fields
+        raise failure from None
+    except (ControlsUnavailable, StateError) as exc:
+        raise AdminFailure(503, str(exc), rejected) from None
+    return call.respond(
+        202 if action == "run" else 200,
+        {"action": action, "result": done, "poller": status},
+        f"admin poller {action}",
+        **fields,
+        operator_reason=operator_reason,
+    )
+
+
 def letter_json(letter: StoredLetter, include_payload: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": letter.id,
@@ -442,4 +680,22 @@ def letter_json(letter: StoredLetter, include_payload: bool) -> dict[str, Any]:
     }
     if include_payload and letter.original_payload:
         body["original_payload"] = base64.b64encode(letter.original_payload).decode()
+    return body
+
+
+def letter_detail_json(letter: StoredLetter) -> dict[str, Any]:
+    """One record in full: the list's fields, the payload (base64, and as text when it is
+    UTF-8) and the request's metadata. Credentials were never stored (``bus/dlq.py``)."""
+    body = letter_json(letter, include_payload=True)
+    if letter.original_payload:
+        with contextlib.suppress(UnicodeDecodeError):
+            body["original_payload_text"] = letter.original_payload.decode("utf-8")
+    for key, value in (
+        ("original_dedup_id", letter.original_dedup_id),
+        ("payload_sha256", letter.payload_sha256),
+    ):
+        if value:
+            body[key] = value
+    if letter.request_meta:
+        body["request_meta"] = letter.request_meta
     return body

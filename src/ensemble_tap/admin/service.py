@@ -7,6 +7,7 @@ and the in-process tests with a broker on a test nats-server.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import uuid
@@ -20,16 +21,24 @@ from ensemble_tap.admin.errors import install_error_handlers
 from ensemble_tap.admin.guarded import GuardChain
 from ensemble_tap.admin.guards import TokenAuthenticator
 from ensemble_tap.admin.jobs import JobRegistry, Limits, MemoryJobStore
+from ensemble_tap.admin.live_tail import LiveStreams
 from ensemble_tap.admin.nats_jobs import NatsJobs
 from ensemble_tap.admin.replay import Replayer
 from ensemble_tap.admin.replay_jobs import LocalJobs, ReplayJobs
-from ensemble_tap.admin.routes import AdminDependencies, EventSearch, PollerStatusSource, router
+from ensemble_tap.admin.routes import (
+    AdminDependencies,
+    EventSearch,
+    PollerControl,
+    PollerStatusSource,
+    router,
+)
 from ensemble_tap.admin.runner import ReplayRunner
 from ensemble_tap.admin.sqlite_store import SqliteJobStore
 from ensemble_tap.bus.buckets import Bucket, open_bucket
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.contract import Publisher
 from ensemble_tap.bus.dlq_store import DeadLetterStore
+from ensemble_tap.bus.live import live_events
 from ensemble_tap.bus.streams import dlq_stream_name, replay_jobs_bucket
 from ensemble_tap.config.models import Config
 from ensemble_tap.observability import Metrics
@@ -44,6 +53,8 @@ class AdminService:
     runner: ReplayRunner  # started once NATS is reached: stored jobs run then
     # The tokens the guards check; a secrets reload replaces them (secret_reload.py).
     authenticator: TokenAuthenticator
+    # Open GET /admin/events/stream responses: ended when the service stops.
+    live: LiveStreams
 
 
 def build_admin(
@@ -54,10 +65,11 @@ def build_admin(
     metrics: Metrics,
     poller_status: PollerStatusSource = list,
     search_events: EventSearch | None = None,
+    poller_control: PollerControl | None = None,
 ) -> AdminService:
     """The admin API over ``broker``'s DLQ stream; replays publish with ``publisher``.
-    ``poller_status`` and ``search_events`` come from the pollers and the ClickHouse sink
-    when this process runs them."""
+    ``poller_status``, ``poller_control`` and ``search_events`` come from the pollers and the
+    ClickHouse sink when this process runs them."""
     server = config.server
     jobs = replay_jobs_for(config, broker)
     dead_letters = DeadLetterStore(broker.js, dlq_stream_name(config.nats))
@@ -84,6 +96,13 @@ def build_admin(
             metrics=metrics,
             poller_status=poller_status,
             search_events=search_events,
+            poller_control=poller_control,
+            open_feed=functools.partial(
+                live_events,
+                broker.js,
+                stream=config.nats.stream,
+                subject=f"{config.nats.subject_prefix}.>",
+            ),
         )
     )
     return AdminService(
@@ -91,6 +110,7 @@ def build_admin(
         jobs=jobs,
         runner=runner,
         authenticator=app.state.guards.authenticator,
+        live=app.state.admin.live,
     )
 
 

@@ -150,6 +150,30 @@ class DeadLetterStore:
             sequence -= 1
         return found, (sequence + 1 if sequence >= max(first, 1) else None)
 
+    async def at_sequence(self, sequence: int) -> StoredLetter | None:
+        """The record stored at ``sequence`` (None: gone, or not a dead-letter record)."""
+        if not 1 <= sequence < 2**63:  # no such sequence (JetStream would answer 400)
+            return None
+        try:
+            msg = await self.js.get_msg(self.stream, sequence)
+        except NotFoundError:
+            return None
+        return parse_letter(sequence, msg.data or b"")
+
+    async def newest_with_id(self, record_id: str, max_probes: int) -> StoredLetter | None:
+        """The newest record whose ``id`` is ``record_id``, among the newest ``max_probes``
+        sequences (a record id is a content hash: the same failure again has the same id)."""
+        info = await self.js.stream_info(self.stream)
+        first, sequence = max(info.state.first_seq, 1), info.state.last_seq
+        for _ in range(max_probes):
+            if sequence < first:
+                return None
+            letter = await self.at_sequence(sequence)
+            if letter is not None and letter.id == record_id:
+                return letter
+            sequence -= 1
+        return None
+
     async def counts_by_stage(self, letter_filter: LetterFilter) -> dict[str, int]:
         """Record counts per stage (from the stream's per-subject counts)."""
         info = await self.js.stream_info(self.stream, subjects_filter=letter_filter.subject())

@@ -95,8 +95,15 @@ class StatusCollector(Collector):
             "Poller circuit breaker open (1) or closed (0) by provider and tenant.",
             labels=labels,
         )
+        paused = GaugeMetricFamily(
+            "tap_poller_paused",
+            "Poller paused by an operator (1) or not (0) by provider and tenant.",
+            labels=labels,
+        )
         now = self.status.clock.now_ns()
         for entry in self.status.entries():
+            paused.add_metric([entry.provider.strip(), entry.tenant_id.strip()],
+                              0.0 if entry.control is None else 1.0)  # fmt: skip
             key = [entry.provider.strip(), entry.tenant_id.strip()]
             stuck.add_metric(key, 1.0 if entry.stuck(now) else 0.0)
             failures.add_metric(key, float(entry.consecutive_failures))
@@ -108,3 +115,4 @@ class StatusCollector(Collector):
         yield failures
         yield lag
         yield circuit
+        yield paused

@@ -10,6 +10,11 @@
 * ``poll_failure_budget`` consecutive failures open the circuit: the next attempt waits at
   least ``poll_circuit_break_duration``, and is a single probe (half-open). The probe's success
   closes the circuit; its failure opens it again at once. A budget of 0 never opens it.
+* Operators' controls (``POST /admin/pollers/…``): ``request_run`` starts the next cycle at
+  once (after the one in flight), whatever the wait; a pause (``TargetControl``, read from the
+  state store before every cycle) holds every cycle until it is lifted, and an in-flight cycle
+  finishes. With state shared by replicas the pause is read again every ``CONTROL_RECHECK``
+  seconds while paused, so a resume on another replica is seen here.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from ensemble_tap.observability import get_logger
 from ensemble_tap.poller.clock import Clock
@@ -27,6 +32,7 @@ from ensemble_tap.poller.http import DEFAULT_RETRY_AFTER
 from ensemble_tap.poller.metrics import PollerMetrics
 from ensemble_tap.poller.status import PollerStatus
 from ensemble_tap.poller.targets import PollTarget
+from ensemble_tap.state.base import StateError, TargetControl
 
 BACKOFF_INITIAL = 0.5
 BACKOFF_MULTIPLIER = 1.5
@@ -37,6 +43,9 @@ MIN_WAIT = 0.01
 MIN_CYCLE_TIMEOUT = 600.0
 # The results of tap_poller_records_total (``known``: webhook+poll, a webhook brought it).
 RECORD_RESULTS = ("created", "updated", "deleted", "unchanged", "skipped", "dead_lettered", "known")
+# State shared by replicas: how often a paused target reads its pause again.
+CONTROL_RECHECK = 5.0
+ControlSource = Callable[[], Awaitable[TargetControl | None]]
 log = get_logger("ensemble_tap.poller")
 
 
@@ -101,7 +110,11 @@ class PollScheduler:
         clock: Clock,
         rng: random.Random | None = None,
         gate: asyncio.Semaphore | None = None,
+        control: ControlSource | None = None,
+        recheck: float | None = None,
     ) -> None:
+        """``control`` reads the target's pause from the state store (before every cycle);
+        ``recheck``: while paused, read it again this often (None: only when woken)."""
         self.target = target
         self.engine = engine
         self.status = status
@@ -112,13 +125,77 @@ class PollScheduler:
         self.gate = gate
         self.cycle_timeout = max(MIN_CYCLE_TIMEOUT, 10 * target.interval)
         self._labels = (target.provider, target.tenant_id)
+        self._control = control
+        self.recheck = recheck
+        self._wake = asyncio.Event()
+        self._run_now = False
+
+    @property
+    def paused(self) -> TargetControl | None:
+        return self.status.control
+
+    def set_control(self, control: TargetControl | None) -> None:
+        """Pause (or lift the pause) here at once; the caller stored it."""
+        self.status.control = control
+        self._wake.set()
+
+    def request_run(self) -> None:
+        """Start the next cycle now (after the one in flight, if any)."""
+        self._run_now = True
+        self._wake.set()
 
     async def run(self) -> None:
         """Cycle until cancelled."""
         next_at = self.clock.monotonic()
         while True:
-            await self._sleep_until(next_at)
+            await self._wait(next_at)
+            await self._read_control()
+            if self.paused is not None:
+                continue  # paused since the wait ended: wait again, nothing polled
             next_at = await self.run_once()
+
+    async def _read_control(self) -> None:
+        if self._control is None:
+            return
+        try:
+            self.status.control = await self._control()
+        except StateError as exc:  # keep the pause as last read; the cycle reports the store
+            log.warning("poller control not readable", provider=self.target.provider,
+                        tenant=self.target.tenant_id, error=str(exc))  # fmt: skip
+
+    async def _wait(self, moment: float) -> None:
+        """Until ``moment``, a run request, or (paused) the end of the pause."""
+        while True:
+            self._wake.clear()  # before the checks: a wake-up after them is not lost
+            if self.paused is not None:
+                self.status.next_run_ns = None
+                if self.recheck is None:
+                    await self._wake.wait()
+                elif not await self._sleep_or_wake(self.recheck):
+                    await self._read_control()
+                continue
+            if self._run_now:
+                self._run_now = False
+                await asyncio.sleep(0)
+                return
+            delay = moment - self.clock.monotonic()
+            if delay <= 0:
+                await asyncio.sleep(0)  # overran: run at once, but let other tasks in first
+                return
+            if not await self._sleep_or_wake(delay):
+                return
+
+    async def _sleep_or_wake(self, delay: float) -> bool:
+        """Sleep ``delay`` on the clock unless woken first; True when woken."""
+        waker = asyncio.ensure_future(self._wake.wait())
+        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+        try:
+            await asyncio.wait((waker, sleeper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waker, sleeper):
+                task.cancel()
+            await asyncio.gather(waker, sleeper, return_exceptions=True)
+        return waker.done() and not waker.cancelled()
 
     async def run_once(self) -> float:
         """Run one attempt now; return the monotonic time of the next one."""
@@ -127,10 +204,12 @@ class PollScheduler:
         async with self._slot():
             started = self.clock.monotonic()
             self.status.mark_run(self.clock.now_ns())
+            self.status.cycle_running = True
             try:
                 async with asyncio.timeout(self.cycle_timeout):
                     await self.engine.run_cycle()
             except asyncio.CancelledError:
+                self.status.cycle_running = False
                 raise
             except Exception as exc:
                 wait = self.policy.on_failure(exc)
@@ -155,14 +234,8 @@ class PollScheduler:
         async with self.gate:
             yield
 
-    async def _sleep_until(self, moment: float) -> None:
-        delay = moment - self.clock.monotonic()
-        if delay > 0:
-            await self.clock.sleep(delay)
-        else:
-            await asyncio.sleep(0)  # overran: run at once, but let other tasks in first
-
     def _finished(self, error: BaseException | None) -> None:
+        self.status.cycle_running = False
         stats = self.engine.last_stats
         now = self.clock.now_ns()
         self.status.checkpoints = dict(self.engine.cursors)

@@ -25,18 +25,19 @@ from ensemble_tap.bus.dlq import DeadLetterWriter
 from ensemble_tap.config.models import Config, ProviderConfig
 from ensemble_tap.config.poll_settings import bearer_token, oauth_enabled
 from ensemble_tap.observability import Metrics, get_logger
+from ensemble_tap.poller import controls
 from ensemble_tap.poller.clock import Clock, SystemClock
 from ensemble_tap.poller.engine import EventOutput, PollEngine
 from ensemble_tap.poller.http import ProviderHTTP, TokenBucket
 from ensemble_tap.poller.leases import LeaseKeeper, LeaseLost, replica_id
 from ensemble_tap.poller.metrics import PollerMetrics
 from ensemble_tap.poller.oauth import OAuthSettings, TokenSource
-from ensemble_tap.poller.scheduler import PollScheduler
+from ensemble_tap.poller.scheduler import CONTROL_RECHECK, PollScheduler
 from ensemble_tap.poller.status import StatusRegistry
 from ensemble_tap.poller.targets import PollTarget, build_targets
 from ensemble_tap.providers import poll_provider
 from ensemble_tap.providers.contract import ProviderPoller, StreamContext
-from ensemble_tap.state import NatsStateStore, StateStore, open_state_store
+from ensemble_tap.state import NatsStateStore, StateError, StateStore, open_state_store
 from ensemble_tap.state.leases import LeaseTable
 from ensemble_tap.state.versions import VersionRecorder
 
@@ -129,6 +130,56 @@ class PollerService:
                 scheduler.status.lease = self.keeper.holder_of(scheduler.target.state_key)
         return self.registry.snapshot()
 
+    async def control(
+        self, provider: str, tenant: str, *, action: str, operator: controls.Operator
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Run, pause, resume or reset one target (``poller/controls.py``): the target's
+        status after it, and what was done. Raises ``UnknownTarget``, ``ControlRefused``,
+        ``ControlsUnavailable`` or ``StateError``."""
+        scheduler = self._find(provider, tenant)
+        if self.store is None or (self.leased and self.keeper is None):
+            raise controls.ControlsUnavailable(
+                "poller state not set up yet"
+                + (f": {self.setup_error}" if self.setup_error else "")
+            )
+        key = scheduler.target.state_key
+        holder = None
+        if self.keeper is not None:
+            lease = self.keeper.holder_of(key)
+            if lease is None:
+                holder = ""
+            elif lease[0] != self.replica:
+                holder = lease[0]
+        done = await controls.apply(
+            action,
+            scheduler,
+            store=self.store,
+            operator=operator,
+            now_ns=self.clock.now_ns(),
+            holder=holder,
+        )
+        log.info("poller control", action=action, provider=scheduler.target.provider,
+                 tenant=scheduler.target.tenant_id, by=operator.by, reason=operator.reason,
+                 request_id=operator.request_id)  # fmt: skip
+        status = self.status()
+        entry = next(
+            e for e in status
+            if e["provider"] == scheduler.target.provider
+            and e.get("tenant_id", "") == scheduler.target.tenant_id
+        )  # fmt: skip
+        return entry, done
+
+    def _find(self, provider: str, tenant: str) -> PollScheduler:
+        wanted = "" if tenant == controls.NO_TENANT else tenant
+        for scheduler in self.schedulers:
+            target = scheduler.target
+            if target.provider == provider.lower() and target.tenant_id == wanted:
+                return scheduler
+        raise controls.UnknownTarget(
+            f"no poll target {provider}/{tenant} here"
+            + ("" if self.schedulers or not self.targets else " (pollers not set up yet)")
+        )
+
     async def start(self, run: bool = True) -> None:
         """Build one scheduler per target and (with ``run``) start them; with leases, set
         the buckets up in the background and start only the targets this replica holds."""
@@ -144,8 +195,18 @@ class PollerService:
         if self.versions is not None:
             self.versions.attach(self.store)
         self._build(self.store)
+        await self._read_pauses(self.store)
         if run:
             self.start_tasks()
+
+    async def _read_pauses(self, store: StateStore) -> None:
+        """Show stored pauses at once (each scheduler reads its own again before a cycle)."""
+        for scheduler in self.schedulers:
+            try:
+                scheduler.status.control = await store.load_control(scheduler.target.state_key)
+            except StateError as exc:
+                log.warning("poller control not readable", error=str(exc),
+                            **scheduler.target.describe())  # fmt: skip
 
     def _build(self, store: StateStore) -> None:
         if self.client is None:
@@ -200,6 +261,7 @@ class PollerService:
         if self.versions is not None:
             self.versions.attach(self.store)
         self._build(self.store)
+        await self._read_pauses(self.store)
         self.keeper = LeaseKeeper(
             table,
             targets=list(self._by_key),
@@ -289,6 +351,8 @@ class PollerService:
             clock=self.clock,
             rng=self.rng,
             gate=gate,
+            control=functools.partial(store.load_control, target.state_key),
+            recheck=CONTROL_RECHECK if self.leased else None,
         )
 
     async def _confirm(self, state_key: str) -> None:

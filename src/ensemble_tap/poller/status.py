@@ -7,6 +7,8 @@ counts of the last cycle) and ``checkpoint_lag_seconds``. With leases (``state.b
 nats``): ``lease_holder``, the replica polling the target (null while no replica holds it),
 and ``lease_since``, since when it holds it; the other fields are this replica's own view (a
 target polled elsewhere shows the cycles this replica ran before it handed it over).
+Operators' controls (#16): ``paused`` (with ``paused_since``, ``paused_by``, ``pause_reason``
+when it is) and ``cycle_running``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ensemble_tap.config.durations import format_duration
 from ensemble_tap.events import format_time_ns
 from ensemble_tap.poller.clock import Clock
 from ensemble_tap.poller.targets import PollTarget
+from ensemble_tap.state.base import TargetControl
 
 STUCK_INTERVALS = 3
 
@@ -43,6 +46,8 @@ class PollerStatus:
     last_cycle: dict[str, Any] | None = None
     leased: bool = False  # state.backend nats: a replica polls the target while it holds it
     lease: tuple[str, int | None] | None = None  # (holder, since) as last seen
+    control: TargetControl | None = None  # an operator's pause, as last read
+    cycle_running: bool = False
 
     def configure(self, target: PollTarget) -> None:
         self.interval = target.interval
@@ -120,6 +125,12 @@ class PollerStatus:
                 value["checkpoint_lag_seconds"] = round(max(0, now_ns - checkpoint) / 1e9, 3)
         if self.last_cycle is not None:
             value["last_cycle"] = dict(self.last_cycle)
+        value["paused"] = self.control is not None
+        if self.control is not None:
+            value["paused_since"] = format_time_ns(self.control.since_ns)
+            value["paused_by"] = self.control.by
+            value["pause_reason"] = self.control.reason
+        value["cycle_running"] = self.cycle_running
         if self.leased:
             holder, since = self.lease if self.lease is not None else (None, None)
             value["lease_holder"] = holder

@@ -103,6 +103,44 @@ class SnapshotWrite:
     snapshot: StoredSnapshot | None
 
 
+@dataclass(slots=True, frozen=True, kw_only=True)
+class TargetControl:
+    """An operator's pause of a poll target (``POST /admin/pollers/…/pause``): stored with the
+    target's state, so it survives restarts and every replica sees it."""
+
+    since_ns: int
+    by: str  # the admin token slot that paused it
+    reason: str
+    request_id: str = ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "paused": True,
+                "since": format_time_ns(self.since_ns),
+                "by": self.by,
+                "reason": self.reason,
+                "request_id": self.request_id,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> TargetControl | None:
+        """The stored pause, or None for a record that says "not paused"."""
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise StateError(f"stored poller control is not JSON: {exc}") from None
+        if not isinstance(value, dict) or not value.get("paused"):
+            return None
+        return cls(
+            since_ns=_time(value.get("since")) or 0,
+            by=str(value.get("by", "")),
+            reason=str(value.get("reason", "")),
+            request_id=str(value.get("request_id", "")),
+        )
+
+
 EntityKey = tuple[str, str]
 
 
@@ -141,6 +179,20 @@ class StateStore(Protocol):
     ) -> dict[EntityKey, SeenVersion]: ...
 
     async def load_token(self, state_key: str) -> StoredToken | None: ...
+
+    async def load_control(self, state_key: str) -> TargetControl | None:
+        """The target's pause, None when it is not paused."""
+        ...
+
+    async def save_control(self, state_key: str, control: TargetControl | None) -> None:
+        """Pause the target (``control``) or lift its pause (None)."""
+        ...
+
+    async def reset_checkpoints(self, state_key: str) -> int:
+        """Forget every checkpoint of the target (the reference's single one too): its next
+        cycle starts from the provider's initial lookback. Snapshots stay, so records that
+        did not change are not announced again. The number of checkpoints removed."""
+        ...
 
     async def save_token(self, state_key: str, token: StoredToken) -> None: ...
 

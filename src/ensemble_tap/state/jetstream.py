@@ -4,12 +4,13 @@ that takes a target over resumes exactly where the last holder committed.
 Bucket ``TAP_POLL_STATE`` (history 1, ``nats.stream_replicas``) holds, keyed by escaped parts
 (``kv_keys.py``): ``cp.<state key>.<stream>`` a stream's checkpoint, ``snap.<state key>.<type>.
 <id>`` a record's snapshot (``=<digest>\\n<canonical JSON>``), ``tok.<state key>`` a rotated
-refresh token and ``legacy.<state key>`` the reference's single checkpoint (from
-``state migrate``), ``ver.<state key>.<type>.<id>`` the newest version the webhook path saw
-of a record (``{"version_ns": …, "deleted": …}``, raised by compare-and-set, never lowered).
-A snapshot larger than ``inline_limit`` (KV values are bounded by the
-server's ``max_payload``) lives in object store ``TAP_POLL_LARGE`` under the same name, and
-its KV value is ``><digest>``.
+refresh token, ``ctl.<state key>`` an operator's pause of the target (read by whichever
+replica holds the target's lease), ``legacy.<state key>`` the reference's single checkpoint
+(from ``state migrate``), and ``ver.<state key>.<type>.<id>`` the newest version the webhook
+path saw of a record (``{"version_ns": …, "deleted": …}``, raised by compare-and-set, never
+lowered). A snapshot larger than ``inline_limit`` (KV values are bounded by the server's
+``max_payload``) lives in object store ``TAP_POLL_LARGE`` under the same name, and its KV
+value is ``><digest>``.
 
 Commits are fenced: a page's checkpoint is written with compare-and-set on the revision this
 store read or last wrote, so once another replica has committed the stream, this one's commit
@@ -43,6 +44,7 @@ from ensemble_tap.state.base import (
     StoredSnapshot,
     StoredToken,
     StreamState,
+    TargetControl,
 )
 from ensemble_tap.state.buckets import LARGE_BUCKET, STATE_BUCKET, ensure_kv, ensure_object_store
 from ensemble_tap.state.kv_scan import scan
@@ -241,6 +243,40 @@ class NatsStateStore:
         value = encode_token(token)
         async with _errors(f"save token of {state_key}"):
             await self._kv.put(kv_keys.token_key(state_key), value)
+
+    async def load_control(self, state_key: str) -> TargetControl | None:
+        async with _errors(f"read control of {state_key}"):
+            entry = await self._get(kv_keys.control_key(state_key))
+        if entry is None or not entry.value:
+            return None
+        return TargetControl.from_json(entry.value)
+
+    async def save_control(self, state_key: str, control: TargetControl | None) -> None:
+        name = kv_keys.control_key(state_key)
+        async with _errors(f"save control of {state_key}"):
+            if control is None:
+                await self._kv.delete(name)
+            else:
+                await self._kv.put(name, control.to_json())
+
+    async def reset_checkpoints(self, state_key: str) -> int:
+        """Overwrite the target's checkpoints with empty ones (and drop the reference's). The
+        holder's next commit of a stream then fails its compare-and-set (``StaleCheckpoint``),
+        and its engine reads the checkpoint anew: empty, so it starts from the lookback.
+        (Written, not deleted: a commit expecting "no key" fails on a delete marker.)"""
+        prefix = kv_keys.checkpoint_key(state_key, "")[: -len(kv_keys.escape(""))]
+        empty = StreamState().to_json()
+        async with _errors(f"reset checkpoints of {state_key}"):
+            entries = await scan(self._kv, f"{prefix}*")
+            names = [
+                e.key for e in entries if StreamState.from_json(e.value or b"") != StreamState()
+            ]
+            await _all(self._kv.put(name, empty) for name in names)
+            legacy = await self._get(kv_keys.legacy_key(state_key))
+            if legacy is not None:
+                await self._kv.delete(kv_keys.legacy_key(state_key))
+                names.append(kv_keys.legacy_key(state_key))
+        return len(names)
 
     async def close(self) -> None:
         """Nothing to close: the connection belongs to the caller."""

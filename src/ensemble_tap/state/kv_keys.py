@@ -53,6 +53,11 @@ def token_key(state_key: str) -> str:
     return f"tok.{key(state_key)}"
 
 
+def control_key(state_key: str) -> str:
+    """An operator's pause of the target."""
+    return f"ctl.{key(state_key)}"
+
+
 def lease_key(state_key: str) -> str:
     return f"target.{key(state_key)}"
 

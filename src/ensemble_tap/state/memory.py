@@ -10,6 +10,7 @@ from ensemble_tap.state.base import (
     StoredSnapshot,
     StoredToken,
     StreamState,
+    TargetControl,
 )
 from ensemble_tap.state.versions import SeenVersion, VersionNote, merge_into
 
@@ -21,6 +22,7 @@ class MemoryStateStore:
         self._snapshots: dict[str, dict[EntityKey, StoredSnapshot]] = {}
         self._tokens: dict[str, StoredToken] = {}
         self._versions: dict[str, dict[EntityKey, SeenVersion]] = {}
+        self._controls: dict[str, TargetControl] = {}
 
     async def load_stream(self, state_key: str, stream: str) -> StreamState:
         data = self._streams.get((state_key, stream))
@@ -75,6 +77,21 @@ class MemoryStateStore:
 
     async def save_token(self, state_key: str, token: StoredToken) -> None:
         self._tokens[state_key] = token
+
+    async def load_control(self, state_key: str) -> TargetControl | None:
+        return self._controls.get(state_key)
+
+    async def save_control(self, state_key: str, control: TargetControl | None) -> None:
+        if control is None:
+            self._controls.pop(state_key, None)
+        else:
+            self._controls[state_key] = control
+
+    async def reset_checkpoints(self, state_key: str) -> int:
+        keys = [key for key in self._streams if key[0] == state_key]
+        for key in keys:
+            del self._streams[key]
+        return len(keys)
 
     async def close(self) -> None:
         return None

@@ -8,7 +8,8 @@ Schema versions (``PRAGMA user_version``):
    per snapshot (cheap "unchanged" checks), rotated OAuth refresh tokens (``oauth_tokens``),
    and HubSpot's plural entity types renamed to the singular names webhooks use;
 3. ``entity_versions``: the newest version per entity the webhook path saw (``webhook+poll``,
-   ``versions.py``).
+   ``versions.py``);
+4. operators' pauses of poll targets (``target_controls``, one JSON row per paused target).
 
 A file of the reference is migrated in place; its single checkpoint is read as the starting
 point of every stream of that state key (with the lookback, so nothing between is lost).
@@ -36,10 +37,11 @@ from ensemble_tap.state.base import (
     StoredSnapshot,
     StoredToken,
     StreamState,
+    TargetControl,
 )
 from ensemble_tap.state.versions import SeenVersion, VersionNote
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _T = TypeVar("_T")
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -98,6 +100,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             version_ns  INTEGER NOT NULL,
             deleted     INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (state_key, entity_type, entity_id)
+        )""",
+    ),
+    4: (
+        """CREATE TABLE IF NOT EXISTS target_controls (
+            state_key    TEXT PRIMARY KEY,
+            control_json TEXT NOT NULL,
+            updated_at   TEXT NOT NULL
         )""",
     ),
 }
@@ -289,6 +298,45 @@ class SqliteStateStore:
                 )
 
         await self._run(work)
+
+    async def load_control(self, state_key: str) -> TargetControl | None:
+        def work(db: sqlite3.Connection) -> TargetControl | None:
+            row = db.execute(
+                "SELECT control_json FROM target_controls WHERE state_key = ?", (state_key,)
+            ).fetchone()
+            return None if row is None else TargetControl.from_json(row[0])
+
+        return await self._run(work)
+
+    async def save_control(self, state_key: str, control: TargetControl | None) -> None:
+        stamp = format_time_ns(now_ns())
+
+        def work(db: sqlite3.Connection) -> None:
+            with db:
+                if control is None:
+                    db.execute("DELETE FROM target_controls WHERE state_key = ?", (state_key,))
+                    return
+                db.execute(
+                    "INSERT INTO target_controls (state_key, control_json, updated_at) "
+                    "VALUES (?, ?, ?) ON CONFLICT (state_key) DO UPDATE SET "
+                    "control_json = excluded.control_json, updated_at = excluded.updated_at",
+                    (state_key, control.to_json().decode(), stamp),
+                )
+
+        await self._run(work)
+
+    async def reset_checkpoints(self, state_key: str) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            with db:
+                removed = db.execute(
+                    "DELETE FROM stream_checkpoints WHERE state_key = ?", (state_key,)
+                ).rowcount
+                removed += db.execute(
+                    "DELETE FROM checkpoints WHERE provider = ?", (state_key,)
+                ).rowcount
+            return int(removed)
+
+        return await self._run(work)
 
     async def export(self) -> StateDump:
         """Everything stored (``state migrate``)."""

@@ -24,7 +24,7 @@ from ensemble_tap.state import (
     StreamState,
     open_state_store,
 )
-from ensemble_tap.state.base import StoredToken
+from ensemble_tap.state.base import StoredToken, TargetControl
 from ensemble_tap.state.sqlite import SCHEMA_VERSION
 from ensemble_tap.state.versions import SeenVersion, VersionNote
 from tests.support.fakes import at
@@ -125,6 +125,31 @@ async def test_tokens(store: StateStore) -> None:
     assert await store.load_token("quickbooks") == StoredToken("rt-3", "origin")
 
 
+async def test_pause_controls_and_checkpoint_reset(store: StateStore) -> None:
+    assert await store.load_control("hubspot::t1") is None
+    pause = TargetControl(since_ns=at("2026-03-03T14:00:00Z"), by="primary", reason="upstream down")
+    await store.save_control("hubspot::t1", pause)
+    assert await store.load_control("hubspot::t1") == pause
+    assert await store.load_control("hubspot") is None  # scoped by key
+    await store.save_control("hubspot::t1", None)
+    await store.save_control("hubspot::t1", None)  # lifting no pause is fine
+    assert await store.load_control("hubspot::t1") is None
+
+    state = StreamState(at("2026-03-03T14:22:00Z"), Position(None, {"after": "2"}))
+    for stream in ("deals", "contacts"):
+        await store.commit("hubspot::t1", stream, [put(f"{stream}-1", v=1)], state)
+    await store.commit("hubspot::t2", "deals", [], state)
+    assert await store.reset_checkpoints("hubspot::t1") == 2
+    assert await store.load_stream("hubspot::t1", "deals") == StreamState()
+    assert await store.load_stream("hubspot::t2", "deals") == state  # other targets keep theirs
+    kept = await store.get_snapshots("hubspot::t1", [("deal", "deals-1")])
+    assert list(kept) == [("deal", "deals-1")]  # snapshots stay: unchanged records stay quiet
+    # The store commits again after a reset (in NATS: over the reset revision).
+    await store.load_stream("hubspot::t1", "deals")
+    await store.commit("hubspot::t1", "deals", [], state)
+    assert await store.load_stream("hubspot::t1", "deals") == state
+
+
 async def test_a_failed_sqlite_commit_changes_nothing(tmp_path: Path) -> None:
     store = SqliteStateStore(str(tmp_path / "s.db"))
     try:
@@ -155,6 +180,17 @@ async def test_sqlite_survives_a_restart_and_keeps_its_file_private(tmp_path: Pa
     }
     await again.close()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+async def test_a_pause_survives_a_sqlite_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "tap-state.db")
+    pause = TargetControl(since_ns=5, by="primary", reason="maintenance", request_id="r-1")
+    first = SqliteStateStore(path)
+    await first.save_control("notion", pause)
+    await first.close()
+    again = SqliteStateStore(path)
+    assert await again.load_control("notion") == pause
+    await again.close()
 
 
 async def test_migrates_the_reference_schema(tmp_path: Path) -> None:
@@ -190,7 +226,7 @@ async def test_migrates_the_reference_schema(tmp_path: Path) -> None:
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     db.close()
 
 
