@@ -59,6 +59,12 @@ pollers_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(pollers_app, name="pollers")
+events_app = typer.Typer(
+    short_help="Search stored events, or follow new ones as they are published.",
+    invoke_without_command=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(events_app, name="events")
 
 UrlOption = Annotated[
     str,
@@ -166,6 +172,27 @@ class AdminClient:
             if not isinstance(body, dict):
                 _fail(f"{method} {path}: unexpected answer {_short(response.text)}")
             return body
+
+    def follow(self, path: str, params: Mapping[str, str]) -> Iterator[str]:
+        """The ``data:`` payloads of a server-sent event stream, as they arrive (no time
+        limit between events: the server sends a keep-alive comment every 15 s)."""
+        import httpx
+
+        timeout = httpx.Timeout(HTTP_TIMEOUT, read=None)
+        accept = {"Accept": "text/event-stream"}
+        try:
+            with self._http.stream("GET", path, params=dict(params), headers=accept,
+                                   timeout=timeout) as response:  # fmt: skip
+                if response.status_code >= 400:
+                    response.read()
+                    _fail(_describe_error(response, self.url))
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        yield line.removeprefix("data:").strip()
+        except httpx.ConnectError as exc:
+            _fail(f"cannot connect to {self.url} ({_short(exc)})")
+        except httpx.TransportError as exc:
+            _fail(f"the event stream from {self.url} ended: {_short(exc)}")
 
 
 # --------------------------------------------------------------------------- dlq
@@ -683,8 +710,14 @@ for _action in ("run", "pause", "resume", "reset"):
 # --------------------------------------------------------------------------- events
 
 
-@app.command("events")
+@events_app.callback(
+    help=(
+        "Search the events stored by the ClickHouse sink, newest first.\n\n"
+        "Subcommand: `tail` (follow events as they are published)."
+    ),
+)
 def events(  # nosec B107
+    ctx: typer.Context,
     event_id: Annotated[str | None, typer.Option("--id", help="CloudEvent id.")] = None,
     request_id: Annotated[
         str | None, typer.Option(help='The webhook\'s X-Request-ID ("where is my webhook?").')
@@ -701,7 +734,9 @@ def events(  # nosec B107
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
 ) -> None:
-    """Search the events stored by the ClickHouse sink, newest first."""
+    if ctx.invoked_subcommand is not None:
+        _refuse_list_options(ctx, _EVENTS_SEARCH_ONLY)
+        return
     params = _params(
         id=event_id,
         request_id=request_id,
@@ -742,6 +777,35 @@ def events(  # nosec B107
     )
     if answer.get("next_cursor"):
         typer.echo(f"more: --cursor {answer['next_cursor']}")
+
+
+_EVENTS_SEARCH_ONLY = (
+    "event_id", "request_id", "provider", "tenant", "event_type", "entity_id", "since", "until",
+    "limit", "cursor",
+)  # fmt: skip
+
+
+@events_app.command(
+    "tail",
+    help=(
+        "Follow events as they are published (GET /admin/events/stream): one CloudEvent "
+        "per line, as JSON, until Ctrl-C."
+    ),
+)
+def events_tail(  # nosec B107
+    provider: Annotated[str | None, typer.Option(help="Only this provider.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    event_type: Annotated[str | None, typer.Option("--type", help="CloudEvent type.")] = None,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = "",
+) -> None:
+    params = _params(provider=provider, tenant=tenant, type=event_type)
+    with AdminClient(url, token) as client:
+        try:
+            for data in client.follow("/admin/events/stream", params):
+                typer.echo(data)
+        except KeyboardInterrupt:
+            return
 
 
 # --------------------------------------------------------------------------- following jobs

@@ -5,7 +5,12 @@ goes away frees its slot."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import orjson
@@ -69,3 +74,36 @@ async def test_events_stream_filters_bounds_and_frees_slots(start_app: StartApp)
         await eventually(slot_free, 10.0, interval=0.05, what="the stream's slot freed")
         unauthorized = await client.get("/admin/events/stream")
         assert unauthorized.status_code == 401
+
+
+async def test_the_cli_tails_new_events_until_interrupted(start_app: StartApp) -> None:
+    """``ensemble-tap admin events tail``: one CloudEvent per line, filtered, ended by Ctrl-C."""
+    app = start_app(server=SERVER, providers=PROVIDERS)
+    cli = str(Path(sys.executable).parent / "ensemble-tap")
+    tail = await asyncio.create_subprocess_exec(
+        cli, "admin", "events", "tail", "--provider", "acme", "--url", app.url,
+        env={**os.environ, "TAP_ADMIN_TOKEN": TOKEN}, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert tail.stdout is not None
+    try:
+        async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
+            line = asyncio.ensure_future(tail.stdout.readline())
+            sent = 0
+
+            async def printed() -> bool:  # until the tail is subscribed, events pass it by
+                nonlocal sent
+                sent += 1
+                await deliver(client, "globex", f"evt_other_{sent}")
+                await deliver(client, "acme", f"evt_tail_{sent}")
+                await asyncio.wait({line}, timeout=0.2)
+                return line.done()
+
+            await eventually(printed, 20.0, interval=0, what="a line from the tail")
+        event = orjson.loads(line.result())
+        assert event["source"] == "tap/acme/default"
+        tail.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(tail.wait(), 10) == 0
+    finally:
+        if tail.returncode is None:
+            tail.kill()
+            await tail.wait()
