@@ -27,6 +27,7 @@ from prometheus_client import generate_latest
 
 from ensemble_tap import __version__
 from ensemble_tap.admin.guards import Scope, TokenAuthenticator, admin_enabled
+from ensemble_tap.admin.history import MetricsHistory
 from ensemble_tap.admin.live_tail import LiveStreams
 from ensemble_tap.admin.replay_jobs import ReplayJobs
 from ensemble_tap.admin.runner import ReplayRunner
@@ -120,6 +121,8 @@ class TapApp:
         self.admin: FastAPI | None = None
         self.console: ASGIApp | None = None
         self.live_streams: LiveStreams | None = None
+        self.metrics_history: MetricsHistory | None = None
+        self._history_task: asyncio.Task[None] | None = None
         self.replay_runner: ReplayRunner | None = None
         self.replay_jobs: ReplayJobs | None = None
         self.pollers: PollerService | None = None
@@ -155,6 +158,10 @@ class TapApp:
             await self.stop()
             raise
         self._bring_up_task = asyncio.create_task(self._bring_up(), name="tap-bring-up")
+        if self.metrics_history is not None:  # the overview's last hour starts now
+            self._history_task = asyncio.create_task(
+                self.metrics_history.run(), name="tap-metrics-history"
+            )
         if renewal_wanted(self.config.vault):
             self.vault_renewal = TokenRenewal(self.config.vault)
             self.vault_renewal.start()
@@ -244,8 +251,10 @@ class TapApp:
                 poller_status=self.pollers.status if self.pollers is not None else list,
                 poller_control=self.pollers.control if self.pollers is not None else None,
                 search_events=self.sink.search if self.sink is not None else None,
+                exposition=self._exposition,
             )
             self.admin = admin.app
+            self.metrics_history = admin.history
             self.live_streams = admin.live
             self.replay_runner = admin.runner
             self.replay_jobs = admin.jobs
@@ -436,6 +445,11 @@ class TapApp:
         task.add_done_callback(self._reloads.discard)
 
     async def stop(self) -> None:
+        if self._history_task is not None:
+            self._history_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._history_task
+            self._history_task = None
         if self.secrets is not None:
             await self.secrets.stop()
         if self.vault_renewal is not None:

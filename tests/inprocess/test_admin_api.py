@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 
 from ensemble_tap.admin import models
 from ensemble_tap.admin.guards import Scope, fingerprint
@@ -87,6 +88,7 @@ ROUTES = [
     Route("GET", "/admin/events", {}, "events", Scope.READ, 200),
     Route("GET", "/admin/events/stream", {}, "events_stream", Scope.READ, 200),
     Route("GET", "/admin/poller-status", {}, "poller_status", Scope.READ, 200),
+    Route("GET", "/admin/metrics/history", {}, "metrics_history", Scope.READ, 200),
     *(
         Route(
             "POST",
@@ -215,6 +217,7 @@ async def build(nats: NatsServer, tmp_path: Path) -> AsyncIterator[BuildAdmin]:
                 poller_status=pollers.status,
                 poller_control=pollers.control,
                 search_events=events,
+                exposition=lambda: _exposition(metrics),
             )
             stack.push_async_callback(service.runner.stop)
             # In process the response is read to its end: streams end once subscribed
@@ -229,6 +232,10 @@ async def build(nats: NatsServer, tmp_path: Path) -> AsyncIterator[BuildAdmin]:
             )
 
         yield make
+
+
+async def _exposition(metrics: Metrics) -> bytes:
+    return generate_latest(metrics.registry)
 
 
 def _ending_at_once(open_feed: OpenFeed) -> OpenFeed:
@@ -450,3 +457,26 @@ async def test_poller_controls_answer_by_the_targets_state(build: BuildAdmin) ->
     assert reset.json()["result"] == {"checkpoints_removed": 0}
     assert api.count("poller_pause", "conflict") == 1
     assert api.count("poller_resume", "success") == 1
+
+
+async def test_metrics_history_answers_the_sampled_points(build: BuildAdmin) -> None:
+    """Two samples of the service's own metrics: the second has rates (per second over the
+    interval), the first none; gauges and the DLQ depth as they are."""
+    api = await build(admin_token=TOKENS["primary"], **HIGH_RATE)
+    history = api.service.history
+    assert history is not None
+    await history.sample()
+    api.metrics.webhooks_received.labels("acme", "202").inc(30)
+    api.metrics.webhooks_received.labels("acme", "401").inc(10)
+    await history.sample()
+    async with api.client() as client:
+        reply = await client.get(
+            "/admin/metrics/history", headers={"X-Admin-Token": TOKENS["primary"]}
+        )
+    assert reply.status_code == 200, reply.text
+    first, second = reply.json()["points"]
+    assert "webhooks_per_s" not in first and second["webhooks_per_s"] > 0  # no rate at first
+    assert second["webhooks_2xx_per_s"] == pytest.approx(3 * second["webhooks_4xx_per_s"], 1e-3)
+    depth = await api.service.app.state.admin.dead_letters.depth()  # the test stream's, now
+    assert first["dlq_depth"] == second["dlq_depth"] == depth
+    assert reply.json()["resolution_seconds"] == 10.0

@@ -28,6 +28,7 @@ ROUTES = {
     ("get", "/admin/events"): "read",
     ("get", "/admin/events/stream"): "read",
     ("get", "/admin/poller-status"): "read",
+    ("get", "/admin/metrics/history"): "read",
     **{
         ("post", f"/admin/pollers/{{provider}}/{{tenant}}/{a}"): "replay"
         for a in ("run", "pause", "resume", "reset")

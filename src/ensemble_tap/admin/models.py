@@ -162,6 +162,18 @@ class PollerStatusResponse(Model):
     pollers: list[PollerStatus]
 
 
+class MetricsHistoryResponse(Model):
+    generated_at: str
+    request_id: str
+    resolution_seconds: float
+    span_seconds: float
+    series: list[str] = Field(description="the series a point may hold, in display order")
+    points: list[dict[str, float | str]] = Field(
+        description="oldest first: `time` (RFC 3339) and each series known then (rates per "
+        "second over the interval; an unknown value, such as the first rate, is left out)"
+    )
+
+
 class PollerControlResponse(Model):
     request_id: str
     action: Literal["run", "pause", "resume", "reset"]

@@ -26,6 +26,7 @@ from ensemble_tap.admin.calls import AdminFailure, Call
 from ensemble_tap.admin.cursors import InvalidCursor, encode_sequence_cursor
 from ensemble_tap.admin.guarded import guarded
 from ensemble_tap.admin.guards import Scope, fingerprint
+from ensemble_tap.admin.history import MetricsHistory, empty_history
 from ensemble_tap.admin.jobs import (
     IdempotencyConflict,
     JobStatus,
@@ -97,6 +98,8 @@ class AdminDependencies:
     # GET /admin/events/stream: the open streams, and a new subscription to the events.
     live: LiveStreams = field(default_factory=LiveStreams)
     open_feed: OpenFeed | None = None
+    # GET /admin/metrics/history; None when this app has no sampler (make openapi).
+    history: MetricsHistory | None = None
 
 
 async def admin_dependencies(request: Request) -> AdminDependencies:
@@ -503,6 +506,22 @@ async def stream_events(
             "X-Accel-Buffering": "no",  # nginx: pass each event on at once
         },
     )
+
+
+@router.get(
+    "/admin/metrics/history",
+    response_model=models.MetricsHistoryResponse,
+    responses=ERROR_RESPONSES,
+    summary="The last hour of webhooks, failures, dead letters, sink lag and pollers",
+)
+async def metrics_history(
+    *,
+    call: Annotated[Call, guarded("metrics_history", Scope.READ)],
+    admin: Admin,
+) -> Response:
+    history = admin.history.as_json() if admin.history is not None else empty_history()
+    body = {"generated_at": format_time_ns(time.time_ns()), **history}
+    return call.respond(200, body, "admin metrics history fetched", points=len(body["points"]))
 
 
 @router.get(

@@ -11,6 +11,7 @@ import functools
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ensemble_tap import __version__
 from ensemble_tap.admin.errors import install_error_handlers
 from ensemble_tap.admin.guarded import GuardChain
 from ensemble_tap.admin.guards import TokenAuthenticator
+from ensemble_tap.admin.history import MetricsHistory
 from ensemble_tap.admin.jobs import JobRegistry, Limits, MemoryJobStore
 from ensemble_tap.admin.live_tail import LiveStreams
 from ensemble_tap.admin.nats_jobs import NatsJobs
@@ -55,6 +57,8 @@ class AdminService:
     authenticator: TokenAuthenticator
     # Open GET /admin/events/stream responses: ended when the service stops.
     live: LiveStreams
+    # GET /admin/metrics/history's sampler (its run() is the service's to start and cancel).
+    history: MetricsHistory | None = None
 
 
 def build_admin(
@@ -66,10 +70,12 @@ def build_admin(
     poller_status: PollerStatusSource = list,
     search_events: EventSearch | None = None,
     poller_control: PollerControl | None = None,
+    exposition: Callable[[], Awaitable[bytes]] | None = None,
 ) -> AdminService:
     """The admin API over ``broker``'s DLQ stream; replays publish with ``publisher``.
     ``poller_status``, ``poller_control`` and ``search_events`` come from the pollers and the
-    ClickHouse sink when this process runs them."""
+    ClickHouse sink when this process runs them; ``exposition`` (the service's /metrics)
+    feeds ``GET /admin/metrics/history``, sampled by ``AdminService.history``."""
     server = config.server
     jobs = replay_jobs_for(config, broker)
     dead_letters = DeadLetterStore(broker.js, dlq_stream_name(config.nats))
@@ -87,6 +93,9 @@ def build_admin(
         metrics=metrics,
         sweep_interval=server.admin_replay_claim_ttl / 3,
     )
+    history = (
+        MetricsHistory(exposition, dlq_depth=dead_letters.depth) if exposition is not None else None
+    )
     app = admin_app(
         AdminDependencies(
             server=server,
@@ -97,6 +106,7 @@ def build_admin(
             poller_status=poller_status,
             search_events=search_events,
             poller_control=poller_control,
+            history=history,
             open_feed=functools.partial(
                 live_events,
                 broker.js,
@@ -111,6 +121,7 @@ def build_admin(
         runner=runner,
         authenticator=app.state.guards.authenticator,
         live=app.state.admin.live,
+        history=history,
     )
 
 

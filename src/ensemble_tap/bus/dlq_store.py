@@ -126,6 +126,11 @@ class DeadLetterStore:
             elif letter_filter.matches(letter):
                 yield letter
 
+    async def depth(self) -> int:
+        """Dead letters in the stream now."""
+        info = await self.js.stream_info(self.stream)
+        return int(info.state.messages)
+
     async def newest_first(
         self, letter_filter: LetterFilter, before: int | None, limit: int, max_probes: int
     ) -> tuple[list[StoredLetter], int | None]:
