@@ -21,10 +21,11 @@ def escape(text: str) -> str:
     return "".join(chr(b) if b in _SAFE else f"={b:02X}" for b in text.encode())
 
 
-def unescape(token: str) -> str:
-    if token == "=":
+def unescape(part: str) -> str:
+    """The text of one escaped key token."""
+    if part == "=":
         return ""
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), token).encode("latin-1").decode()
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), part).encode("latin-1").decode()
 
 
 def key(*parts: str) -> str:
