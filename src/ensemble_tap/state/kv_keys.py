@@ -21,10 +21,10 @@ def escape(text: str) -> str:
     return "".join(chr(b) if b in _SAFE else f"={b:02X}" for b in text.encode())
 
 
-def unescape(token: str) -> str:
-    if token == "=":
+def unescape(escaped: str) -> str:
+    if escaped == "=":
         return ""
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), token).encode("latin-1").decode()
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), escaped).encode("latin-1").decode()
 
 
 def key(*parts: str) -> str:
