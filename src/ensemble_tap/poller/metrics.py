@@ -2,7 +2,8 @@
 
 The gauges (stuck, consecutive failures, checkpoint lag, open circuit) are computed from the
 status registry when Prometheus scrapes, instead of by a refresh loop every 15 s: always
-current, and nothing to schedule.
+current, and nothing to schedule. With leases (``state.backend: nats``) a replica reports the
+gauges of the targets it polls only, so each target has one reporter across the replicas.
 """
 
 from __future__ import annotations
@@ -102,9 +103,10 @@ class StatusCollector(Collector):
         )
         now = self.status.clock.now_ns()
         for entry in self.status.entries():
-            paused.add_metric([entry.provider.strip(), entry.tenant_id.strip()],
-                              0.0 if entry.control is None else 1.0)  # fmt: skip
+            if not entry.reported_here:  # the replica polling it reports it
+                continue
             key = [entry.provider.strip(), entry.tenant_id.strip()]
+            paused.add_metric(key, 0.0 if entry.control is None else 1.0)
             stuck.add_metric(key, 1.0 if entry.stuck(now) else 0.0)
             failures.add_metric(key, float(entry.consecutive_failures))
             circuit.add_metric(key, 0.0 if entry.circuit == "closed" else 1.0)

@@ -276,6 +276,7 @@ class PollerService:
     async def _start_target(self, state_key: str) -> None:
         """This replica took the target: read its state anew, then poll it."""
         scheduler = self._by_key[state_key]
+        scheduler.status.held_here = True
         scheduler.engine.forget_state()
         auth, _ = self._credentials[state_key]
         auth.forget_rotated()
@@ -286,6 +287,7 @@ class PollerService:
         task = self._target_tasks.pop(state_key, None)
         if task is not None:
             await cancel_and_wait(task)
+        self._by_key[state_key].status.held_here = False
 
     def start_tasks(self) -> None:
         """Start one task per scheduler (``start(run=False)`` leaves that to the caller)."""

@@ -6,9 +6,9 @@ times are left out instead of Go's ``0001-01-01T00:00:00Z``. Added: ``stuck``, `
 counts of the last cycle) and ``checkpoint_lag_seconds``. With leases (``state.backend:
 nats``): ``lease_holder``, the replica polling the target (null while no replica holds it),
 and ``lease_since``, since when it holds it; the other fields are this replica's own view (a
-target polled elsewhere shows the cycles this replica ran before it handed it over).
-Operators' controls (#16): ``paused`` (with ``paused_since``, ``paused_by``, ``pause_reason``
-when it is) and ``cycle_running``.
+target polled elsewhere shows the cycles this replica ran before it handed it over, and is
+never ``stuck`` here). Operators' controls (#16): ``paused`` (with ``paused_since``,
+``paused_by``, ``pause_reason`` when it is) and ``cycle_running``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,13 @@ class PollerStatus:
     lease: tuple[str, int | None] | None = None  # (holder, since) as last seen
     control: TargetControl | None = None  # an operator's pause, as last read
     cycle_running: bool = False
+    held_here: bool = False  # leased: this replica polls the target now
+
+    @property
+    def reported_here(self) -> bool:
+        """Whether this replica speaks for the target's health: always without leases; with
+        them only while it polls the target (another replica's cycles are not seen here)."""
+        return not self.leased or self.held_here
 
     def configure(self, target: PollTarget) -> None:
         self.interval = target.interval
@@ -78,6 +85,8 @@ class PollerStatus:
         self.consecutive_failures += 1
 
     def stuck(self, now_ns: int) -> bool:
+        if not self.reported_here:
+            return False
         if self.failure_budget > 0 and self.consecutive_failures >= self.failure_budget:
             return True
         if self.last_run_ns is None:

@@ -294,7 +294,7 @@ class NatsStateStore:
         return True
 
     async def import_snapshot(
-        self, state_key: str, entity_type: str, entity_id: str, snapshot: StoredSnapshot
+        self, state_key: str, *, entity_type: str, entity_id: str, snapshot: StoredSnapshot
     ) -> bool:
         name = kv_keys.snapshot_key(state_key, entity_type, entity_id)
         async with _errors(f"import {name}"):

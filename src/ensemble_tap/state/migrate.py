@@ -59,7 +59,9 @@ async def sqlite_to_nats(source: SqliteStateStore, target: NatsStateStore) -> Mi
         )
     for state_key, entity_type, entity_id, snapshot in dump.snapshots:
         report.snapshots.add(
-            await target.import_snapshot(state_key, entity_type, entity_id, snapshot)
+            await target.import_snapshot(
+                state_key, entity_type=entity_type, entity_id=entity_id, snapshot=snapshot
+            )
         )
     for state_key, token in dump.tokens:
         value = encode_token(token)

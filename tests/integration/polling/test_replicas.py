@@ -43,6 +43,10 @@ class Replica:
         """Tenant → the replica holding its lease, as this replica's status shows it."""
         return {s.get("tenant_id", ""): s.get("lease_holder") for s in self.service.status()}
 
+    def gauge(self, name: str, tenant: str) -> float | None:
+        labels = {"provider": "notion", "tenant": tenant}
+        return self.metrics.registry.get_sample_value(name, labels)
+
     def polling(self) -> set[str]:
         """The tenants whose poller runs here."""
         return {key.partition("::")[2] for key in self.service._target_tasks}
@@ -134,6 +138,10 @@ async def test_replicas_share_targets_and_take_over(
                 return a.holders() == b.holders() == held
 
             await eventually(statuses_agree, timeout=10)
+            # Each target's health gauges come from the replica polling it only.
+            for r in (a, b):
+                reported = {t for t in every if r.gauge("tap_poller_stuck", t) is not None}
+                assert reported == r.polling()
             assert all("lease_since" in s for s in a.service.status())
             created = [(t, "page-1", "created", "v1") for t in sorted(every)]
 
