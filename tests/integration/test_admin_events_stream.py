@@ -83,6 +83,7 @@ async def test_the_cli_tails_new_events_until_interrupted(start_app: StartApp) -
     tail = await asyncio.create_subprocess_exec(
         cli, "admin", "events", "tail", "--provider", "acme", "--url", app.url,
         env={**os.environ, "TAP_ADMIN_TOKEN": TOKEN}, stdout=asyncio.subprocess.PIPE,
+        preexec_fn=_interruptible,
     )  # fmt: skip
     assert tail.stdout is not None
     try:
@@ -107,3 +108,9 @@ async def test_the_cli_tails_new_events_until_interrupted(start_app: StartApp) -
         if tail.returncode is None:
             tail.kill()
             await tail.wait()
+
+
+def _interruptible() -> None:
+    """Ctrl-C as at a terminal: a test run started in the background (``make test &``)
+    ignores SIGINT, and a Python child would inherit that and never see KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
