@@ -21,6 +21,7 @@ from ensemble_tap.state import (
     StreamState,
 )
 from ensemble_tap.state.base import StoredToken
+from ensemble_tap.state.migrate import sqlite_to_nats
 from tests.support.fakes import at
 from tests.support.nats_server import NatsServer
 
@@ -65,30 +66,28 @@ async def fill(path: Path) -> None:
 
 
 async def test_migrate_copies_everything_once(private_nats: NatsServer, tmp_path: Path) -> None:
-    source = tmp_path / "tap-state.db"
-    await fill(source)
-    config = write_config(tmp_path, private_nats.url, source)
-
-    first = migrate(config, "--from", "sqlite", "--to", "nats")
-    assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines()[1:] == [
-        "checkpoints: 2 copied, 0 already in nats",
-        "legacy checkpoints: 1 copied, 0 already in nats",
-        "snapshots: 1 copied, 0 already in nats",
-        "tokens: 1 copied, 0 already in nats",
-    ]
-    again = migrate(config, "--from", "sqlite", "--to", "nats")
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.splitlines()[1:] == [
-        "checkpoints: 0 copied, 2 already in nats",
-        "legacy checkpoints: 0 copied, 1 already in nats",
-        "snapshots: 0 copied, 1 already in nats",
-        "tokens: 0 copied, 1 already in nats",
-    ]
-
+    """In process (``state/migrate.py``): every kind of state arrives, and a second run
+    copies nothing."""
+    path = tmp_path / "tap-state.db"
+    await fill(path)
     nc = await nats.connect(private_nats.url)
+    source = SqliteStateStore(str(path))
     try:
         store = await NatsStateStore.open(nc.jetstream(), replicas=1)
+        first = await sqlite_to_nats(source, store)
+        again = await sqlite_to_nats(source, store)
+        assert first.lines() == [
+            "checkpoints: 2 copied, 0 already in nats",
+            "legacy checkpoints: 1 copied, 0 already in nats",
+            "snapshots: 1 copied, 0 already in nats",
+            "tokens: 1 copied, 0 already in nats",
+        ]
+        assert again.lines() == [
+            "checkpoints: 0 copied, 2 already in nats",
+            "legacy checkpoints: 0 copied, 1 already in nats",
+            "snapshots: 0 copied, 1 already in nats",
+            "tokens: 0 copied, 1 already in nats",
+        ]
         assert await store.load_stream("hubspot::t1", "deals") == CHECKPOINT
         assert await store.load_streams("notion") == {
             "pages": StreamState(at("2026-03-03T15:00:00Z"))
@@ -100,7 +99,22 @@ async def test_migrate_copies_everything_once(private_nats: NatsServer, tmp_path
         assert found[("deal", "d1")] == canonical({"stage": "open"})
         assert await store.load_token("quickbooks") == StoredToken("rt-2", "origin")
     finally:
+        await source.close()
         await nc.close()
+
+
+async def test_the_cli_reports_what_it_copied(private_nats: NatsServer, tmp_path: Path) -> None:
+    source = tmp_path / "tap-state.db"
+    await fill(source)
+    config = write_config(tmp_path, private_nats.url, source)
+    first = migrate(config, "--from", "sqlite", "--to", "nats")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[1:] == [
+        "checkpoints: 2 copied, 0 already in nats",
+        "legacy checkpoints: 1 copied, 0 already in nats",
+        "snapshots: 1 copied, 0 already in nats",
+        "tokens: 1 copied, 0 already in nats",
+    ]
 
 
 def test_migrate_refuses_a_missing_source(private_nats: NatsServer, tmp_path: Path) -> None:
