@@ -19,6 +19,10 @@ One run, everything on loopback and cleaned up at the end:
 Target (issue 4): every target cycling every 60 s with < 25% of one core and flat memory.
 Exit status: 0 when no cycle failed and no target waited longer than its (jittered) interval
 between two cycles in the measured windows, 1 otherwise.
+
+Polling over replicas (issue 15): ``--replicas 3`` (``--state nats``, default interval 30 s)
+runs each replica as its own process sharing the targets through poller leases in NATS KV
+instead of step 3; see bench/polling_replicas.py.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 PROVIDERS = ("hubspot", "salesforce", "quickbooks", "notion")
 TARGET_CPU = 0.25
 JITTER = 0.1  # spreads the targets' cycles over the interval, as a deployment would
+REQUEST_COUNTS = "fake-requests.jsonl"  # beside the fakes' port file
 
 
 # ------------------------------------------------------------------------- fake providers
@@ -95,22 +100,35 @@ async def serve_fakes(
     for fake in fakes.values():
         await fake.__aenter__()
     port_file.write_text(json.dumps({name: fake.url for name, fake in fakes.items()}))
+    counting = asyncio.create_task(count_requests(port_file.with_name(REQUEST_COUNTS), fakes))
     changed = max(1, int(records * churn))
     round_ = 0
-    while True:
-        await asyncio.sleep(interval)
-        round_ += 1
-        now = time.time_ns()
-        quickbooks.now_ns = now  # type: ignore[attr-defined]
-        for k in range(changed):
-            n = (round_ * changed + k) % records
-            for obj in ("deals", "contacts", "companies", "tickets"):
-                hubspot.put(obj, str(n + 1), now, name=f"{obj} {n}", amount=str(round_))  # type: ignore[attr-defined]
-            salesforce.put("Opportunity", f"006{n:015d}", now, Name=f"deal {n}", Amount=round_)  # type: ignore[attr-defined]
-            for entity in ("Customer", "Invoice"):
-                quickbooks.put(entity, str(n + 1), now, DisplayName=f"{entity} {n}",  # type: ignore[attr-defined]
-                               MetaDataNote={"n": round_})  # fmt: skip
-            notion.put(f"{n:08d}-0000-4000-8000-000000000000", now, title=f"page {round_}")  # type: ignore[attr-defined]
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            round_ += 1
+            now = time.time_ns()
+            quickbooks.now_ns = now  # type: ignore[attr-defined]
+            for k in range(changed):
+                n = (round_ * changed + k) % records
+                for obj in ("deals", "contacts", "companies", "tickets"):
+                    hubspot.put(obj, str(n + 1), now, name=f"{obj} {n}", amount=str(round_))  # type: ignore[attr-defined]
+                salesforce.put("Opportunity", f"006{n:015d}", now, Name=f"deal {n}", Amount=round_)  # type: ignore[attr-defined]
+                for entity in ("Customer", "Invoice"):
+                    quickbooks.put(entity, str(n + 1), now, DisplayName=f"{entity} {n}",  # type: ignore[attr-defined]
+                                   MetaDataNote={"n": round_})  # fmt: skip
+                notion.put(f"{n:08d}-0000-4000-8000-000000000000", now, title=f"page {round_}")  # type: ignore[attr-defined]
+    finally:
+        counting.cancel()
+
+
+async def count_requests(path: Path, fakes: dict[str, Any]) -> None:
+    """Every second, the requests the fakes have served so far (a count at the APIs)."""
+    with path.open("a", buffering=1) as out:
+        while True:
+            total = sum(len(fake.requests) for fake in fakes.values())
+            out.write(json.dumps({"t": time.time(), "requests": total}) + "\n")
+            await asyncio.sleep(1.0)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -249,7 +267,7 @@ def config_for(
             "providers": providers,
             "nats": {"url": nats_url, "stream": "POLLBENCH", "subject_prefix": "pollbench",
                      "publish_timeout": "10s"},
-            "state": {"backend": args.state},
+            "state": {"backend": args.state, "lease_ttl": f"{args.lease_ttl}s"},
         }
     )  # fmt: skip
 
@@ -345,42 +363,76 @@ def report(result: Result) -> str:
     return "\n".join(lines)
 
 
+def start_fakes(args: argparse.Namespace, tmp: Path) -> subprocess.Popen[bytes]:
+    """The fake providers' child process; it writes their URLs to ``tmp/fakes.json``."""
+    return subprocess.Popen(
+        [sys.executable, __file__, "--serve-fakes", str(tmp / "fakes.json"), "--targets",
+         str(args.targets), "--records", str(args.records), "--churn", str(args.churn),
+         "--interval", str(args.interval)],
+        cwd=BENCH_DIR.parent,
+    )  # fmt: skip
+
+
+def wait_fakes(fakes: subprocess.Popen[bytes], tmp: Path) -> dict[str, str]:
+    port_file = tmp / "fakes.json"
+    for _ in range(1200):
+        if port_file.exists() and port_file.read_text():
+            return dict(json.loads(port_file.read_text()))
+        if fakes.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise SystemExit("the fake providers did not start")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--targets", type=int, default=1000)
-    parser.add_argument("--interval", type=float, default=60.0)
+    parser.add_argument("--interval", type=float, help="seconds (60; 30 with --replicas)")
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--records", type=int, default=20)
     parser.add_argument("--churn", type=float, default=0.05)
-    parser.add_argument("--state", choices=("memory", "sqlite"), default="memory")
+    parser.add_argument("--state", choices=("memory", "sqlite", "nats"))
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        help="poller replicas, one process each (state nats); 0: in-process",
+    )
+    parser.add_argument("--lease-ttl", type=float, default=15.0, help="state.lease_ttl (nats)")
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--serve-fakes", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--replica-child", help=argparse.SUPPRESS)
+    parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--nats-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.state == "nats" and not args.replicas:
+        args.replicas = 1
+    if args.replicas:
+        if args.state not in (None, "nats"):
+            parser.error("--replicas needs --state nats (poller leases)")
+        args.state = "nats"
+    args.state = args.state or "memory"
+    if args.interval is None:
+        args.interval = 30.0 if args.replicas else 60.0
     if args.serve_fakes is not None:
         asyncio.run(serve_fakes(args.serve_fakes, args.targets, args.records, args.churn,
                                 args.interval))  # fmt: skip
         return 0
+    if args.replicas:
+        import polling_replicas
+
+        if args.replica_child is not None:
+            asyncio.run(polling_replicas.run_replica(args))
+            return 0
+        return polling_replicas.main(args)
 
     from tests.support.nats_server import NatsServer
 
     with tempfile.TemporaryDirectory(prefix="tap-pollbench-") as tmp:
-        port_file = Path(tmp) / "fakes.json"
-        fakes = subprocess.Popen(
-            [sys.executable, __file__, "--serve-fakes", str(port_file), "--targets",
-             str(args.targets), "--records", str(args.records), "--churn", str(args.churn),
-             "--interval", str(args.interval)],
-            cwd=BENCH_DIR.parent,
-        )  # fmt: skip
+        fakes = start_fakes(args, Path(tmp))
         nats_server = NatsServer(Path(tmp) / "nats", port=free_port()).start()
         try:
-            for _ in range(600):
-                if port_file.exists() and port_file.read_text():
-                    break
-                if fakes.poll() is not None:
-                    print("the fake providers did not start", file=sys.stderr)
-                    return 2
-                time.sleep(0.05)
-            urls = json.loads(port_file.read_text())
+            urls = wait_fakes(fakes, Path(tmp))
             result = asyncio.run(measure(args, urls, nats_server.url, str(Path(tmp) / "data")))
         finally:
             fakes.terminate()
