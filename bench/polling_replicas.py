@@ -68,6 +68,7 @@ from proc import tree_cpu_seconds
 STATUS_EVERY = 1.0
 SETTLE_TIMEOUT = 600.0  # leases spread and every target cycled once, or the run fails
 DOUBLE_SLACK = 1.0  # a gap this much under the shortest jittered interval: polled twice
+STOP_TIMEOUT = 60.0  # a replica's SIGTERM to exit (leases given back)
 MISS_SLACK = 2.0  # a gap this much over the longest jittered interval: missed
 
 
@@ -433,6 +434,22 @@ def measure(
     return readers, begin, moment
 
 
+def stop_replicas(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (leases given back); a replica still running ``STOP_TIMEOUT`` later is
+    killed and named, so a hung replica neither hangs the run nor hides its first error."""
+    for child in children.values():
+        child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for name, child in children.items():
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{name} still running {STOP_TIMEOUT:.0f} s after SIGTERM: killed",
+                  file=sys.stderr)  # fmt: skip
+            child.kill()
+            child.wait()
+
+
 def run(args: argparse.Namespace, result: ReplicasResult) -> None:
     """Fakes, nats-server, the replicas; measure; stop everything; fill ``result``."""
     from tests.support.nats_server import NatsServer
@@ -449,15 +466,14 @@ def run(args: argparse.Namespace, result: ReplicasResult) -> None:
         others = {"fakes": fakes.pid, "nats-server": server.process.pid}
         readers, begin, end = measure(args, children, others, result)
     finally:
-        for child in children.values():
-            child.send_signal(signal.SIGTERM)
-        for child in children.values():
-            child.wait(60)
-        fakes.terminate()
-        fakes.wait(10)
-        if children:
-            result.stream_messages = asyncio.run(stream_messages(server.url))
-        server.stop()
+        try:
+            stop_replicas(children)
+            fakes.terminate()
+            fakes.wait(10)
+            if children:
+                result.stream_messages = asyncio.run(stream_messages(server.url))
+        finally:  # whatever failed above, no nats-server is left behind
+            server.stop()
     for reader in readers:
         reader.read()  # every cycle of the run, up to the replicas' stop
     result.span = span_of(readers, begin, end, args)
