@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import subprocess
 import time
@@ -18,10 +19,35 @@ from pathlib import Path
 import httpx
 import nats
 
-from ensemble_tap.bus.embedded import free_port, nats_server_binary
+from ensemble_tap.bus.embedded import nats_server_binary
 from ensemble_tap.lifetime import exit_with_parent
 
 CLUSTER_NAME = "tap-test"
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def stable_port() -> int:
+    """A free loopback port below the kernel's ephemeral range. A node keeps its ports over a
+    restart (and a late node is started long after its ports were chosen): a port from the
+    ephemeral range can meanwhile be taken by any outgoing connection or ``bind(0)`` of the
+    test run, and the node then fails with "address already in use"."""
+    low = _ephemeral_range()[0]
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12_000), low)  # nosec B311: not a secret
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @dataclass
@@ -31,9 +57,9 @@ class ClusterNode:
     name: str
     store_dir: Path
     routes: list[str]
-    port: int = field(default_factory=free_port)
-    cluster_port: int = field(default_factory=free_port)
-    monitor_port: int = field(default_factory=free_port)
+    port: int = field(default_factory=stable_port)
+    cluster_port: int = field(default_factory=stable_port)
+    monitor_port: int = field(default_factory=stable_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -127,7 +153,7 @@ class NatsCluster:
     ``wait_meta_leader()`` once JetStream has a meta leader that every living node knows."""
 
     def __init__(self, directory: Path, size: int = 3) -> None:
-        cluster_ports = [free_port() for _ in range(size)]
+        cluster_ports = [stable_port() for _ in range(size)]
         routes = [f"nats-route://127.0.0.1:{port}" for port in cluster_ports]
         self.nodes = [
             ClusterNode(
