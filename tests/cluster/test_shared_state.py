@@ -163,8 +163,13 @@ async def test_a_replay_job_is_shared_and_finished_by_another_replica_after_a_ki
                                       params={"limit": str(records)}, headers=key)  # fmt: skip
             assert again.json()["job"]["job_id"] == job_id  # the key holds on another replica
             for other in replicas[1:]:
-                listed = (await client.get(f"{other.url}/admin/replay-dlq")).json()["jobs"]
-                assert job_id in {job["job_id"] for job in listed}
+
+                async def listed(url: str = other.url) -> bool:
+                    jobs = (await client.get(f"{url}/admin/replay-dlq")).json()["jobs"]
+                    return job_id in {job["job_id"] for job in jobs}
+
+                # KV reads may be served by a follower of the 3-replica bucket, a moment behind.
+                await eventually(listed, 10, what=f"the job listed through {other.name}")
 
             async def under_way() -> int:
                 job = (await client.get(f"{replicas[2].url}/admin/replay-dlq/{job_id}")).json()
