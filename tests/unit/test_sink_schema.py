@@ -215,7 +215,7 @@ async def test_reference_table_is_upgraded(backend: EmbeddedBackend, table: Tabl
 
 async def test_statement_errors_are_backend_errors(backend: EmbeddedBackend) -> None:
     with pytest.raises(BackendError) as info:
-        await backend.query("SELECT * FROM ensemble.no_such_table")
+        await backend.query("SELECT * FROM system.no_such_table")  # system: always there
     assert "UNKNOWN_TABLE" in str(info.value)
     assert info.value.unreachable is False
 

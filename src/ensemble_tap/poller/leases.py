@@ -12,7 +12,14 @@ unreachable) is dropped here too: the server has expired it, another replica may
 Before a poller commits a page it confirms its lease (``confirm``: a renewal, so a
 compare-and-set on the revision); a lost lease raises ``LeaseLost`` and nothing is committed.
 With the checkpoint's own compare-and-set (``state/jetstream.py``) two holders can never both
-commit.
+commit. And a holder stops calling the target's API before the server could expire its lease:
+a watchdog halts the poller of a lease whose last successful renewal was *sent* more than
+``lease_ttl - renew_every / 2`` ago (the server expires it ``lease_ttl`` after storing it,
+which is later still), so a slow round or an unreachable NATS never leaves two replicas polling.
+
+Rounds touch thousands of leases at scale: renewals, takes and give-backs each run
+concurrently (at most ``LEASE_CONCURRENCY`` in flight), so a round lasts a few round trips,
+not one per target, and the heartbeat written at its start never lapses while it runs.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ from ensemble_tap.state.base import StateError
 from ensemble_tap.state.leases import LeaseTable, LeaseView
 
 RENEWS_PER_TTL = 3
+# Lease writes in flight at once in a round: enough to overlap round trips, few enough that
+# a round of thousands does not flood the connection ahead of the pollers' own requests.
+LEASE_CONCURRENCY = 64
 log = get_logger("ensemble_tap.poller")
 
 
@@ -85,7 +95,7 @@ def plan(*, targets: Sequence[str], view: LeaseView, me: str, mine: Collection[s
 class _Held:
     revision: int
     since_ns: int
-    renewed_at: float  # time.monotonic()
+    renewed_at: float  # time.monotonic() when the last successful write was sent
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -106,10 +116,13 @@ class LeaseKeeper:
         self.targets = list(targets)
         self.ttl = ttl
         self.renew_every = ttl / RENEWS_PER_TTL
+        # A lease unrenewed this long is halted here, before the server may expire it.
+        self.hold_for = ttl - self.renew_every / 2
         self._start = start
         self._stop = stop
         self._held: dict[str, _Held] = {}
         self._running: set[str] = set()
+        self._writes = asyncio.Semaphore(LEASE_CONCURRENCY)
         self.view: LeaseView | None = None
 
     def held(self) -> list[str]:
@@ -127,28 +140,49 @@ class LeaseKeeper:
 
     async def run(self) -> None:
         """Keep the leases until cancelled (then ``stop``)."""
+        watchdog = asyncio.create_task(self._watch(), name="poll lease watchdog")
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except StateError as exc:
+                    log.warning("poll leases: round failed", error=str(exc))
+                except Exception as exc:  # never end the rounds: held leases would go unrenewed
+                    log.error("poll leases: round failed", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(self.renew_every)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    async def _watch(self) -> None:
+        """Halt the pollers of leases left unrenewed too long, whatever the rounds are doing."""
         while True:
-            try:
-                await self.tick()
-            except StateError as exc:
-                log.warning("poll leases: round failed", error=str(exc))
-            except Exception as exc:  # never end the rounds: held leases would run unrenewed
-                log.error("poll leases: round failed", error=f"{type(exc).__name__}: {exc}")
             await self._drop_unrenewed()
-            await asyncio.sleep(self.renew_every)
+            await asyncio.sleep(min(1.0, self.renew_every / 4))
 
     async def tick(self) -> None:
         """One round: heartbeat, renew, read, give back or take."""
         await self.table.heartbeat()
-        await asyncio.gather(*(self._renew(target) for target in list(self._held)))
-        for target in sorted(self._running - set(self._held)):  # lost while committing
-            await self._halt(target)
+        await self._each(list(self._held), self._renew)
+        await self._each(sorted(self._running - set(self._held)), self._halt)  # lost meanwhile
         self.view = await self.table.view()
         step = plan(targets=self.targets, view=self.view, me=self.replica, mine=self._held)
-        for target in step.give_back:
-            await self._give_back(target)
-        for target in step.take:
-            await self._take(target)
+        await self._each(step.give_back, self._give_back)
+        await self._each(step.take, self._take)
+
+    async def _each(self, targets: Sequence[str], action: Callable[[str], Awaitable[None]]) -> None:
+        """``action`` on every target, at most ``LEASE_CONCURRENCY`` at once; the first error
+        propagates once all have ended (none is left running unseen)."""
+
+        async def bounded(target: str) -> None:
+            async with self._writes:
+                await action(target)
+
+        results = await asyncio.gather(*(bounded(t) for t in targets), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def confirm(self, target: str) -> None:
         """Renew the lease now; LeaseLost when it is not ours any more (the fence before a
@@ -159,24 +193,26 @@ class LeaseKeeper:
         async with held.lock:
             if self._held.get(target) is not held:
                 raise LeaseLost(f"lease of {target} was given back")
+            sent_at = time.monotonic()
             revision = await self.table.renew(target, held.revision, held.since_ns)
             if revision is None:
                 self._held.pop(target, None)
                 raise LeaseLost(f"lease of {target} expired or was taken by another replica")
-            held.revision, held.renewed_at = revision, time.monotonic()
+            held.revision, held.renewed_at = revision, sent_at
 
     async def _renew(self, target: str) -> None:
         held = self._held.get(target)
         if held is None:
             return
         async with held.lock:
+            sent_at = time.monotonic()
             try:
                 revision = await self.table.renew(target, held.revision, held.since_ns)
-            except StateError as exc:  # unknown: kept until unrenewed for lease_ttl
+            except StateError as exc:  # unknown: kept until the watchdog gives up on it
                 log.warning("poll lease not renewed", target=target, error=str(exc))
                 return
             if revision is not None:
-                held.revision, held.renewed_at = revision, time.monotonic()
+                held.revision, held.renewed_at = revision, sent_at
                 return
             self._held.pop(target, None)
         log.warning("poll lease lost: another replica polls the target now", target=target)
@@ -185,17 +221,18 @@ class LeaseKeeper:
     async def _drop_unrenewed(self) -> None:
         now = time.monotonic()
         for target, held in list(self._held.items()):
-            if now - held.renewed_at > self.ttl:
+            if now - held.renewed_at > self.hold_for and self._held.get(target) is held:
                 self._held.pop(target, None)
-                log.warning("poll lease expired unrenewed (nats unreachable?)", target=target)
+                log.warning("poll lease unrenewed: poller halted before it expires "
+                            "(nats unreachable or slow?)", target=target)  # fmt: skip
                 await self._halt(target)
 
     async def _take(self, target: str) -> None:
-        since = now_ns()
+        since, sent_at = now_ns(), time.monotonic()
         revision = await self.table.take(target, since)
         if revision is None:
             return  # another replica was faster
-        self._held[target] = _Held(revision, since, time.monotonic())
+        self._held[target] = _Held(revision, since, sent_at)
         log.info("poll lease taken", target=target, replica=self.replica)
         self._running.add(target)
         await self._start(target)
@@ -216,12 +253,13 @@ class LeaseKeeper:
     async def stop(self) -> None:
         """Stop every poller, give every lease back and leave (SIGTERM): the other replicas
         take the targets at their next round instead of after ``lease_ttl``."""
-        for target in sorted(self._held):
-            try:
-                await self._give_back(target)
-            except StateError as exc:  # it expires after lease_ttl instead
-                log.warning("poll lease not given back", target=target, error=str(exc))
-        for target in sorted(self._running):
-            await self._halt(target)
+        await self._each(sorted(self._held), self._give_back_or_let_expire)
+        await self._each(sorted(self._running), self._halt)
         with contextlib.suppress(StateError):
             await self.table.leave()
+
+    async def _give_back_or_let_expire(self, target: str) -> None:
+        try:
+            await self._give_back(target)
+        except StateError as exc:  # it expires after lease_ttl instead
+            log.warning("poll lease not given back", target=target, error=str(exc))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Self
 
 import orjson
 from nats.errors import Error as NatsError
@@ -74,7 +75,7 @@ class LeaseTable:
         ttl: float,
         replicas: int,
         bucket: str = LEASE_BUCKET,
-    ) -> LeaseTable:
+    ) -> Self:
         """Create (or find, or bring to ``ttl``) the bucket; JetStream errors propagate."""
         return cls(await ensure_kv(js, bucket, replicas=replicas, ttl=ttl), replica=replica)
 

@@ -14,6 +14,7 @@ from nats.aio.client import Client
 
 from ensemble_tap.poller.leases import LeaseKeeper, LeaseLost
 from ensemble_tap.poller.service import cancel_and_wait
+from ensemble_tap.state.base import StateError
 from ensemble_tap.state.leases import LeaseTable
 from tests.support.nats_server import NatsServer
 from tests.support.polling import unique_name
@@ -86,8 +87,10 @@ async def test_a_lease_not_renewed_expires_after_the_ttl(js_client: Client) -> N
 class Replica:
     """A keeper whose "pollers" are entries in a set."""
 
-    def __init__(self, table: LeaseTable) -> None:
+    def __init__(self, table: LeaseTable, *, beside: Replica | None = None) -> None:
         self.polling: set[str] = set()
+        self.beside = beside  # another replica: starts of a target it still polls are noted
+        self.overlaps: list[str] = []
         self.keeper = LeaseKeeper(
             table, targets=TARGETS, ttl=TTL, start=self._start, stop=self._stop
         )
@@ -95,6 +98,8 @@ class Replica:
 
     async def _start(self, target: str) -> None:
         assert target not in self.polling
+        if self.beside is not None and target in self.beside.polling:
+            self.overlaps.append(target)
         self.polling.add(target)
 
     async def _stop(self, target: str) -> None:
@@ -173,3 +178,61 @@ async def _takes(table: LeaseTable, target: str) -> bool:
 
 async def _noop(target: str) -> None:
     return None
+
+
+async def test_scans_leave_no_consumers_behind(js_client: Client) -> None:
+    """Each view reads the bucket through an ordered consumer; the server drops it soon after
+    (thousands of targets scan every few seconds: kept 5 minutes, they hit the server's
+    consumer limit)."""
+    bucket = unique_name()
+    js = js_client.jetstream()
+    table = await LeaseTable.open(js, replica="r1", ttl=TTL * 10, replicas=1, bucket=bucket)
+    await table.heartbeat()
+    for _ in range(20):
+        assert (await table.view()).replicas == {"r1"}
+    stream = f"KV_{bucket}"
+    assert (await js.stream_info(stream)).state.consumer_count > 0
+
+    async def all_gone() -> bool:
+        info = await js.stream_info(stream)
+        return info.state.consumer_count == 0
+
+    await eventually(all_gone, 20.0, what="the scans' consumers removed by the server")
+
+
+class CutOff(LeaseTable):
+    """A replica whose writes stop reaching NATS once ``cut`` is set (a partition), while
+    the bucket, shared with the other replicas, goes on."""
+
+    cut = False
+
+    async def renew(self, target: str, revision: int, since_ns: int) -> int | None:
+        if self.cut:
+            raise StateError(f"poll leases: renew {target}: nats: timeout")
+        return await super().renew(target, revision, since_ns)
+
+    async def heartbeat(self) -> None:
+        if self.cut:
+            raise StateError("poll leases: heartbeat: nats: timeout")
+        await super().heartbeat()
+
+
+async def test_a_cut_off_holder_halts_its_pollers_before_another_may_take_them(
+    js_client: Client,
+) -> None:
+    bucket = unique_name()
+    js = js_client.jetstream()
+    cut = await CutOff.open(js, replica="a", ttl=TTL, replicas=1, bucket=bucket)
+    a = Replica(cut)
+    await eventually(lambda: a.polling == set(TARGETS), timeout=5 * TTL)
+    cut.cut = True
+    b = Replica(
+        await LeaseTable.open(js, replica="b", ttl=TTL, replicas=1, bucket=bucket), beside=a
+    )
+    try:
+        await eventually(lambda: b.polling == set(TARGETS), timeout=TTL + TTL / 3 + 3)
+        assert a.polling == set()
+        assert b.overlaps == []  # a had halted each poller before b could take its lease
+    finally:
+        for replica in (a, b):
+            await replica.stop()
