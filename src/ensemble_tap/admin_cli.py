@@ -369,6 +369,14 @@ def replay(  # nosec B107
         str | None, typer.Option(help="Only records of this stage (publish or normalize).")
     ] = None,
     tenant: Annotated[str | None, typer.Option(help="Only records of this tenant.")] = None,
+    sequence: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Only the record at this sequence (SEQ in `admin dlq`).",
+            show_default=False,
+        ),
+    ] = None,
     reason: Annotated[
         str | None,
         typer.Option(
@@ -395,7 +403,7 @@ def replay(  # nosec B107
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
 ) -> None:
-    params = _params(limit=limit, provider=provider, stage=stage, tenant=tenant)
+    params = _params(limit=limit, provider=provider, stage=stage, tenant=tenant, sequence=sequence)
     if dry_run:
         params["dry_run"] = "true"
     headers = {}
@@ -1078,7 +1086,9 @@ def _more_hint(page: Mapping[str, Any], command: str) -> None:
 
 def _filters(job: Mapping[str, Any]) -> str:
     return " ".join(
-        f"{key}={_clean(job[key])}" for key in ("provider", "stage", "tenant") if job.get(key)
+        f"{key}={_clean(job[key])}"
+        for key in ("provider", "stage", "tenant", "sequence")
+        if job.get(key)
     )
 
 

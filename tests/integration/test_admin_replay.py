@@ -3,6 +3,7 @@ events rejected by the stream land in the DLQ, get inspected, dry-run and replay
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,56 @@ async def test_normalize_records_run_through_the_current_normalizer(
     assert event.headers["Nats-Msg-Id"] == "acme:t1:evt_norm"
     assert event.json()["data"]["tenant_id"] == "t1"
     assert event.json()["data"]["request_id"] == "req-norm"
+
+
+def _letter(event_id: str) -> bytes:
+    payload = base64.b64encode(orjson.dumps({"id": event_id})).decode()
+    return orjson.dumps(
+        {
+            "id": f"dlq_{event_id}",
+            "stage": "publish",
+            "provider": "acme",
+            "reason": "boom",
+            "original_subject": "ensemble.tap.acme.deal.updated",
+            "original_dedup_id": f"acme::{event_id}",
+            "original_payload": payload,
+            "occurred_at": "2026-11-28T00:00:00Z",
+        }
+    )
+
+
+async def test_one_record_is_replayed_by_its_sequence(
+    start_app: StartApp, private_nats: NatsServer
+) -> None:
+    """``sequence``: the console's one-record replay. The records around it stay, and a
+    second run finds nothing (the record is gone: the job does not go on to the next)."""
+    import nats
+
+    app = start_app(providers=PROVIDERS, server=SERVER)
+    nc = await nats.connect(private_nats.url)
+    sequences = [
+        (await nc.jetstream().publish("ensemble.dlq.publish.acme", _letter(name))).seq
+        for name in ("evt_a", "evt_b", "evt_c")
+    ]
+    await nc.close()
+    middle = {"sequence": str(sequences[1])}
+    async with httpx.AsyncClient(base_url=app.url, timeout=30) as client:
+        created = await client.post(
+            "/admin/replay-dlq", params={**middle, "dry_run": "true"}, headers=ADMIN
+        )
+        assert created.status_code == 202, created.text
+        dry = await wait_for_job(client, created.json()["job"]["job_id"])
+        created = await client.post("/admin/replay-dlq", params=middle, headers=ADMIN)
+        done = await wait_for_job(client, created.json()["job"]["job_id"])
+        created = await client.post("/admin/replay-dlq", params=middle, headers=ADMIN)
+        again = await wait_for_job(client, created.json()["job"]["job_id"])
+        records = (await client.get("/admin/dlq", headers=ADMIN)).json()["records"]
+        bad = await client.post("/admin/replay-dlq", params={"sequence": "0"}, headers=ADMIN)
+
+    assert (dry["would_replay"], dry["sequence"]) == (1, sequences[1])
+    assert (done["status"], done["replayed"], done["skipped"]) == ("succeeded", 1, 0)
+    assert (again["replayed"], again["skipped"], again["failed"]) == (0, 0, 0)
+    assert [r["id"] for r in records] == ["dlq_evt_c", "dlq_evt_a"]
+    assert bad.status_code == 400 and "sequence" in bad.json()["error"]
+    events = await stored_messages(private_nats.url, "ENSEMBLE_TAP")
+    assert [m.headers["Nats-Msg-Id"] for m in events] == ["acme::evt_b"]

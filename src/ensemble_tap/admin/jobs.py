@@ -41,6 +41,8 @@ class ReplayRequest:
     provider: str = ""
     stage: str = ""
     tenant: str = ""
+    # Only the record at this DLQ sequence (0: every record the filters match).
+    sequence: int = 0
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -72,6 +74,7 @@ class Job:
     provider: str = ""
     stage: str = ""
     tenant: str = ""
+    sequence: int = 0  # only the record at this DLQ sequence (0: no such filter)
     started_ns: int = 0
     completed_ns: int = 0
     replayed: int = 0
@@ -98,6 +101,7 @@ class Job:
             provider=self.provider,
             stage=self.stage,
             tenant=self.tenant,
+            sequence=self.sequence,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -113,6 +117,8 @@ class Job:
         }
         filters = {"provider": self.provider, "stage": self.stage, "tenant": self.tenant}
         body |= {key: value for key, value in filters.items() if value}
+        if self.sequence:
+            body["sequence"] = self.sequence
         body["created_at"] = format_time_ns(self.created_ns)
         if self.started_ns:
             body["started_at"] = format_time_ns(self.started_ns)
@@ -337,6 +343,7 @@ def new_job(job_id: str, now_ns: int, order: NewJob) -> Job:
         provider=request.provider,
         stage=request.stage,
         tenant=request.tenant,
+        sequence=request.sequence,
         request_id=order.request_id,
         operator_reason=order.reason,
         idempotency_key=order.idempotency_key,

@@ -39,6 +39,7 @@ class ReplayJob(Model):
     provider: str | None = Field(None, description="replay only records of this provider")
     stage: str | None = Field(None, description="replay only records of this stage")
     tenant: str | None = Field(None, description="replay only records of this tenant")
+    sequence: int | None = Field(None, description="replay only the record at this sequence")
     created_at: str
     started_at: str | None = None
     completed_at: str | None = None

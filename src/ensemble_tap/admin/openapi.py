@@ -61,6 +61,7 @@ INT64_MAX = 2**63 - 1
 BOOLEAN_TEXT = {"type": "boolean", "description": "true/false (also 1/0, t/f, TRUE/FALSE)"}
 QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "limit": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
+    "sequence": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
     "dry_run": BOOLEAN_TEXT,
     "include_payload": BOOLEAN_TEXT,
     "status": {"type": "string", "enum": [status.value for status in JobStatus]},

@@ -62,6 +62,8 @@ class Replayer:
     async def dry_run(self, job: Job) -> None:
         """Count what a real run with the same filters would republish (touches nothing)."""
         async for item in self.store.oldest_first(_filter_of(job), _start_of(job)):
+            if _past_the_record(job, item):
+                return
             if isinstance(item, StoredLetter) and item.replayable:
                 job.would_replay += 1
             elif isinstance(item, StoredLetter):
@@ -76,6 +78,8 @@ class Replayer:
         async with self._lock:
             scanned = 0
             async for item in self.store.oldest_first(_filter_of(job), _start_of(job)):
+                if _past_the_record(job, item):
+                    return
                 scanned += 1
                 if not isinstance(item, StoredLetter) or not item.replayable:
                     job.skipped += 1
@@ -181,7 +185,13 @@ class Replayer:
 
 
 def _start_of(job: Job) -> int:
-    return max(job.next_sequence, 1)
+    return max(job.next_sequence, job.sequence, 1)
+
+
+def _past_the_record(job: Job, item: StoredLetter | tuple[int, bytes]) -> bool:
+    """A job for one record (``sequence``) ends at the first record after it (it is gone
+    when that is the first one found)."""
+    return bool(job.sequence) and _sequence_of(item) != job.sequence
 
 
 def _sequence_of(item: StoredLetter | tuple[int, bytes]) -> int:

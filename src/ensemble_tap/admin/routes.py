@@ -139,6 +139,10 @@ async def create_replay(
     provider: Annotated[str | None, Query(description="only this provider")] = None,
     stage: Annotated[str | None, Query(description="only this stage")] = None,
     tenant: Annotated[str | None, Query(description="only this tenant")] = None,
+    sequence: Annotated[
+        str | None,
+        Query(description="only the record at this DLQ sequence (GET /admin/dlq/{id})"),
+    ] = None,
     reason: Annotated[str | None, Header(alias="X-Admin-Reason")] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
@@ -153,6 +157,7 @@ async def create_replay(
         provider=(provider or "").strip().lower(),
         stage=(stage or "").strip().lower(),
         tenant=(tenant or "").strip(),
+        sequence=params.positive_int(sequence, "sequence", rejected) or 0,
     )
     operator_reason = params.reason(reason, admin.server, rejected)
     assert call.principal is not None
@@ -205,6 +210,7 @@ async def create_replay(
         capped=job.capped,
         operator_reason=job.operator_reason,
         filters=replay.provider + "/" + replay.stage + "/" + replay.tenant,
+        **({"sequence": replay.sequence} if replay.sequence else {}),
     )
 
 

@@ -48,10 +48,11 @@ class SignInNeeded(Exception):
 class Refused(Exception):
     """The answer is an error page with ``status`` and ``message``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, back: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.back = back  # the page the error page links back to (the overview without)
 
 
 def state_of(request: Request) -> ConsoleState:

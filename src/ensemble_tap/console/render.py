@@ -18,6 +18,7 @@ NAVIGATION = (
     ("jobs", "/console/jobs", "Replay jobs"),
     ("pollers", "/console/pollers", "Pollers"),
     ("events", "/console/events", "Events"),
+    ("tail", "/console/tail", "Live tail"),
 )
 
 

@@ -1,5 +1,6 @@
-"""Dead letters and replay jobs: the list with its filters, replay with a dry-run preview
-and a required reason, a job's live progress, cancel."""
+"""Dead letters and replay jobs: the list with its filters, one record in full, replay (of
+the filters or of one record) with a dry-run preview and a required reason, a job's live
+progress, cancel."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from ensemble_tap.console.security import SECURITY_HEADERS
 from ensemble_tap.console.times import instant, parsed
 
 LETTER_FILTERS = ("stage", "provider", "tenant")
+# What a replay form may carry: the list's filters, or one record's sequence.
+REPLAY_FILTERS = (*LETTER_FILTERS, "sequence")
 RUNNING = ("queued", "running")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 # Seconds between refreshes of a page that shows a job still running.
@@ -76,6 +79,30 @@ async def dead_letters(request: Request) -> Response:
     )
 
 
+async def dead_letter(request: Request) -> Response:
+    """One record: why it failed, the request's headers and body where kept, and a replay
+    of this record alone (a dry run first)."""
+    session = session_of(request)
+    wanted = request.path_params["record"]
+    answer = await admin_call(
+        request, session, AdminCall(method="GET", path=f"/admin/dlq/{quoted(wanted)}")
+    )
+    if answer.status == 404:
+        raise Refused(404, f"no dead letter {wanted[:80]!r} (replayed, or aged out of the DLQ)")
+    if not answer.ok:
+        raise Refused(answer.status, answer.error)
+    record = answer.body["record"]
+    return state_of(request).renderer.page(
+        "dead_letter.html",
+        title=f"Dead letter {record['sequence']}",
+        section="dlq",
+        session=session,
+        record=record,
+        headers=sorted((record.get("request_meta") or {}).get("headers", {}).items()),
+        nonce=nonce(),
+    )
+
+
 def _within(occurred_at: str, since: Any, until: Any) -> bool:
     if since is None and until is None:
         return True
@@ -98,7 +125,7 @@ async def create_replay(request: Request) -> Response:
             query={
                 "dry_run": "true" if dry_run else "false",
                 "limit": form.get("limit", "").strip(),
-                **{key: form.get(key, "").strip() for key in LETTER_FILTERS},
+                **{key: form.get(key, "").strip() for key in REPLAY_FILTERS},
             },
             reason=reason,
             idempotency_key=form.get("nonce", "")[:64],

@@ -17,7 +17,14 @@ from starlette.routing import Route
 
 from ensemble_tap.asgi_types import ASGIApp
 from ensemble_tap.config.models import ServerConfig
-from ensemble_tap.console import auth, event_pages, overview, poller_pages, replay_pages
+from ensemble_tap.console import (
+    auth,
+    event_pages,
+    overview,
+    poller_pages,
+    replay_pages,
+    tail_pages,
+)
 from ensemble_tap.console.context import ConsoleState, Refused, ScopesOf, SignInNeeded, state_of
 from ensemble_tap.console.gateway import AdminGateway
 from ensemble_tap.console.render import Renderer
@@ -40,13 +47,21 @@ def build_console(*, admin: ASGIApp, server: ServerConfig, scopes_of: ScopesOf) 
             Route("/console/login", auth.sign_in, methods=["POST"]),
             Route("/console/logout", auth.sign_out, methods=["POST"]),
             Route("/console/dlq", replay_pages.dead_letters),
+            Route("/console/dlq/{record}", replay_pages.dead_letter),
             Route("/console/replay", replay_pages.create_replay, methods=["POST"]),
             Route("/console/jobs", replay_pages.jobs),
             Route("/console/jobs/{job_id}", replay_pages.job),
             Route("/console/jobs/{job_id}/cancel", replay_pages.cancel_job, methods=["POST"]),
             Route("/console/pollers", poller_pages.pollers),
+            Route(
+                "/console/pollers/{provider}/{tenant}/{action}",
+                poller_pages.act,
+                methods=["POST"],
+            ),
             Route("/console/events", event_pages.events),
             Route("/console/events/{event_id}", event_pages.trace),
+            Route("/console/tail", tail_pages.tail),
+            Route("/console/tail/stream", tail_pages.stream),
             Route("/console/static/{name}", static),
         ],
         exception_handlers={
@@ -98,7 +113,7 @@ async def refused(request: Request, exc: Exception) -> Response:
         session=session,
         status=exc.status,
         message=exc.message,
-        back="",
+        back=exc.back,
     )
 
 
