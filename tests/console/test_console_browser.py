@@ -5,8 +5,9 @@ screenshot (tests/console/browser.py)."""
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from playwright.async_api import Browser, Page, expect
 from ensemble_tap.bus.embedded import free_port
 from tests.support.app import RunningApp
 from tests.support.configs import make_config
+from tests.support.fakes import at
+from tests.support.fakes.hubspot import FakeHubSpot
 from tests.support.nats_server import NatsServer
 from tests.support.signing import generic_headers
 from tests.support.waiting import eventually
@@ -96,7 +99,6 @@ async def test_a_webhook_is_found_and_traced(
     browser: Browser, served: RunningApp, shots: Path
 ) -> None:
     page = await signed_in(browser, served, FULL, shots)
-    await page.screenshot(path=shots / "overview.png")
     assert await send(served, event_id="evt_browser_1", request_id="req-browser-1") == 202
 
     async def stored() -> bool:
@@ -138,6 +140,12 @@ async def test_a_dead_letter_is_dry_run_then_replayed(
     await page.get_by_role("button", name="Filter").click()
     await expect(page.get_by_role("cell", name="publish", exact=True)).to_have_count(1)
     await page.screenshot(path=shots / "dead-letters.png", full_page=True)
+    await page.get_by_role("link", name=re.compile(r"^dead letter \d+$")).click()
+    await expect(page.get_by_role("heading", name="Payload", exact=True)).to_be_visible()
+    await expect(page.locator("#letter-reason")).to_contain_text("message size")
+    await expect(page.locator("#letter-body")).to_contain_text('"deal_evt_too_big"')
+    await page.screenshot(path=shots / "dead-letter.png", full_page=True)
+    await page.go_back()
 
     await page.get_by_label("Reason", exact=False).first.fill("stream limit raised, INC-42")
     await page.get_by_role("button", name="Preview (dry run)").click()
@@ -173,7 +181,6 @@ async def test_a_read_only_token_sees_no_actions(
     await section(page, "Pollers")
     await expect(page.get_by_role("heading", name="Pollers")).to_be_visible()
     await expect(page.locator("form[method=post]")).to_have_count(1)
-    await page.screenshot(path=shots / "pollers.png", full_page=True)
 
 
 class _Attacker(BaseHTTPRequestHandler):
@@ -223,3 +230,118 @@ async def test_a_cross_site_form_post_is_refused(
     await expect(page.get_by_role("alert")).to_contain_text("cross-site request refused")
     await page.screenshot(path=shots / "cross-site-refused.png")
     assert (await admin_json(served, "/admin/replay-dlq"))["summary"] == before
+
+
+async def test_a_webhook_appears_in_the_live_tail(
+    browser: Browser, served: RunningApp, shots: Path
+) -> None:
+    page = await signed_in(browser, served, READ, shots)
+    await section(page, "Live tail")
+    await page.get_by_label("Provider", exact=True).fill("acme")
+    await page.get_by_role("button", name="Follow").click()
+    # Subscribed: what is published from now on is relayed to the page.
+    await expect(page.locator("#tail-state")).to_contain_text("Connected")
+    assert await send(served, event_id="evt_tail_browser", request_id="req-tail") == 202
+    await expect(page.get_by_role("link", name="evt_tail_browser")).to_be_visible()
+    await expect(page.locator("#tail tbody tr").first).to_contain_text("deal.updated")
+    await page.screenshot(path=shots / "live-tail.png", full_page=True)
+    assert READ not in await page.content()  # the token stays on the server
+
+
+async def test_the_overview_charts_the_last_hour(
+    browser: Browser, served: RunningApp, shots: Path
+) -> None:
+    """Webhooks sent now show in the next point of the history (one every 10 s)."""
+    for number in range(3):
+        assert await send(served, event_id=f"evt_chart_{number}", request_id="req-c") == 202
+
+    async def charted() -> bool:
+        history = await admin_json(served, "/admin/metrics/history")
+        return any(point.get("webhooks_per_s", 0) > 0 for point in history["points"][-2:])
+
+    await eventually(charted, 30.0, interval=0.5, what="a point with the webhooks sent")
+    page = await signed_in(browser, served, FULL, shots)
+    chart = page.locator("#chart-webhooks")
+    await expect(chart.locator("svg path")).to_have_count(1)
+    await expect(page.get_by_role("img", name=re.compile("^Outcomes"))).to_be_visible()
+    await page.screenshot(path=shots / "overview.png", full_page=True)
+
+
+def searches(fake: FakeHubSpot, token: str) -> int:
+    return sum(
+        1
+        for seen in fake.data_requests()
+        if seen.path.endswith("/search") and seen.headers["authorization"] == f"Bearer {token}"
+    )
+
+
+async def more_searches(fake: FakeHubSpot, token: str, count: int) -> None:
+    async def reached() -> bool:
+        return searches(fake, token) >= count
+
+    await eventually(reached, 15.0, interval=0.02, what=f"{count} searches of {token}")
+
+
+@pytest.fixture
+async def polling(
+    private_nats: NatsServer, tmp_path: Path
+) -> AsyncIterator[tuple[RunningApp, FakeHubSpot]]:
+    """A service polling two HubSpot tenants of the fake API every 100 ms."""
+    async with FakeHubSpot(token="token-a") as fake:
+        fake.tokens.add("token-b")
+        fake.put("deals", "1", at("2026-03-03T14:00:00Z"), dealname="Deal")
+        tenants = {"tenant-a": {"access_token": "token-a"},
+                   "tenant-b": {"access_token": "token-b"}}  # fmt: skip
+        providers = {
+            "hubspot": {"mode": "poll", "objects": ["deals"], "base_url": fake.url,
+                        "poll_interval": "100ms", "tenants": tenants},
+        }  # fmt: skip
+        config = make_config(
+            private_nats.url,
+            str(tmp_path / "data"),
+            providers=providers,
+            server={"admin_token": FULL, "admin_rate_limit_per_sec": 1000,
+                    "admin_rate_limit_burst": 1000},
+        )  # fmt: skip
+        app = RunningApp(config).start()
+        try:
+            yield app, fake
+        finally:
+            app.stop()
+
+
+async def test_a_paused_poller_stops_polling_until_resumed(
+    browser: Browser, polling: tuple[RunningApp, FakeHubSpot], shots: Path
+) -> None:
+    app, fake = polling
+    await more_searches(fake, "token-a", 2)
+    page = await signed_in(browser, app, FULL, shots)
+    await section(page, "Pollers")
+    row = page.locator("#poller-hubspot-tenant-a")
+    await row.get_by_label("Reason for hubspot/tenant-a").fill("HubSpot maintenance, INC-9")
+    await row.get_by_role("button", name="Pause").click()
+    await expect(page.get_by_role("status")).to_contain_text("hubspot / tenant-a is paused")
+    await expect(row.locator(".badge-paused")).to_be_visible()
+
+    async def idle() -> bool:
+        status = await admin_json(app, "/admin/poller-status", tenant="tenant-a")
+        return not status["pollers"][0]["cycle_running"]
+
+    await eventually(idle, 15.0, interval=0.02, what="tenant-a's cycle in flight to end")
+    held = searches(fake, "token-a")
+    # Tenant b polls on every 100 ms: three of its cycles go by, none of tenant a's.
+    await more_searches(fake, "token-b", searches(fake, "token-b") + 3)
+    assert searches(fake, "token-a") == held
+    await page.reload()
+    await page.screenshot(path=shots / "pollers.png", full_page=True)
+
+    await row.get_by_label("Reason for hubspot/tenant-a").fill("check before resuming")
+    await row.get_by_role("button", name="Reset checkpoint…").click()
+    await expect(page.get_by_role("heading", name="Reset hubspot / tenant-a?")).to_be_visible()
+    await page.screenshot(path=shots / "poller-reset.png", full_page=True)
+    await page.get_by_role("link", name="Cancel").click()
+
+    await row.get_by_label("Reason for hubspot/tenant-a").fill("maintenance is over")
+    await row.get_by_role("button", name="Resume").click()
+    await expect(page.get_by_role("status")).to_contain_text("hubspot / tenant-a is resumed")
+    await more_searches(fake, "token-a", held + 2)

@@ -20,13 +20,24 @@ from ensemble_tap.state import (
     SqliteStateStore,
     StreamState,
 )
-from ensemble_tap.state.base import StoredToken
+from ensemble_tap.state.base import StoredToken, TargetControl
 from ensemble_tap.state.migrate import sqlite_to_nats
+from ensemble_tap.state.versions import SeenVersion, VersionNote
 from tests.support.fakes import at
 from tests.support.nats_server import NatsServer
 
 CLI = str(Path(sys.executable).parent / "ensemble-tap")
 CHECKPOINT = StreamState(at("2026-03-03T14:22:00Z"), Position(None, {"after": "2"}))
+SEEN = SeenVersion(at("2026-03-03T14:30:00Z"), deleted=False)
+PAUSE = TargetControl(since_ns=at("2026-03-03T17:00:00Z"), by="primary", reason="INC-7")
+COPIED = [
+    "checkpoints: 2 copied, 0 already in nats",
+    "legacy checkpoints: 1 copied, 0 already in nats",
+    "snapshots: 1 copied, 0 already in nats",
+    "tokens: 1 copied, 0 already in nats",
+    "webhook versions: 1 copied, 0 already in nats",
+    "pauses: 1 copied, 0 already in nats",
+]
 
 
 def migrate(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,6 +68,8 @@ async def fill(path: Path) -> None:
                            CHECKPOINT)  # fmt: skip
         await store.commit("notion", "pages", [], StreamState(at("2026-03-03T15:00:00Z")))
         await store.save_token("quickbooks", StoredToken("rt-2", "origin"))
+        await store.record_versions([VersionNote("github::acme", "issue", "7", SEEN)])
+        await store.save_control("notion", PAUSE)
     finally:
         await store.close()
     db = sqlite3.connect(path)  # a checkpoint the reference's file brought along
@@ -76,17 +89,14 @@ async def test_migrate_copies_everything_once(private_nats: NatsServer, tmp_path
         store = await NatsStateStore.open(nc.jetstream(), replicas=1)
         first = await sqlite_to_nats(source, store)
         again = await sqlite_to_nats(source, store)
-        assert first.lines() == [
-            "checkpoints: 2 copied, 0 already in nats",
-            "legacy checkpoints: 1 copied, 0 already in nats",
-            "snapshots: 1 copied, 0 already in nats",
-            "tokens: 1 copied, 0 already in nats",
-        ]
+        assert first.lines() == COPIED
         assert again.lines() == [
             "checkpoints: 0 copied, 2 already in nats",
             "legacy checkpoints: 0 copied, 1 already in nats",
             "snapshots: 0 copied, 1 already in nats",
             "tokens: 0 copied, 1 already in nats",
+            "webhook versions: 0 copied, 1 already in nats",
+            "pauses: 0 copied, 1 already in nats",
         ]
         assert await store.load_stream("hubspot::t1", "deals") == CHECKPOINT
         assert await store.load_streams("notion") == {
@@ -98,6 +108,8 @@ async def test_migrate_copies_everything_once(private_nats: NatsServer, tmp_path
         found = await store.get_snapshots("hubspot::t1", [("deal", "d1")])
         assert found[("deal", "d1")] == canonical({"stage": "open"})
         assert await store.load_token("quickbooks") == StoredToken("rt-2", "origin")
+        assert await store.get_versions("github::acme", [("issue", "7")]) == {("issue", "7"): SEEN}
+        assert await store.load_control("notion") == PAUSE
     finally:
         await source.close()
         await nc.close()
@@ -109,12 +121,7 @@ async def test_the_cli_reports_what_it_copied(private_nats: NatsServer, tmp_path
     config = write_config(tmp_path, private_nats.url, source)
     first = migrate(config, "--from", "sqlite", "--to", "nats")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines()[1:] == [
-        "checkpoints: 2 copied, 0 already in nats",
-        "legacy checkpoints: 1 copied, 0 already in nats",
-        "snapshots: 1 copied, 0 already in nats",
-        "tokens: 1 copied, 0 already in nats",
-    ]
+    assert first.stdout.splitlines()[1:] == COPIED
 
 
 def test_migrate_refuses_a_missing_source(private_nats: NatsServer, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ensemble_tap.console.context import Refused
+from ensemble_tap.console.render import seconds
 from ensemble_tap.console.times import instant, parsed, rfc3339
 
 
@@ -43,3 +44,11 @@ def test_times_are_written_and_read_as_rfc3339() -> None:
     assert parsed("2026-12-04T10:00:00.123Z") == moment
     assert parsed("2026-12-04T10:00:00") == datetime(2026, 12, 4, 10, tzinfo=UTC)
     assert parsed("not a time") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(None, "—"), ("", "—"), (42, "42 s"), (600, "10 min"), (9000, "2.5 h"), (23_885_000, "276 d")],
+)
+def test_durations_read_as_an_operator_says_them(value: float | str | None, shown: str) -> None:
+    assert seconds(value) == shown

@@ -7,7 +7,7 @@ A value missing from a point (unknown then) breaks its line instead of drawing i
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -135,15 +135,16 @@ def draw(
         if path:
             parts.append(f'<path class="{line.css}" d="{path}"/>')
         latest.append((line, last))
-    parts.append("</svg>")  # every text above is escaped or a number
-    return Drawn(chart, Markup("".join(parts)), tuple(latest))
+    parts.append("</svg>")
+    # Every text above is escaped, a number or one of this module's constant ids/classes.
+    return Drawn(chart, Markup("".join(parts)), tuple(latest))  # nosec B704
 
 
 def _path(
     key: str,
     points: Sequence[tuple[datetime, Mapping[str, Any]]],
-    x: Any,
-    y: Any,
+    x: Callable[[datetime], float],
+    y: Callable[[float], float],
 ) -> tuple[str, float | None]:
     """SVG path data for one series (a missing value starts a new segment; a lone point is
     a short tick so it shows) and its newest value."""

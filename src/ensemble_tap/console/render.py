@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse
 
@@ -38,15 +38,18 @@ def pretty_json(value: Any) -> str:
 
 
 def seconds(value: Any) -> str:
-    """A duration in seconds as an operator reads it (``42 s``, ``3 min``, ``2.5 h``)."""
-    if value is None or value == "":
+    """A duration in seconds as an operator reads it (``42 s``, ``3 min``, ``2.5 h``,
+    ``276 d``)."""
+    if isinstance(value, Undefined) or value is None or value == "":  # not known (yet)
         return "—"
     amount = float(value)
     if amount < 120:
         return f"{amount:.0f} s"
     if amount < 7200:
         return f"{amount / 60:.0f} min"
-    return f"{amount / 3600:.1f} h"
+    if amount < 172800:
+        return f"{amount / 3600:.1f} h"
+    return f"{amount / 86400:.0f} d"
 
 
 class Renderer:

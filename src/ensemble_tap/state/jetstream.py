@@ -211,7 +211,7 @@ class NatsStateStore:
             wanted = note.seen.merged(current)
             if wanted == current:
                 return
-            value = orjson.dumps({"version_ns": wanted.version_ns, "deleted": wanted.deleted})
+            value = encode_version(wanted)
             try:
                 if entry is None:
                     await self._kv.create(name, value)
@@ -312,6 +312,10 @@ def _version_of(entry: KeyValue.Entry | None) -> SeenVersion | None:
         return SeenVersion(int(value["version_ns"]), bool(value["deleted"]))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         raise StateError(f"version {entry.key}: not a stored version") from None
+
+
+def encode_version(seen: SeenVersion) -> bytes:
+    return orjson.dumps({"version_ns": seen.version_ns, "deleted": seen.deleted})
 
 
 def encode_token(token: StoredToken) -> bytes:

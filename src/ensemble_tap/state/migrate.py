@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ensemble_tap.state import kv_keys
 from ensemble_tap.state.base import StreamState
-from ensemble_tap.state.jetstream import NatsStateStore, encode_token
+from ensemble_tap.state.jetstream import NatsStateStore, encode_token, encode_version
 from ensemble_tap.state.sqlite import SqliteStateStore
 
 
@@ -33,6 +33,8 @@ class MigrationReport:
     legacy_checkpoints: Counts = field(default_factory=Counts)
     snapshots: Counts = field(default_factory=Counts)
     tokens: Counts = field(default_factory=Counts)
+    versions: Counts = field(default_factory=Counts)  # webhook+poll: newest seen by webhook
+    pauses: Counts = field(default_factory=Counts)
 
     def lines(self) -> list[str]:
         return [
@@ -42,6 +44,8 @@ class MigrationReport:
                 ("legacy_checkpoints", self.legacy_checkpoints),
                 ("snapshots", self.snapshots),
                 ("tokens", self.tokens),
+                ("webhook_versions", self.versions),
+                ("pauses", self.pauses),
             )
         ]
 
@@ -66,4 +70,10 @@ async def sqlite_to_nats(source: SqliteStateStore, target: NatsStateStore) -> Mi
     for state_key, token in dump.tokens:
         value = encode_token(token)
         report.tokens.add(await target.import_value(kv_keys.token_key(state_key), value))
+    for state_key, entity_type, entity_id, seen in dump.versions:
+        key = kv_keys.version_key(state_key, entity_type, entity_id)
+        report.versions.add(await target.import_value(key, encode_version(seen)))
+    for state_key, control in dump.controls:
+        key = kv_keys.control_key(state_key)
+        report.pauses.add(await target.import_value(key, control.to_json()))
     return report

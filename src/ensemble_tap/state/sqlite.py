@@ -364,7 +364,19 @@ class SqliteStateStore:
                     "SELECT state_key, refresh_token, origin FROM oauth_tokens"
                 )
             ]
-            return StateDump(streams, legacy, snapshots, tokens)
+            versions = [
+                (key, entity_type, entity_id, SeenVersion(version_ns, bool(deleted)))
+                for key, entity_type, entity_id, version_ns, deleted in db.execute(
+                    "SELECT state_key, entity_type, entity_id, version_ns, deleted "
+                    "FROM entity_versions"
+                )
+            ]
+            controls = [
+                (key, control)
+                for key, text in db.execute("SELECT state_key, control_json FROM target_controls")
+                if (control := TargetControl.from_json(text)) is not None
+            ]
+            return StateDump(streams, legacy, snapshots, tokens, versions, controls)
 
         return await self._run(work)
 
@@ -384,6 +396,8 @@ class StateDump:
     legacy: list[tuple[str, int | None]]  # the reference's checkpoint per state key
     snapshots: list[tuple[str, str, str, StoredSnapshot]]  # state key, type, id, snapshot
     tokens: list[tuple[str, StoredToken]]
+    versions: list[tuple[str, str, str, SeenVersion]]  # state key, type, id, webhook's newest
+    controls: list[tuple[str, TargetControl]]  # operators' pauses
 
 
 def _legacy_time(value: str) -> int | None:
