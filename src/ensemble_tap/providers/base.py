@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from ensemble_tap.config.models import ProviderConfig
 from ensemble_tap.config.provider_rules import WebhookRules
@@ -17,22 +17,22 @@ from ensemble_tap.config.provider_rules import WebhookRules
 class WebhookError(Exception):
     """Base of the errors a provider raises; ``status`` is the HTTP answer."""
 
-    status = 400
-    public_message = "bad request"
+    status: ClassVar[int] = 400
+    public_message: ClassVar[str] = "bad request"
 
 
 class VerificationFailed(WebhookError):
     """Authentication failed: missing/bad signature, timestamp outside the window."""
 
-    status = 401
-    public_message = "signature verification failed"
+    status: ClassVar[int] = 401
+    public_message: ClassVar[str] = "signature verification failed"
 
 
 class BadPayload(WebhookError):
     """Authenticated, but the body or a required header is unusable."""
 
-    status = 400
-    public_message = "invalid payload"
+    status: ClassVar[int] = 400
+    public_message: ClassVar[str] = "invalid payload"
 
 
 @dataclass(slots=True)
@@ -97,5 +97,5 @@ class WebhookProvider(WebhookRules, Protocol):
 class SecretNotConfigured(WebhookError):
     """No signing secret applies to this request: an operator problem, not the caller's."""
 
-    status = 500
-    public_message = "provider secret not configured"
+    status: ClassVar[int] = 500
+    public_message: ClassVar[str] = "provider secret not configured"

@@ -19,7 +19,7 @@ from ensemble_tap.providers.base import BadPayload, SecretNotConfigured
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_RUN = b"0" * 19
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = re.compile(f"[{chr(0xD800)}-{chr(0xDFFF)}]")  # mypyc: no surrogate literals
 _ENTITY_ID_KEYS = ("id", "uuid", "event_id", "object_id", "resource_id")
 _TIMESTAMP_KEYS = ("created", "created_at", "updated_at", "timestamp", "occurred_at", "time")
 _TYPE_SEPARATORS = re.compile(r"[./:]")
