@@ -293,8 +293,10 @@ def build_envelope(
     type_ = event_type(event.provider, event.entity_type, event.action)
     try:
         time_text = format_time_ns(event.provider_time_ns)
-    except ValueError as exc:
-        raise NormalizeError(f"provider time cannot be expressed in RFC3339: {exc}") from None
+    except ValueError as unexpressible:  # one name per clause: mypyc types it once
+        raise NormalizeError(
+            f"provider time cannot be expressed in RFC3339: {unexpressible}"
+        ) from None
     data: dict[str, Any] = {
         "provider": event.provider,
         "entity_type": event.entity_type,

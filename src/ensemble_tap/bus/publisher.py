@@ -94,30 +94,30 @@ class JetStreamPublisher:
             try:
                 router = self._router or await self._start_router()
                 ack = await router.publish(subject, payload, header_block, attempt_timeout)
-            except MaxPayloadError as exc:
+            except MaxPayloadError as too_large:  # one name per clause (mypyc)
                 raise PublishError(
                     f"publish nats message: {len(payload)} bytes with headers exceed the "
                     f"server's max_payload of {self.broker.nc.max_payload} bytes",
                     Failure.TOO_LARGE,
-                ) from exc
-            except BadSubjectError as exc:
+                ) from too_large
+            except BadSubjectError as bad_subject:
                 raise PublishError(
                     f"publish nats message: subject of {len(subject)} bytes is too long",
                     Failure.PERMANENT,
-                ) from exc
-            except APIError as exc:
-                reason = _retry_reason(exc)
-                last_error = f"publish nats message: {exc.description or exc}"
+                ) from bad_subject
+            except APIError as refused:
+                reason = _retry_reason(refused)
+                last_error = f"publish nats message: {refused.description or refused}"
                 failure = Failure.REFUSED
                 if reason is None:
-                    raise PublishError(last_error, Failure.PERMANENT) from exc
-            except (NoStreamResponseError, NatsTimeoutError, TimeoutError) as exc:
+                    raise PublishError(last_error, Failure.PERMANENT) from refused
+            except (NoStreamResponseError, NatsTimeoutError, TimeoutError) as unanswered:
                 reason = "transport"
-                last_error = f"publish nats message: {type(exc).__name__}"
+                last_error = f"publish nats message: {type(unanswered).__name__}"
                 failure = Failure.UNAVAILABLE
-            except (ConnectionClosedError, OutboundBufferLimitError, OSError) as exc:
+            except (ConnectionClosedError, OutboundBufferLimitError, OSError) as lost:
                 reason = "transport"
-                last_error = f"publish nats message: {exc or type(exc).__name__}"
+                last_error = f"publish nats message: {lost or type(lost).__name__}"
                 failure = Failure.UNAVAILABLE
             else:
                 return ack
