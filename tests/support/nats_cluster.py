@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import socket
 import subprocess
 import time
@@ -21,33 +20,9 @@ import nats
 
 from ensemble_tap.bus.embedded import nats_server_binary
 from ensemble_tap.lifetime import exit_with_parent
+from tests.support.ports import stable_port
 
 CLUSTER_NAME = "tap-test"
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def stable_port() -> int:
-    """A free loopback port below the kernel's ephemeral range. A node keeps its ports over a
-    restart (and a late node is started long after its ports were chosen): a port from the
-    ephemeral range can meanwhile be taken by any outgoing connection or ``bind(0)`` of the
-    test run, and the node then fails with "address already in use"."""
-    low = _ephemeral_range()[0]
-    for _ in range(200):
-        port = random.randrange(max(1024, low - 12_000), low)  # nosec B311: not a secret
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port below the ephemeral range")
 
 
 @dataclass

@@ -8,7 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from ensemble_tap.bus.embedded import free_port, nats_server_binary
+from ensemble_tap.bus.embedded import nats_server_binary
+from tests.support.ports import stable_port
 
 
 class NatsServer:
@@ -23,9 +24,9 @@ class NatsServer:
         """``websocket``: a plain-text WebSocket listener too (``ws_url``); ``config``: more
         server configuration (auth, TLS listeners)."""
         self.store_dir = store_dir
-        self.port = port or free_port()
+        self.port = port or stable_port()  # kept over a restart
         self.max_payload = max_payload
-        self.ws_port = free_port() if websocket else 0
+        self.ws_port = stable_port() if websocket else 0
         self.config = config
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import yaml
 
-from ensemble_tap.bus.embedded import free_port
 from ensemble_tap.lifetime import exit_with_parent
+from tests.support.ports import stable_port
 from tests.support.waiting import eventually
 
 CLI = str(Path(sys.executable).parent / "ensemble-tap")
@@ -38,7 +38,7 @@ class ServiceProcess:
     config: dict[str, Any]
     roles: tuple[str, ...] = ()
     name: str = "service"
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=stable_port)  # kept over a restart
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
