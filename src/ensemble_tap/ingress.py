@@ -142,20 +142,23 @@ class WebhookIngress:
         request_id = resolve_request_id(headers)
         started = time.perf_counter()
         provider = unquote(tail[0]).strip().lower()
-        outcome: str | None = None
+        # No await inside an except clause here and below: compiled by mypyc (#17), a
+        # coroutine resumed inside one loses the exception it handles.
+        reply: Reply | None = None
         try:
             body = await self._handle(scope, receive, send, headers, request_id, tail, provider)
-        except Exception as exc:  # a Reply, or a bug that got past _handle's last resort
-            if isinstance(exc, Reply):
-                reply = exc
-            else:
-                reply = self._unrecorded_error(exc, provider, request_id)
+        except Reply as refused:
+            reply = refused
+        except Exception as exc:  # a bug that got past _handle's last resort
+            reply = self._unrecorded_error(exc, provider, request_id)
+        outcome: str | None
+        if reply is None:
+            outcome = "accepted"
+            await _send(send, 202, body, b"application/json", request_id)
+        else:
             outcome = reply.outcome
             extra = [(b"retry-after", RETRY_AFTER_SECONDS.encode())] if reply.retry_after else []
             await _send_text(send, reply.status, reply.message, request_id, extra)
-        else:
-            outcome = "accepted"
-            await _send(send, 202, body, b"application/json", request_id)
         if outcome is not None:
             received, duration = self._outcome_metrics(provider, outcome)
             received.inc()
@@ -191,29 +194,40 @@ class WebhookIngress:
             received_ns=time.time_ns(),
         )
         context = _Context(route.name, settings.tenant_id, request_id, scope, request)
+        unverified: Exception | None = None
         try:
             route.handler.verify(request, settings, route.name)
-        except VerificationFailed as failed:  # one name per clause: mypyc types it once
-            reason = f"verify {route.name} webhook: {failed}"
-            self.metrics.verification_failures.labels(route.name).inc()
-            log.warning("webhook rejected", **context.log_fields(), error=reason)
-            await self.dlq.write(context.dead_letter("verify", reason, keep_body=False))
-            raise Reply(failed.status, failed.public_message, "rejected") from None
-        except SecretNotConfigured as missing:
-            log.error("webhook provider misconfigured", **context.log_fields(), error=str(missing))
-            raise Reply(missing.status, missing.public_message, "error") from None
-        except BadPayload as bad:
-            log.warning("webhook payload invalid", **context.log_fields(), error=str(bad))
-            await self.dlq.write(context.dead_letter("normalize", str(bad)))
-            raise _invalid_payload(bad) from None
-        except Exception as exc:  # a bug; the request is not authenticated: no body is kept
-            raise await self._internal_error(exc, context, "verify") from None
+        except Exception as exc:  # answered after the clause (no await inside one, see above)
+            unverified = exc
+        if unverified is not None:
+            raise await self._refuse_unverified(unverified, route.name, context)
+        failed: Exception | None = None
         try:
             return await self._publish_all(route, settings, request, context)
         except Reply:
             raise
         except Exception as exc:  # a bug; the delivery is kept (replayable once it is fixed)
-            raise await self._internal_error(exc, context, "normalize") from None
+            failed = exc
+        raise await self._internal_error(failed, context, "normalize")
+
+    async def _refuse_unverified(self, exc: Exception, provider: str, context: _Context) -> Reply:
+        """The answer to a delivery whose verification raised ``exc`` (logged, counted and
+        dead-lettered as each kind needs)."""
+        if isinstance(exc, VerificationFailed):
+            reason = f"verify {provider} webhook: {exc}"
+            self.metrics.verification_failures.labels(provider).inc()
+            log.warning("webhook rejected", **context.log_fields(), error=reason)
+            await self.dlq.write(context.dead_letter("verify", reason, keep_body=False))
+            return Reply(exc.status, exc.public_message, "rejected")
+        if isinstance(exc, SecretNotConfigured):
+            log.error("webhook provider misconfigured", **context.log_fields(), error=str(exc))
+            return Reply(exc.status, exc.public_message, "error")
+        if isinstance(exc, BadPayload):
+            log.warning("webhook payload invalid", **context.log_fields(), error=str(exc))
+            await self.dlq.write(context.dead_letter("normalize", str(exc)))
+            return _invalid_payload(exc)
+        # A bug; the request is not authenticated: no body is kept.
+        return await self._internal_error(exc, context, "verify")
 
     async def _publish_all(
         self,
@@ -222,6 +236,7 @@ class WebhookIngress:
         request: WebhookRequest,
         context: _Context,
     ) -> bytes:
+        unusable: BadPayload | NormalizeError | None = None
         try:
             extractions = route.handler.extract(request)
             envelopes = [
@@ -237,9 +252,11 @@ class WebhookIngress:
                 for found in extractions
             ]
         except (BadPayload, NormalizeError) as exc:  # both caused by what the sender sent
-            log.warning("webhook normalization failed", **context.log_fields(), error=str(exc))
-            await self.dlq.write(context.dead_letter("normalize", str(exc)))
-            raise _invalid_payload(exc) from None
+            unusable = exc
+        if unusable is not None:
+            log.warning("webhook normalization failed", **context.log_fields(), error=str(unusable))
+            await self.dlq.write(context.dead_letter("normalize", str(unusable)))
+            raise _invalid_payload(unusable)
         if len(envelopes) == 1:  # the common case: no task per event
             try:
                 spooled = await self._publish_one(*envelopes[0], context)
@@ -309,38 +326,46 @@ class WebhookIngress:
                 envelope.subject, envelope.body, dedup, envelope.request_id
             )
         except PublishError as exc:
-            self.metrics.publish_failures.labels(envelope.provider).inc()
-            log.error("publish webhook", **context.log_fields(), error=str(exc))
-            if exc.unavailable:
-                if self.spool is not None and await self._spool(envelope, dedup, context):
-                    return True
-                raise
-            # Too large for the broker: a retry cannot help (413) and the dead letter could
-            # not hold it either, so it keeps the digest and the request's metadata.
-            stored = await self.dlq.write(
-                DeadLetter(
-                    stage="publish",
-                    provider=context.provider,
-                    reason=str(exc),
-                    tenant_id=context.tenant_id,
-                    request_id=context.request_id,
-                    original_subject=envelope.subject,
-                    original_dedup_id=dedup,
-                    original_payload=b"" if exc.too_large else envelope.body,
-                    payload_sha256=digest(envelope.body) if exc.too_large else "",
-                    request_meta=context.metadata() if exc.too_large else {},
-                ),
-                timeout=PUBLISH_DLQ_TIMEOUT,
-            )
-            if exc.too_large:
-                raise
-            if not stored:  # kept nowhere: only the sender's retry can save it
-                raise PublishError(str(exc), Failure.UNAVAILABLE) from exc
-            raise
-        self._published_metric(envelope).inc()
-        if result.duplicate:
-            self.metrics.dedup_hits.labels(envelope.provider).inc()
-        return False
+            refused = exc
+        else:
+            self._published_metric(envelope).inc()
+            if result.duplicate:
+                self.metrics.dedup_hits.labels(envelope.provider).inc()
+            return False
+        return await self._publish_failed(refused, envelope, dedup, context)
+
+    async def _publish_failed(
+        self, exc: PublishError, envelope: Envelope, dedup: str, context: _Context
+    ) -> bool:
+        """After a failed publish: spooled (True), or raise what the sender is told."""
+        self.metrics.publish_failures.labels(envelope.provider).inc()
+        log.error("publish webhook", **context.log_fields(), error=str(exc))
+        if exc.unavailable:
+            if self.spool is not None and await self._spool(envelope, dedup, context):
+                return True
+            raise exc
+        # Too large for the broker: a retry cannot help (413) and the dead letter could
+        # not hold it either, so it keeps the digest and the request's metadata.
+        stored = await self.dlq.write(
+            DeadLetter(
+                stage="publish",
+                provider=context.provider,
+                reason=str(exc),
+                tenant_id=context.tenant_id,
+                request_id=context.request_id,
+                original_subject=envelope.subject,
+                original_dedup_id=dedup,
+                original_payload=b"" if exc.too_large else envelope.body,
+                payload_sha256=digest(envelope.body) if exc.too_large else "",
+                request_meta=context.metadata() if exc.too_large else {},
+            ),
+            timeout=PUBLISH_DLQ_TIMEOUT,
+        )
+        if exc.too_large:
+            raise exc
+        if not stored:  # kept nowhere: only the sender's retry can save it
+            raise PublishError(str(exc), Failure.UNAVAILABLE) from exc
+        raise exc
 
     async def _spool(self, envelope: Envelope, dedup: str, context: _Context) -> bool:
         """Keep the event on this node's disk (fsync'd) for the drainer; False when the

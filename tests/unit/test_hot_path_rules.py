@@ -1,0 +1,74 @@
+"""Two rules for the webhook's hot modules, which #17 compiles with mypyc (bench/README.md,
+"mypyc … tried and not shipped yet"): the compiled build failed where they were broken.
+
+- No ``await`` inside an ``except`` clause: a compiled coroutine resumed inside one loses the
+  exception it handles (``TypeError('invalid exception object')``, then a crash).
+- One exception type per ``except … as name`` in a function: mypyc types the name once, and
+  a second clause binding another type raised ``TypeError`` there.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "ensemble_tap"
+HOT_MODULES = [
+    "ingress.py",
+    "events.py",
+    "envelopes.py",
+    "request_ids.py",
+    "providers/base.py",
+    "providers/common.py",
+    "providers/generic.py",
+    "providers/hmac_verifier.py",
+    "bus/client.py",
+    "bus/publisher.py",
+]
+Function = ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def functions(module: str) -> list[Function]:
+    tree = ast.parse((SRC / module).read_text())
+    return [node for node in ast.walk(tree) if isinstance(node, Function)]
+
+
+def handlers(function: Function) -> list[ast.ExceptHandler]:
+    return [node for node in ast.walk(function) if isinstance(node, ast.ExceptHandler)]
+
+
+@pytest.mark.parametrize("module", HOT_MODULES)
+def test_no_await_inside_an_except_clause(module: str) -> None:
+    found = [
+        f"{module}:{node.lineno} in {function.name}"
+        for function in functions(module)
+        if isinstance(function, ast.AsyncFunctionDef)
+        for handler in handlers(function)
+        for node in ast.walk(handler)
+        if isinstance(node, ast.Await | ast.AsyncFor | ast.AsyncWith)
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize("module", HOT_MODULES)
+def test_an_except_name_has_one_type_per_function(module: str) -> None:
+    for function in functions(module):
+        types: dict[str, set[str]] = {}
+        for handler in handlers(function):
+            if handler.name and handler.type is not None:
+                types.setdefault(handler.name, set()).add(ast.unparse(handler.type))
+        mixed = {name: kinds for name, kinds in types.items() if len(kinds) > 1}
+        assert mixed == {}, f"{module}: {function.name}"
+
+
+def test_the_rules_see_a_breach() -> None:
+    source = (
+        "async def f():\n    try:\n        pass\n    except ValueError as e:\n        await g()\n"
+        "    except KeyError as e:\n        pass\n"
+    )
+    [function] = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.AsyncFunctionDef)]
+    awaits = [n for h in handlers(function) for n in ast.walk(h) if isinstance(n, ast.Await)]
+    names = {ast.unparse(h.type) for h in handlers(function) if h.name == "e" and h.type}
+    assert len(awaits) == 1 and names == {"ValueError", "KeyError"}
