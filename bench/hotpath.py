@@ -11,7 +11,8 @@ Both runs prepare the same ``PREPARED`` signed requests (the sender's work: bodi
 signatures, ASGI scopes) and send the first 300 or 1,500 of them, so the sender's signing
 cancels out too. (Before the eighth session each run prepared only what it sent, which put
 ~54,000 instructions of the *sender's* HMAC signing into every figure; the figures in
-bench/README.md say which method they come from.)
+bench/README.md say which method they come from.) On a loaded machine one run can still
+move by 10 % (acks per loop iteration change): interleave A and B and run each twice.
 
     .venv/bin/python bench/hotpath.py                 # ~2 minutes; needs valgrind
     .venv/bin/python bench/hotpath.py --native        # the same loop without valgrind: µs/webhook
