@@ -18,6 +18,8 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from ensemble_tap.state.buckets import create_if_absent
+
 __all__ = [
     "BUCKET_UNAVAILABLE",
     "Bucket",
@@ -59,7 +61,7 @@ class Bucket:
 
     async def create(self, key: str, value: bytes) -> int:
         """Write ``key`` only when it has no value; RevisionMismatch when it has one."""
-        return int(await self.kv.create(key, value))
+        return int(await create_if_absent(self.kv, key, value))
 
     async def update(self, key: str, value: bytes, revision: int) -> int:
         """Write ``key`` only when its current revision is ``revision``; the new revision."""

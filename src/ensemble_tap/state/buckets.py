@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, KeyNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -20,6 +20,8 @@ LEASE_BUCKET = "TAP_POLL_LEASES"  # a lease per poll target, a heartbeat per rep
 _EXISTS_OTHERWISE = 10058
 # nats-py's KV default; a stream's duplicate window may not exceed its max_age.
 _KV_DUPLICATE_WINDOW = 120.0
+# create_if_absent's tries when the key keeps vanishing under it (each try is two requests).
+_CREATE_ATTEMPTS = 3
 
 
 async def ensure_kv(
@@ -55,3 +57,20 @@ async def ensure_object_store(js: JetStreamContext, bucket: str, *, replicas: in
     stream.num_replicas = replicas
     await js.update_stream(stream)
     return await js.object_store(bucket)
+
+
+async def create_if_absent(kv: KeyValue, key: str, value: bytes) -> int:
+    """Write ``key`` only when it has no live value; its revision. KeyWrongLastSequenceError
+    when it has one.
+
+    nats-py's ``create`` writes at revision 0 and, when the key has messages, reads it to see
+    whether the last one is a delete marker; a key whose last message expires between the two
+    (a lease past its ``max_age``, a purge marker past its TTL) makes that read raise
+    KeyNotFoundError. The key is then absent, so the create is tried again.
+    """
+    for _ in range(_CREATE_ATTEMPTS - 1):
+        try:
+            return await kv.create(key, value)
+        except KeyNotFoundError:
+            continue
+    return await kv.create(key, value)

@@ -26,7 +26,7 @@ from nats.js.kv import KeyValue
 from ensemble_tap.events import format_time_ns, now_ns, parse_rfc3339_ns
 from ensemble_tap.state import kv_keys
 from ensemble_tap.state.base import StateError
-from ensemble_tap.state.buckets import LEASE_BUCKET, ensure_kv
+from ensemble_tap.state.buckets import LEASE_BUCKET, create_if_absent, ensure_kv
 from ensemble_tap.state.kv_scan import scan
 
 # JetStream's "wrong last sequence" codes (nats-py maps them for update, not for delete).
@@ -89,7 +89,9 @@ class LeaseTable:
         """The new lease's revision, or None when another replica holds it."""
         async with _errors(f"take {target}"):
             try:
-                return await self._kv.create(kv_keys.lease_key(target), self._value(since_ns))
+                return await create_if_absent(
+                    self._kv, kv_keys.lease_key(target), self._value(since_ns)
+                )
             except KeyWrongLastSequenceError:
                 return None
 

@@ -11,10 +11,14 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 from ensemble_tap.poller.leases import LeaseKeeper, LeaseLost
 from ensemble_tap.poller.service import cancel_and_wait
 from ensemble_tap.state.base import StateError
+from ensemble_tap.state.buckets import create_if_absent, ensure_kv
 from ensemble_tap.state.leases import LeaseTable
 from tests.support.nats_server import NatsServer
 from tests.support.polling import unique_name
@@ -37,6 +41,35 @@ async def tables(nc: Client, *names: str, ttl: float = TTL) -> list[LeaseTable]:
         await LeaseTable.open(nc.jetstream(), replica=name, ttl=ttl, replicas=1, bucket=bucket)
         for name in names
     ]
+
+
+class _ExpiresBeforeTheRead(KeyValue):
+    """The real bucket, with the key's messages gone (as a ``max_age`` expiry removes them)
+    between nats-py's refused create and its read of the key: the interleaving that made a
+    take-over fail with "key not found" in CI."""
+
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
+        super().__init__(name=kv._name, stream=kv._stream, pre=kv._pre, js=js, direct=kv._direct)
+        self.expired = 0
+
+    async def _get(self, key: str, revision: int | None = None) -> KeyValue.Entry:
+        if not self.expired:
+            self.expired += 1
+            await self._js.purge_stream(self._stream, subject=f"{self._pre}{key}")
+        return await super()._get(key, revision)
+
+
+async def test_a_create_whose_key_expires_under_it_still_creates(js_client: Client) -> None:
+    js = js_client.jetstream()
+    kv = await ensure_kv(js, unique_name(), replicas=1)
+    await kv.put("target.x", b"old holder")
+    racing = _ExpiresBeforeTheRead(kv, js)
+    revision = await create_if_absent(racing, "target.x", b"new holder")
+    assert racing.expired == 1
+    entry = await kv.get("target.x")
+    assert (entry.value, entry.revision) == (b"new holder", revision)
+    with pytest.raises(KeyWrongLastSequenceError):  # present and live: refused, as before
+        await create_if_absent(kv, "target.x", b"a third holder")
 
 
 async def test_take_renew_give_back(js_client: Client) -> None:
