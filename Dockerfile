@@ -1,16 +1,26 @@
 # Ensemble Tap container image (docs/deploy.md).
 #   docker build -t ensemble-tap .
 #   docker run -p 8080:8080 -e TAP_PROVIDERS_STRIPE_SECRET=whsec_… ensemble-tap
-# Stage 1 builds the wheel; stage 2 installs it on a slim runtime with no compilers.
+# Stage 1 builds the wheel (its hot path compiled); stage 2 installs it on a slim runtime
+# with no compilers.
 
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+# gcc: setup.py compiles the webhook hot path with mypyc (bench/README.md, #17).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
-# The same command tests/deploy/test_image.py runs to check the wheel.
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
+# mypyc type-checks the hot modules against the dependencies they import: those and mypy
+# are installed here, in the build stage only, and the wheel is built without isolation.
+# The wheel: the same command tests/deploy/test_image.py runs to check it.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir "mypy>=1.11" "setuptools>=77" wheel . \
+ && pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /dist .
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 ARG VERSION=0.1.0

@@ -1,5 +1,6 @@
 # make run  : set up .venv and run the service on its embedded defaults
-# make test : set up .venv and run lint + the whole test suite
+# make test : set up .venv and run lint + the whole test suite (then again the unit tier and
+#             the webhook path's tests with the hot path compiled: make test-compiled)
 # make unit : set up .venv and run the unit / in-process tier only (tests/unit, about a minute)
 # make cluster : set up .venv and run the cluster tier only (tests/cluster: replicas on a
 #                3-node nats-server cluster, about a minute; make test runs it too)
@@ -13,7 +14,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= $(if $(wildcard config.yaml),config.yaml,config.example.yaml)
 
-.PHONY: run test lint format unit cluster bench reliability openapi sbom clean chromium console-screenshots
+.PHONY: run test lint format unit cluster compiled test-compiled bench reliability openapi sbom clean chromium console-screenshots
 
 # make run's admin token (the console at http://localhost:8080/console and `ensemble-tap
 # admin`): for local use only; set TAP_ADMIN_TOKEN to choose another.
@@ -29,8 +30,8 @@ run: $(STAMP)
 	TAP_ADMIN_TOKEN="$${TAP_ADMIN_TOKEN:-$(DEV_ADMIN_TOKEN)}" $(BIN)/ensemble-tap serve --config $(CONFIG)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench setup.py
+	$(BIN)/ruff format --check src tests bench setup.py
 	$(BIN)/mypy
 	$(BIN)/bandit -q -c pyproject.toml -r src
 	$(BIN)/lint-imports
@@ -56,6 +57,26 @@ PYTEST_PARALLEL := -n 3 --dist loadfile
 test: lint chromium
 	$(BIN)/pytest -q $(PYTEST_PARALLEL) --ignore=tests/cluster --cov=ensemble_tap --cov-report=
 	$(BIN)/pytest -q tests/cluster --cov=ensemble_tap --cov-append --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
+	$(MAKE) --no-print-directory test-compiled
+
+# The webhook hot path compiled with mypyc (setup.py, #17): a wheel built where mypy is
+# installed (no build isolation), unpacked under build/compiled; .venv's editable install
+# stays pure Python. test-compiled runs the unit tier and the webhook path's integration
+# tests against it (tests/unit/test_compiled.py fails when a module was left uncompiled).
+COMPILED := build/compiled
+WEBHOOK_PATH_TESTS := tests/integration/test_generic_webhook.py \
+	tests/integration/test_provider_deliveries.py tests/integration/test_bus.py \
+	tests/integration/test_bus_client.py tests/integration/test_spool_ingress.py \
+	tests/integration/test_garbage_never_5xx.py tests/integration/test_hubspot_event_ids.py
+
+compiled: $(STAMP)
+	rm -rf build/compiled-dist $(COMPILED)
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation --wheel-dir build/compiled-dist .
+	$(BIN)/pip install -q --no-deps --target $(COMPILED) build/compiled-dist/*.whl
+
+test-compiled: compiled
+	TAP_EXPECT_COMPILED=1 PYTHONPATH=$(CURDIR)/$(COMPILED) $(BIN)/pytest -q $(PYTEST_PARALLEL) \
+		-p no:cacheprovider tests/unit $(WEBHOOK_PATH_TESTS)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -1,5 +1,5 @@
-"""Two rules for the webhook's hot modules, which #17 compiles with mypyc (bench/README.md,
-"mypyc … tried and not shipped yet"): the compiled build failed where they were broken.
+"""Two rules for the webhook's hot modules, which setup.py compiles with mypyc (#17,
+bench/README.md): the compiled build failed where they were broken.
 
 - No ``await`` inside an ``except`` clause: a compiled coroutine resumed inside one loses the
   exception it handles (``TypeError('invalid exception object')``, then a crash).
@@ -10,23 +10,13 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "ensemble_tap"
-HOT_MODULES = [
-    "ingress.py",
-    "events.py",
-    "envelopes.py",
-    "request_ids.py",
-    "providers/base.py",
-    "providers/common.py",
-    "providers/generic.py",
-    "providers/hmac_verifier.py",
-    "bus/client.py",
-    "bus/publisher.py",
-]
+from tests.support.hot_path import HOT_PATH, REPO
+
+HOT_MODULES = [path.removeprefix("src/ensemble_tap/") for path in HOT_PATH]
+SRC = REPO / "src" / "ensemble_tap"
 Function = ast.FunctionDef | ast.AsyncFunctionDef
 
 
