@@ -1,9 +1,9 @@
-"""What the container image runs, checked without a container engine (none is reachable here):
-the wheel is built exactly as the Dockerfile's first stage builds it (its hot path compiled), installed into a fresh
-virtualenv without dev extras (the runtime stage), and that install checks the image's default
-config, serves on embedded defaults with one secret from the environment and accepts a
-signed delivery, also through the installed ``ensemble-tap send``. A missing runtime
-dependency or package file fails here."""
+"""What the container image runs, checked without a container engine (none is reachable here): the
+wheel is built exactly as the Dockerfile's first stage builds it (its hot path compiled),
+installed into a fresh virtualenv without dev extras (the runtime stage), and that install
+checks the image's default config, serves on embedded defaults with one secret from the
+environment and accepts a signed delivery, also through the installed ``ensemble-tap send``. A
+missing runtime dependency or package file fails here."""
 
 from __future__ import annotations
 

@@ -41,6 +41,25 @@ async def test_frames_arrive_as_nats_py_publishes_would(url: str) -> None:
     assert not second.headers
 
 
+async def test_queued_frames_leave_without_a_flush(url: str) -> None:
+    """``queue_frame`` wakes nats-py's flusher once for a batch: every frame of it is
+    written although nothing awaits a flush."""
+    client = TapClient()
+    await client.connect(url)
+    received: list[tuple[bytes, bytes, bytes, bytes | None]] = []
+    try:
+        await client.subscribe_direct("queued.*", lambda *message: received.append(message))
+        for index in range(50):
+            assert not client.queue_frame(b"queued.%d" % index, b"", b"", b"%d" % index)
+        await _until(lambda: len(received) == 50)
+        await asyncio.sleep(0.05)  # a second batch after the first was written
+        assert not client.queue_frame(b"queued.last", b"", b"", b"last")
+        await _until(lambda: len(received) == 51)
+    finally:
+        await client.close()
+    assert [data for _, _, data, _ in received] == [b"%d" % i for i in range(50)] + [b"last"]
+
+
 async def test_direct_handlers_get_raw_messages_others_go_through_nats_py(url: str) -> None:
     client = TapClient()
     await client.connect(url)

@@ -7,21 +7,24 @@ nats-py's private members.
   acks of the webhook path and the sink's deliveries). ``DirectParser`` reads those messages
   off the wire without nats-py's regexes and coroutine per message; everything else still
   goes through nats-py's parser, in arrival order.
-* ``publish_frame``: an HPUB/PUB whose header block is already encoded, skipping nats-py's
-  per-call subject regexes and header re-encoding. The same checks as ``publish``
-  (closed, draining, buffer limit, max payload) still apply.
+* ``publish_frame`` / ``queue_frame``: an HPUB/PUB whose header block is already encoded,
+  skipping nats-py's per-call subject regexes, header re-encoding and the two coroutines
+  of its buffering. The same checks as ``publish`` (closed, draining, buffer limit, max
+  payload) still apply.
 * ``respond_all``: one payload to many reply subjects in one buffered write (the sink's acks
   of a whole batch).
 
-They use private members of nats-py 2.16 (``_ps``, ``_process_msg``, ``_send_command``,
-``_flush_pending``, ``Subscription._id``, its parser); pyproject pins the minor version, and
-tests/integration/test_bus_client.py runs these paths against a real server, over TCP and over
-WebSocket. ``ws://``/``wss://`` servers get the transport of bus/websocket.py (through the
-private ``_connect_to_server``).
+They use private members of nats-py 2.16 (``_ps``, ``_process_msg``, the outbound buffer
+``_pending``/``_pending_data_size``/``_max_pending_size``, the flusher's ``_flush_queue``/
+``_flusher_task``/``_flush_pending``, ``Subscription._id``, its parser); pyproject pins the
+minor version, and tests/integration/test_bus_client.py runs these paths against a real server,
+over TCP and over WebSocket. ``ws://``/``wss://`` servers get the transport of bus/websocket.py
+(through the private ``_connect_to_server``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from mypy_extensions import mypyc_attr
@@ -73,6 +76,12 @@ class TapClient(Client):
     ) -> None:
         """Publish ``payload``; ``headers`` is an encoded block from ``encode_headers`` (or
         empty). ``subject`` and ``reply`` must be valid subjects (built by the caller)."""
+        if self.queue_frame(subject, reply, headers, payload):
+            await self.flush_queued()
+
+    def queue_frame(self, subject: bytes, reply: bytes, headers: bytes, payload: bytes) -> bool:
+        """``publish_frame`` without a coroutine (the webhook path's publish): True when the
+        caller must then await ``flush_queued()`` (see ``_queue``)."""
         if self.is_closed:
             raise ConnectionClosedError
         if self.is_draining_pubs:
@@ -99,9 +108,32 @@ class TapClient(Client):
             command = b"PUB %s %s %d\r\n%s\r\n" % (subject, reply, size, payload)
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += size
-        await self._send_command(command)
-        if self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
+        return self._queue(command)
+
+    def _queue(self, command: bytes) -> bool:
+        """Append ``command`` to nats-py's outbound buffer and wake its flusher, which writes
+        everything buffered in one call; while a wake-up is queued, later commands ride on
+        it (one write per loop iteration, not per message). nats-py does this in two
+        coroutines per publish. True when the caller must await ``flush_queued()``: the
+        buffer is past its limit (backpressure, as nats-py's ``publish``) or the flusher
+        task is gone."""
+        self._pending.append(command)
+        self._pending_data_size += len(command)
+        if 0 < self._max_pending_size < self._pending_data_size:
+            return True
+        wakeups = self._flush_queue
+        if wakeups is None or not wakeups.empty() or not self.is_connected:
+            return False  # a wake-up is queued, or the reconnect writes the buffer
+        flusher = self._flusher_task
+        if flusher is None or flusher.done():
+            return True
+        wakeups.put_nowait(asyncio.get_running_loop().create_future())
+        return False
+
+    async def flush_queued(self) -> None:
+        """What ``_queue`` asked for: a flush that waits while the buffer is past its limit."""
+        over_limit = 0 < self._max_pending_size < self._pending_data_size
+        await self._flush_pending(force_flush=over_limit)
 
     async def _connect_to_server(self, s: Srv) -> None:
         if not self._transport and s.uri.scheme in ("ws", "wss"):
@@ -117,9 +149,8 @@ class TapClient(Client):
         if self.is_closed:
             raise ConnectionClosedError
         tail = b" %d\r\n%s\r\n" % (len(payload), payload)
-        await self._send_command(b"".join([b"PUB " + reply + tail for reply in replies]))
-        if self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
+        if self._queue(b"".join([b"PUB " + reply + tail for reply in replies])):
+            await self.flush_queued()
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None

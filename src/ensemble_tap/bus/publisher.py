@@ -155,7 +155,8 @@ class AckRouter:
         self._pending[token] = future
         expiry = loop.call_later(timeout, self._expire, token)
         try:
-            await self.nc.publish_frame(subject.encode(), self.prefix + token, headers, payload)
+            if self.nc.queue_frame(subject.encode(), self.prefix + token, headers, payload):
+                await self.nc.flush_queued()
             return await future
         finally:
             expiry.cancel()

@@ -57,7 +57,8 @@ class Extraction:
     """One event found in a delivery, before tenant, request id and envelope are added.
 
     ``dedup_key`` is the provider's own delivery or event id; when empty the service derives
-    a stable key from ``payload_digest`` (a SHA-256 of the bytes this event came from).
+    a stable key from ``payload_digest`` (a SHA-256 of the bytes this event came from),
+    which a provider may leave empty when ``dedup_key`` is set.
     ``provider_time_ns`` of None means the delivery carries no usable time (now is used).
     ``event_id`` is the CloudEvent id if set (it must be unique per event); by default the
     envelope uses ``provider_event_id``.

@@ -53,7 +53,8 @@ class GenericProvider:
                 action=action,
                 provider_event_id=event_id,
                 dedup_key=event_id,
-                payload_digest=digest(request.body),
+                # Read only without a delivery id (the fallback dedup key): not hashed twice.
+                payload_digest="" if event_id else digest(request.body),
                 provider_time_ns=extract_timestamp_ns(body),
                 snapshot=body,
             )
