@@ -20,7 +20,7 @@ COPY src ./src
 # The wheel: the same command tests/deploy/test_image.py runs to check it.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir "mypy>=1.11" "setuptools>=77" wheel . \
- && pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /dist .
+ && TAP_MYPYC=required pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /dist .
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 ARG VERSION=0.1.0

@@ -70,8 +70,8 @@ WEBHOOK_PATH_TESTS := tests/integration/test_generic_webhook.py \
 	tests/integration/test_garbage_never_5xx.py tests/integration/test_hubspot_event_ids.py
 
 compiled: $(STAMP)
-	rm -rf build/compiled-dist $(COMPILED)
-	$(BIN)/pip wheel -q --no-deps --no-build-isolation --wheel-dir build/compiled-dist .
+	rm -rf build/compiled-dist $(COMPILED) build/mypyc build/lib.* build/temp.* build/bdist.*
+	TAP_MYPYC=required $(BIN)/pip wheel -q --no-deps --no-build-isolation --wheel-dir build/compiled-dist .
 	$(BIN)/pip install -q --no-deps --target $(COMPILED) build/compiled-dist/*.whl
 
 test-compiled: compiled

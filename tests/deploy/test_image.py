@@ -7,6 +7,7 @@ missing runtime dependency or package file fails here."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -29,11 +30,12 @@ IMAGE_CONFIG = REPO / "deploy" / "container" / "config.yaml"
 # Run with the dev environment's interpreter, which has what the Dockerfile installs before it
 # (mypy and the runtime dependencies), so the wheel's hot path is compiled as in the image.
 BUILD_WHEEL = "pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /dist ."
+REQUIRED = "TAP_MYPYC=required"  # the Dockerfile's: no silent fallback to pure Python
 
 
 def test_the_dockerfile_builds_the_wheel_this_test_builds() -> None:
     text = DOCKERFILE.read_text()
-    assert f"&& {BUILD_WHEEL}\n" in text
+    assert f"&& {REQUIRED} {BUILD_WHEEL}\n" in text
     assert 'ENTRYPOINT ["ensemble-tap"]' in text
     assert 'CMD ["serve", "--config", "/etc/ensemble-tap/config.yaml"]' in text
     assert "COPY deploy/container/config.yaml /etc/ensemble-tap/config.yaml" in text
@@ -59,7 +61,11 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__"))
     dist = root / "dist"
     command = BUILD_WHEEL.replace("/dist", str(dist)).split()
-    subprocess.run([sys.executable, "-m", *command], cwd=source, check=True, capture_output=True)
+    name, value = REQUIRED.split("=")
+    subprocess.run(
+        [sys.executable, "-m", *command],
+        cwd=source, check=True, capture_output=True, env={**os.environ, name: value},
+    )  # fmt: skip
     [wheel] = dist.glob("ensemble_tap-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         extensions = {n for n in archive.namelist() if n.endswith(".so")}

@@ -3,6 +3,7 @@ comparison, rotation and timestamp windows."""
 
 from __future__ import annotations
 
+import _hashlib
 import base64
 import hashlib
 import hmac
@@ -10,6 +11,7 @@ import hmac
 import pytest
 
 from ensemble_tap.events import parse_rfc3339_ns
+from ensemble_tap.providers import hmac_verifier
 from ensemble_tap.providers.base import VerificationFailed
 from ensemble_tap.providers.hmac_verifier import (
     check_timestamp,
@@ -272,3 +274,24 @@ class TestTimestampWindow:
     def test_unsupported_formats_are_rejected(self, value: str) -> None:
         with pytest.raises(VerificationFailed, match="unsupported timestamp format"):
             check_timestamp(value, header_name="X-Ts", max_age=300, now_ns=NOW_NS)
+
+
+@pytest.mark.parametrize("algorithm", ["sha1", "sha256", "sha512"])
+@pytest.mark.parametrize("openssl", [True, False], ids=["openssl-hmac", "hmac-module"])
+def test_both_hmac_paths_agree_with_the_standard_library(
+    algorithm: str, openssl: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenSSL's HMAC object where the interpreter has it, the hmac module where not."""
+    if not openssl:
+        monkeypatch.setattr(hmac_verifier, "_openssl_hmac", None)
+    hmac_verifier._keyed.cache_clear()
+    try:
+        body = b'{"id":"deal_1"}'
+        right = hmac.digest(b"k", body, algorithm)
+        assert matches(["other", "k"], body, signature=right, algorithm=algorithm)
+        assert not matches(["other"], body, signature=right, algorithm=algorithm)
+        assert matches(["k"], body, signature=right, algorithm=algorithm)  # a cached copy
+        keyed = type(hmac_verifier._keyed("k", algorithm))
+        assert keyed is (_hashlib.HMAC if openssl else hmac.HMAC)
+    finally:
+        hmac_verifier._keyed.cache_clear()

@@ -82,15 +82,9 @@ class TapClient(Client):
     def queue_frame(self, subject: bytes, reply: bytes, headers: bytes, payload: bytes) -> bool:
         """``publish_frame`` without a coroutine (the webhook path's publish): True when the
         caller must then await ``flush_queued()`` (see ``_queue``)."""
-        if self.is_closed:
-            raise ConnectionClosedError
-        if self.is_draining_pubs:
-            raise ConnectionDrainingError
         size = len(payload)
-        if not self.is_connected and (
-            self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size
-        ):
-            raise OutboundBufferLimitError
+        if self._status != Client.CONNECTED:  # one compare on the usual path, not 3 properties
+            self._check_not_connected(size)
         if len(subject) + len(reply) + 64 > MAX_CONTROL_LINE:
             raise BadSubjectError
         if size + len(headers) > self._max_payload:  # the server's limit counts both;
@@ -110,6 +104,18 @@ class TapClient(Client):
         self.stats["out_bytes"] += size
         return self._queue(command)
 
+    def _check_not_connected(self, size: int) -> None:
+        """nats-py's ``publish`` checks when the connection is not up: refused when closed or
+        draining, buffered (up to the pending limit) while reconnecting."""
+        if self.is_closed:
+            raise ConnectionClosedError
+        if self.is_draining_pubs:
+            raise ConnectionDrainingError
+        if not self.is_connected and (
+            self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size
+        ):
+            raise OutboundBufferLimitError
+
     def _queue(self, command: bytes) -> bool:
         """Append ``command`` to nats-py's outbound buffer and wake its flusher, which writes
         everything buffered in one call; while a wake-up is queued, later commands ride on
@@ -118,17 +124,23 @@ class TapClient(Client):
         buffer is past its limit (backpressure, as nats-py's ``publish``) or the flusher
         task is gone."""
         self._pending.append(command)
-        self._pending_data_size += len(command)
+        # Not ``+=``: mypyc cannot compile an augmented assignment to an attribute of the
+        # (interpreted) nats-py base class.
+        self._pending_data_size = self._pending_data_size + len(command)
         if 0 < self._max_pending_size < self._pending_data_size:
             return True
         wakeups = self._flush_queue
-        if wakeups is None or not wakeups.empty() or not self.is_connected:
+        if wakeups is None or not wakeups.empty() or not self._connected_or_draining():
             return False  # a wake-up is queued, or the reconnect writes the buffer
         flusher = self._flusher_task
         if flusher is None or flusher.done():
             return True
         wakeups.put_nowait(asyncio.get_running_loop().create_future())
         return False
+
+    def _connected_or_draining(self) -> bool:
+        """``is_connected`` with its usual answer first."""
+        return self._status == Client.CONNECTED or self.is_connected
 
     async def flush_queued(self) -> None:
         """What ``_queue`` asked for: a flush that waits while the buffer is past its limit."""

@@ -53,11 +53,22 @@ class PublishError(Exception):
         return self.failure is Failure.TOO_LARGE
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class PublishResult:
     stream: str
     sequence: int
     duplicate: bool  # published before: JetStream dropped this copy (same ``Nats-Msg-Id``)
+
+    # Written out (init=False): mypyc compiles this one, not dataclass's generated __init__.
+    def __init__(
+        self,
+        stream: str,
+        sequence: int,
+        duplicate: bool,
+    ) -> None:
+        self.stream = stream
+        self.sequence = sequence
+        self.duplicate = duplicate
 
 
 class Publisher(Protocol):

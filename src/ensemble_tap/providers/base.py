@@ -35,7 +35,7 @@ class BadPayload(WebhookError):
     public_message: ClassVar[str] = "invalid payload"
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class WebhookRequest:
     """One delivery as the provider sees it. ``headers`` keys are lower-case (first value)."""
 
@@ -48,11 +48,32 @@ class WebhookRequest:
     body: bytes
     received_ns: int
 
+    # Written out (init=False): mypyc compiles this one, not dataclass's generated __init__.
+    def __init__(
+        self,
+        method: str,
+        scheme: str,
+        host: str,
+        raw_path: str,
+        query_string: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        received_ns: int,
+    ) -> None:
+        self.method = method
+        self.scheme = scheme
+        self.host = host
+        self.raw_path = raw_path
+        self.query_string = query_string
+        self.headers = headers
+        self.body = body
+        self.received_ns = received_ns
+
     def header(self, name: str) -> str:
         return self.headers.get(name, "").strip()
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class Extraction:
     """One event found in a delivery, before tenant, request id and envelope are added.
 
@@ -70,10 +91,35 @@ class Extraction:
     provider_event_id: str
     dedup_key: str
     payload_digest: str
-    provider_time_ns: int | None = None
-    changes: dict[str, Any] | None = None
-    snapshot: dict[str, Any] | None = None
-    event_id: str = ""
+    provider_time_ns: int | None
+    changes: dict[str, Any] | None
+    snapshot: dict[str, Any] | None
+    event_id: str
+
+    # Written out (init=False): mypyc compiles this one, not dataclass's generated __init__.
+    def __init__(
+        self,
+        entity_type: str,
+        entity_id: str,
+        action: str,
+        provider_event_id: str,
+        dedup_key: str,
+        payload_digest: str,
+        provider_time_ns: int | None = None,
+        changes: dict[str, Any] | None = None,
+        snapshot: dict[str, Any] | None = None,
+        event_id: str = "",
+    ) -> None:
+        self.entity_type = entity_type
+        self.entity_id = entity_id
+        self.action = action
+        self.provider_event_id = provider_event_id
+        self.dedup_key = dedup_key
+        self.payload_digest = payload_digest
+        self.provider_time_ns = provider_time_ns
+        self.changes = changes
+        self.snapshot = snapshot
+        self.event_id = event_id
 
 
 class WebhookProvider(WebhookRules, Protocol):

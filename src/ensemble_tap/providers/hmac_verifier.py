@@ -10,14 +10,29 @@ import base64
 import binascii
 import functools
 import hmac
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol
 
 from ensemble_tap.providers.base import VerificationFailed
 from ensemble_tap.providers.common import parse_epoch_or_rfc3339_ns
 
 Encoding = Literal["hex", "base64"]
 ALGORITHMS = frozenset({"sha1", "sha256", "sha512"})
+
+
+class _Mac(Protocol):
+    def copy(self) -> _Mac: ...
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
+
+
+_OpenSslHmac = Callable[..., _Mac]
+try:  # CPython's OpenSSL binding, which the hmac module uses underneath
+    import _hashlib
+
+    _openssl_hmac: _OpenSslHmac | None = _hashlib.hmac_new
+except ImportError:  # an interpreter without it: the hmac module's own path
+    _openssl_hmac = None
 
 
 def decode_signature(value: str, encoding: Encoding, prefix: str = "") -> bytes:
@@ -50,8 +65,13 @@ def matches(
 
 
 @functools.lru_cache(maxsize=256)
-def _keyed(secret: str, algorithm: str) -> hmac.HMAC:
-    """An HMAC with the key already absorbed; copies of it skip the key setup."""
+def _keyed(secret: str, algorithm: str) -> _Mac:
+    """An HMAC with the key already absorbed; copies of it skip the key setup. OpenSSL's own
+    HMAC object where the interpreter has it: the ``hmac`` module wraps it in Python-level
+    ``copy``/``update``/``digest`` calls that cost as much as the hashing (1.5 against 0.8 µs
+    per 130-byte body)."""
+    if _openssl_hmac is not None:
+        return _openssl_hmac(secret.encode(), digestmod=algorithm)
     return hmac.new(secret.encode(), digestmod=algorithm)
 
 
