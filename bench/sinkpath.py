@@ -72,8 +72,9 @@ async def drive(data: bytes) -> tuple[float, int, int]:
 
         written = 0
 
-        async def _send_command(self, cmd: bytes, priority: bool = False) -> None:
-            self.written += len(cmd)
+        def _queue(self, command: bytes) -> bool:  # where TapClient buffers every frame
+            self.written += len(command)
+            return False
 
     class KeepingBackend:
         payloads = 0
