@@ -36,9 +36,12 @@ HOT_PATH = [
     "src/ensemble_tap/bus/contract.py",
 ]
 EDITABLE_COMMANDS = {"develop", "editable_wheel"}
-# TAP_MYPYC=required (make compiled, the Dockerfile): a build that cannot compile fails
-# instead of falling back to pure Python.
-REQUIRED = os.environ.get("TAP_MYPYC") == "required"
+
+
+def required() -> bool:
+    """TAP_MYPYC=required (make compiled, the Dockerfile): a build that cannot compile fails
+    instead of falling back to pure Python."""
+    return os.environ.get("TAP_MYPYC") == "required"
 
 
 class OptionalBuildExt(build_ext):  # type: ignore[misc]  # setuptools has no stubs here
@@ -49,7 +52,7 @@ class OptionalBuildExt(build_ext):  # type: ignore[misc]  # setuptools has no st
         try:
             super().run()
         except Exception as exc:  # any compiler failure means "stay pure"
-            if REQUIRED:
+            if required():
                 raise
             for ext in self.extensions:
                 Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
@@ -66,7 +69,7 @@ def compiled_modules() -> list[Any]:
     try:
         return list(mypycify(HOT_PATH, opt_level="3", target_dir="build/mypyc"))
     except (Exception, SystemExit) as exc:  # a type error or a mypyc bug
-        if REQUIRED:
+        if required():
             raise
         print(f"ensemble-tap: mypyc failed ({exc}); installing pure Python", file=sys.stderr)
         return []
