@@ -1,4 +1,4 @@
-"""Two rules for the webhook's hot modules, which setup.py compiles with mypyc (#17,
+"""Three rules for the webhook's hot modules, which setup.py compiles with mypyc (#17,
 bench/README.md): the compiled build failed where they were broken.
 
 - No ``await`` inside an ``except`` clause: a compiled coroutine resumed inside one loses the
@@ -7,7 +7,7 @@ bench/README.md): the compiled build failed where they were broken.
   a second clause binding another type raised ``TypeError`` there.
 - A dataclass writes its ``__init__`` out (``init=False``): mypyc compiles a written one,
   while dataclass's generated ``__init__`` stays interpreted (~4,500 instructions per
-  instance against ~600, five instances per webhook). Frozen ones (built once, at start)
+  instance against ~600, six instances per webhook). Frozen ones (built once, at start)
   are exempt. And no ``slots=True``: it replaces the class with one mypyc never compiled.
 """
 

@@ -26,11 +26,10 @@ class _Mac(Protocol):
     def digest(self) -> bytes: ...
 
 
-_OpenSslHmac = Callable[..., _Mac]
 try:  # CPython's OpenSSL binding, which the hmac module uses underneath
     import _hashlib
 
-    _openssl_hmac: _OpenSslHmac | None = _hashlib.hmac_new
+    _openssl_hmac: Callable[..., _Mac] | None = _hashlib.hmac_new
 except ImportError:  # an interpreter without it: the hmac module's own path
     _openssl_hmac = None
 

@@ -46,7 +46,13 @@ from ensemble_tap.state.base import (
     StreamState,
     TargetControl,
 )
-from ensemble_tap.state.buckets import LARGE_BUCKET, STATE_BUCKET, ensure_kv, ensure_object_store
+from ensemble_tap.state.buckets import (
+    LARGE_BUCKET,
+    STATE_BUCKET,
+    create_if_absent,
+    ensure_kv,
+    ensure_object_store,
+)
 from ensemble_tap.state.kv_scan import scan
 from ensemble_tap.state.versions import SeenVersion, VersionNote
 
@@ -214,7 +220,7 @@ class NatsStateStore:
             value = encode_version(wanted)
             try:
                 if entry is None:
-                    await self._kv.create(name, value)
+                    await create_if_absent(self._kv, name, value)
                 else:
                     await self._kv.update(name, value, last=entry.revision)
                 return
@@ -288,7 +294,7 @@ class NatsStateStore:
         """Create ``key`` unless it exists; True when it was created."""
         async with _errors(f"import {key}"):
             try:
-                await self._kv.create(key, value)
+                await create_if_absent(self._kv, key, value)
             except KeyWrongLastSequenceError:
                 return False
         return True
