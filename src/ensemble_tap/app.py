@@ -50,7 +50,7 @@ from ensemble_tap.bus.streams import (
 from ensemble_tap.config.models import Config
 from ensemble_tap.console.service import build_console
 from ensemble_tap.health import Readiness, health_router
-from ensemble_tap.http_connections import ConnectionGuard, ConnectionLimits
+from ensemble_tap.http_connections import ConnectionGuard, ConnectionLimits, drain
 from ensemble_tap.ingress import WebhookIngress
 from ensemble_tap.observability import Metrics, get_logger
 from ensemble_tap.poller.service import PollerService
@@ -412,8 +412,8 @@ class TapApp:
 
     def stopping(self) -> None:
         """A stop signal arrived: ``/readyz`` answers 503 and answers close their connections
-        from now on (requests are still served, for ``server.shutdown_delay``), and workers
-        begin the same."""
+        from now on (requests are still served while ``http_connections.drain`` lasts), and
+        workers begin the same."""
         if self.readiness is not None:
             self.readiness.shutting_down = True
         self.connections.draining = True
@@ -584,25 +584,30 @@ async def _serve(app: TapApp) -> None:
     consumer refused) stops the service and is raised. A signal during start-up stops
     start-up too, so the embedded nats-server never outlives the service.
 
-    A stop signal while serving: ``/readyz`` 503 at once, requests still served for
-    ``server.shutdown_delay`` (a rolling restart routes them elsewhere meanwhile), then
-    uvicorn stops accepting and in-flight requests get ``server.shutdown_timeout``, then
-    ``TapApp.stop()`` (pollers first: where they hand back their leases)."""
+    A stop signal while serving: ``/readyz`` 503 at once, the drain (``http_connections.drain``:
+    requests served for ``server.shutdown_delay``, then within ``server.shutdown_timeout``
+    until none arrived for a moment, so that a rolling restart routes them elsewhere
+    meanwhile), then uvicorn stops accepting and in-flight requests get the rest of
+    ``server.shutdown_timeout``, then ``TapApp.stop()`` (pollers first: where they hand
+    back their leases)."""
     config = app.config
     server = TapServer(uvicorn_config(app))
     stopping = asyncio.Event()
     main_task = asyncio.current_task()
     failure: list[BaseException] = []
     loop = asyncio.get_running_loop()
-    delayed: list[asyncio.TimerHandle] = []
+    draining: list[asyncio.Task[None]] = []
 
-    def stop_serving() -> None:
+    def stop_serving(grace: float | None = None) -> None:
+        if grace is not None:  # what is left of server.shutdown_timeout after the drain
+            # uvicorn hints int, and passes it to asyncio.timeout, which takes any seconds.
+            server.config.timeout_graceful_shutdown = grace  # type: ignore[assignment]
         server.should_exit = True
 
     def on_signal() -> None:
-        if stopping.is_set():  # a second signal: no more delay, no waiting for requests
-            for handle in delayed:
-                handle.cancel()
+        if stopping.is_set():  # a second signal: no more draining, no waiting for requests
+            for task in draining:
+                task.cancel()
             server.force_exit = True
             stop_serving()
             return
@@ -612,14 +617,19 @@ async def _serve(app: TapApp) -> None:
             stop_serving()
             if main_task is not None:
                 main_task.cancel()
-        elif config.server.shutdown_delay > 0:
-            log.info(
-                "shutting down: serving on while routed elsewhere",
-                shutdown_delay=config.server.shutdown_delay,
-            )
-            delayed.append(loop.call_later(config.server.shutdown_delay, stop_serving))
-        else:
-            stop_serving()
+            return
+        log.info(
+            "shutting down: serving on while routed elsewhere",
+            shutdown_delay=config.server.shutdown_delay,
+            shutdown_timeout=config.server.shutdown_timeout,
+        )
+        drained = drain(
+            app.connections,
+            delay=config.server.shutdown_delay,
+            budget=config.server.shutdown_timeout,
+            stop=stop_serving,
+        )
+        draining.append(loop.create_task(drained, name="tap-drain"))
 
     def on_bring_up(task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,9 +95,10 @@ class ConnectionGuard:
         self.now = time.monotonic()
         self.open: set[TrackedConnection] = set()
         self.admitted = 0
-        # Shutting down (server.shutdown_delay): answers say ``Connection: close``, so that
-        # keep-alive clients reconnect, and the load balancer routes them elsewhere.
+        # Shutting down (``drain``): answers say ``Connection: close``, so that keep-alive
+        # clients reconnect, and the load balancer routes them elsewhere.
         self.draining = False
+        self.last_request = float("-inf")  # when a request head last arrived (``now``)
         self._closed = {
             reason: metrics.http_connections_closed.labels(reason) for reason in REASONS
         }
@@ -174,3 +176,26 @@ class ConnectionGuard:
         self.count(MAX_CONNECTIONS)
         await send({"type": "http.response.start", "status": 503, "headers": OVER_LIMIT_HEADERS})
         await send({"type": "http.response.body", "body": OVER_LIMIT_BODY})
+
+
+# A drain ends once no request has arrived for this long: the load balancer routes elsewhere.
+QUIET = 0.5
+DRAIN_TICK = 0.1
+
+
+async def drain(
+    guard: ConnectionGuard, *, delay: float, budget: float, stop: Callable[[float], None]
+) -> None:
+    """Serve on after a stop signal (``guard.draining`` set, ``/readyz`` 503): everything for
+    ``delay`` (``server.shutdown_delay``), then for up to ``budget`` (``server.shutdown_timeout``)
+    requests newly routed here are still served until none has arrived for ``QUIET``
+    seconds. ``stop(grace)`` then stops accepting, in-flight requests get what is left of
+    the budget (``grace``)."""
+    await asyncio.sleep(delay)
+    deadline = time.monotonic() + budget
+    while True:
+        now = guard.now = time.monotonic()  # request heads are stamped on the guard's clock
+        if now - guard.last_request >= QUIET or now >= deadline:
+            break
+        await asyncio.sleep(DRAIN_TICK)
+    stop(max(deadline - time.monotonic(), DRAIN_TICK))

@@ -127,11 +127,12 @@ class TapHttpProtocol(HttpToolsProtocol):
         HttpToolsProtocol.on_message_begin(self)
 
     def on_headers_complete(self) -> None:
+        guard = self.guard
         self.awaiting_head_since = None
         self.head_started = False
-        self.awaiting_body_since = self.guard.now
+        self.awaiting_body_since = guard.last_request = guard.now
         HttpToolsProtocol.on_headers_complete(self)
-        if self.guard.draining and self.cycle is not None:
+        if guard.draining and self.cycle is not None:
             self.cycle.keep_alive = False  # answered with Connection: close, then closed
 
     def on_message_complete(self) -> None:

@@ -5,7 +5,8 @@
   plus a lease round, and the stream holds every change of every target exactly once;
 - replay jobs: a job created through one replica is read and listed through the others and
   its ``Idempotency-Key`` holds there; the replica running it is SIGKILLed, another finishes
-  it, and every dead letter is in the stream once.
+  it, and every dead letter is in the stream once; a queued job is cancelled through
+  another replica and never runs.
 """
 
 from __future__ import annotations
@@ -193,3 +194,48 @@ async def test_a_replay_job_is_shared_and_finished_by_another_replica_after_a_ki
         assert await stored_messages(node, f"{STREAM}_DLQ") == []
     finally:
         await stop_all([service for service in replicas if service.alive()])
+
+
+async def test_a_queued_job_is_cancelled_through_another_replica(
+    cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """One job slot per replica and a slow sweep (a third of the 30 s claim TTL): a job
+    created through the replica whose slot is taken waits queued there, and is cancelled
+    through another replica; the third reads it cancelled, and it never runs."""
+    records = 500  # the first job is still running when the second is created and cancelled
+    await cluster.wait_meta_leader()
+    server = admin_section(admin_replay_store_backend="nats", admin_replay_claim_ttl="30s",
+                           admin_replay_max_concurrent_jobs=1,
+                           admin_replay_max_limit=records)  # fmt: skip
+    replicas = [replica(cluster, tmp_path, f"c{i}", ("admin",), server=server) for i in range(3)]
+    for service in replicas:
+        service.start()
+    try:
+        await asyncio.gather(*(service.wait_ready() for service in replicas))
+        await dead_letters(cluster.living[0].url, records)
+        first, second, third = (service.url for service in replicas)
+        limit = {"limit": str(records)}
+        async with httpx.AsyncClient(headers=ADMIN, timeout=10) as client:
+            running = (await client.post(f"{first}/admin/replay-dlq", params=limit)).json()
+            waiting = (await client.post(f"{first}/admin/replay-dlq", params=limit)).json()
+            assert waiting["job"]["status"] == "queued", waiting
+            job_id = waiting["job"]["job_id"]
+            reason = {"X-Admin-Reason": "created twice by mistake"}
+            cancelled = await client.delete(f"{second}/admin/replay-dlq/{job_id}", headers=reason)
+            assert cancelled.status_code == 200, cancelled.text
+            assert cancelled.json()["job"]["status"] == "cancelled"
+
+            async def read_cancelled() -> dict[str, Any] | None:
+                job: dict[str, Any] = (
+                    await client.get(f"{third}/admin/replay-dlq/{job_id}")
+                ).json()["job"]
+                return job if job["status"] == "cancelled" else None
+
+            # KV reads may be served by a follower of the 3-replica bucket, a moment behind.
+            seen = await eventually(read_cancelled, 10, what="the job cancelled through c2")
+            assert seen["cancel_reason"] == "created twice by mistake"
+            assert seen["replayed"] == 0 and "started_at" not in seen  # cancelled is final
+            first_job = await client.get(f"{third}/admin/replay-dlq/{running['job']['job_id']}")
+            assert first_job.json()["job"]["status"] in ("running", "succeeded")
+    finally:
+        await stop_all(replicas)

@@ -116,11 +116,12 @@ class ServerConfig(Section):
     # The reference's fixed http.Server ReadHeaderTimeout and IdleTimeout, made keys.
     read_header_timeout: PositiveDuration = 5.0
     idle_timeout: PositiveDuration = 60.0
-    # On SIGTERM, how long in-flight requests may take to finish before their connections
-    # are closed (the reference's fixed 10 s budget, later its ``shutdown_timeout`` key).
+    # On SIGTERM (after shutdown_delay), the drain: new requests still answered until none
+    # arrives for a moment, in-flight ones finished, within this time (the reference's fixed
+    # 10 s budget, later its ``shutdown_timeout`` key; http_connections.drain).
     shutdown_timeout: PositiveDuration = 10.0
     # On SIGTERM, how long the process keeps serving (``/readyz`` 503, new requests still
-    # answered) before the shutdown above begins: the time a load balancer or Kubernetes
+    # answered), quiet or not, before the drain above: the time a load balancer or Kubernetes
     # needs to stop routing to it (Mimir's and Loki's ``shutdown_delay``; a preStop sleep).
     shutdown_delay: Duration = Field(0.0, le=3600)
     # Connections served at once by each process (0: no limit); more are answered 503.
