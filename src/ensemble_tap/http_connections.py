@@ -98,7 +98,7 @@ class ConnectionGuard:
         # Shutting down (``drain``): answers say ``Connection: close``, so that keep-alive
         # clients reconnect, and the load balancer routes them elsewhere.
         self.draining = False
-        self.last_request = float("-inf")  # when a request head last arrived (``now``)
+        self.last_request = float("-inf")  # when a request head (not a probe) last arrived
         self._closed = {
             reason: metrics.http_connections_closed.labels(reason) for reason in REASONS
         }
@@ -180,17 +180,19 @@ class ConnectionGuard:
 
 # A drain ends once no request has arrived for this long: the load balancer routes elsewhere.
 QUIET = 0.5
+# Requests that are not traffic: health checks and scrapes go on after routing has stopped.
+PROBES = frozenset({"/livez", "/readyz", "/metrics"})
 DRAIN_TICK = 0.1
 
 
 async def drain(
     guard: ConnectionGuard, *, delay: float, budget: float, stop: Callable[[float], None]
 ) -> None:
-    """Serve on after a stop signal (``guard.draining`` set, ``/readyz`` 503): everything for
-    ``delay`` (``server.shutdown_delay``), then for up to ``budget`` (``server.shutdown_timeout``)
-    requests newly routed here are still served until none has arrived for ``QUIET``
-    seconds. ``stop(grace)`` then stops accepting, in-flight requests get what is left of
-    the budget (``grace``)."""
+    """Serve on after a stop signal (``guard.draining`` set, ``/readyz`` 503): everything
+    for ``delay`` (``server.shutdown_delay``), then, for up to ``budget``
+    (``server.shutdown_timeout``), requests newly routed here until none (but ``PROBES``)
+    has arrived for ``QUIET`` seconds. ``stop(grace)`` then stops accepting; in-flight
+    requests get what is left of the budget (``grace``)."""
     await asyncio.sleep(delay)
     deadline = time.monotonic() + budget
     while True:

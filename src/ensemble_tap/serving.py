@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from ensemble_tap.http_connections import HEADER_TIMEOUT, WRITE_TIMEOUT
+from ensemble_tap.http_connections import HEADER_TIMEOUT, PROBES, WRITE_TIMEOUT
 
 if TYPE_CHECKING:
     from ensemble_tap.http_connections import ConnectionGuard
@@ -130,8 +130,10 @@ class TapHttpProtocol(HttpToolsProtocol):
         guard = self.guard
         self.awaiting_head_since = None
         self.head_started = False
-        self.awaiting_body_since = guard.last_request = guard.now
+        self.awaiting_body_since = guard.now
         HttpToolsProtocol.on_headers_complete(self)
+        if self.scope.get("path") not in PROBES:  # probes go on while traffic is routed away
+            guard.last_request = guard.now
         if guard.draining and self.cycle is not None:
             self.cycle.keep_alive = False  # answered with Connection: close, then closed
 
