@@ -619,7 +619,7 @@ async def _serve(app: TapApp) -> None:
                 main_task.cancel()
             return
         log.info(
-            "shutting down: serving on while routed elsewhere",
+            "shutting down: draining (requests served until none arrives)",
             shutdown_delay=config.server.shutdown_delay,
             shutdown_timeout=config.server.shutdown_timeout,
         )
