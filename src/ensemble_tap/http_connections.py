@@ -193,11 +193,14 @@ async def drain(
     (``server.shutdown_timeout``), requests newly routed here until none (but ``PROBES``)
     has arrived for ``QUIET`` seconds. ``stop(grace)`` then stops accepting; in-flight
     requests get what is left of the budget (``grace``)."""
+    began = guard.now = time.monotonic()  # from now on heads are stamped at most a tick early
     await asyncio.sleep(delay)
     deadline = time.monotonic() + budget
     while True:
-        now = guard.now = time.monotonic()  # request heads are stamped on the guard's clock
-        if now - guard.last_request >= QUIET or now >= deadline:
+        now = guard.now = time.monotonic()
+        # A head stamped before the drain may be up to a sweep interval early.
+        quiet = QUIET if guard.last_request >= began else QUIET + guard.interval
+        if now - guard.last_request >= quiet or now >= deadline:
             break
         await asyncio.sleep(DRAIN_TICK)
     stop(max(deadline - time.monotonic(), DRAIN_TICK))

@@ -54,6 +54,14 @@ async def test_requests_arriving_keep_it_serving_until_they_stop() -> None:
     assert grace > 10 - lasted - DRAIN_TICK
 
 
+async def test_a_head_stamped_before_the_signal_on_a_stale_clock_still_counts() -> None:
+    guard = a_guard()
+    # A request 0.05 s ago, stamped on a guard clock one sweep interval behind.
+    guard.last_request = time.monotonic() - 0.05 - guard.interval
+    lasted, _ = await drained(guard, delay=0, budget=10)
+    assert QUIET - 0.05 - DRAIN_TICK <= lasted < QUIET + 3 * DRAIN_TICK
+
+
 async def test_the_delay_is_served_even_when_quiet() -> None:
     lasted, grace = await drained(a_guard(), delay=0.4, budget=10)
     assert 0.4 <= lasted < 0.4 + DRAIN_TICK * 2
