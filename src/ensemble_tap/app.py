@@ -35,6 +35,7 @@ from ensemble_tap.admin.service import build_admin
 from ensemble_tap.asgi_types import ASGIApp, Receive, Send
 from ensemble_tap.asgi_types import Scope as AsgiScope
 from ensemble_tap.bus.advisories import subscribe_advisories
+from ensemble_tap.bus.buckets import Bucket, open_bucket
 from ensemble_tap.bus.connection import Broker
 from ensemble_tap.bus.dlq import DeadLetterWriter
 from ensemble_tap.bus.embedded import EmbeddedNatsServer
@@ -42,6 +43,7 @@ from ensemble_tap.bus.provisioning import Backoff, until_set_up
 from ensemble_tap.bus.publisher import JetStreamPublisher
 from ensemble_tap.bus.streams import (
     StreamSetupError,
+    console_sessions_bucket,
     dlq_stream_config,
     dlq_stream_name,
     ensure_stream,
@@ -49,6 +51,8 @@ from ensemble_tap.bus.streams import (
 )
 from ensemble_tap.config.models import Config
 from ensemble_tap.console.service import build_console
+from ensemble_tap.console.sessions import SessionStore
+from ensemble_tap.console.shared_sessions import NatsSessions
 from ensemble_tap.health import Readiness, health_router
 from ensemble_tap.http_connections import ConnectionGuard, ConnectionLimits, drain
 from ensemble_tap.ingress import WebhookIngress
@@ -264,6 +268,7 @@ class TapApp:
                     admin=admin.app,
                     server=cfg.server,
                     scopes_of=scopes_granted_by(admin.authenticator),
+                    sessions=self._shared_console_sessions(self.broker),
                 )
         sink_detail = self.sink.readiness_detail if self.sink is not None else None
         self.readiness = Readiness(
@@ -509,6 +514,22 @@ class TapApp:
             await self.console(scope, receive, send)
         else:
             await self.http(scope, receive, send)
+
+    def _shared_console_sessions(self, broker: Broker) -> SessionStore | None:
+        """Console sessions in NATS when the admin replicas share their replay jobs there, so
+        a sign-in holds on every replica (docs/scaling.md); else the console keeps its own."""
+        cfg = self.config
+        if cfg.server.admin_replay_store_backend != "nats":
+            return None
+        ttl = cfg.server.console_session_ttl
+
+        async def bucket() -> Bucket:
+            name = console_sessions_bucket(cfg.nats)
+            return await open_bucket(
+                broker.js, name, replicas=cfg.nats.stream_replicas, max_age=ttl
+            )
+
+        return NatsSessions(bucket, ttl)
 
     async def _exposition(self) -> bytes:
         """This process's metrics, merged with every worker's on the primary."""

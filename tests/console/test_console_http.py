@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ensemble_tap.console.sessions import SessionStore
+from ensemble_tap.console.sessions import MemorySessions
 from ensemble_tap.workers.proxy import forwarded_to_primary
 from tests.support.app import RunningApp
 from tests.support.configs import make_config, problems_of
@@ -172,17 +172,17 @@ def test_a_session_whose_token_was_rotated_away_signs_in_again(served: RunningAp
     assert after.headers["location"] == "/console/login?next=%2Fconsole%2Fjobs"
 
 
-def test_sessions_expire_after_their_ttl() -> None:
+async def test_sessions_expire_after_their_ttl() -> None:
     now = [1000.0]
-    store = SessionStore(60.0, clock=lambda: now[0])
-    session = store.create("token", frozenset({"read"}))
-    assert store.get(session.id) == session
+    store = MemorySessions(60.0, clock=lambda: now[0])
+    session = await store.create("token", frozenset({"read"}))
+    assert await store.get(session.id) == session
     now[0] += 59.9
-    assert store.get(session.id) == session
+    assert await store.get(session.id) == session
     now[0] += 0.2
-    assert store.get(session.id) is None
+    assert await store.get(session.id) is None
     assert len(store) == 0
-    assert store.get("") is None
+    assert await store.get("") is None
 
 
 def test_console_enabled_false_serves_no_console(private_nats: NatsServer, tmp_path: Path) -> None:
@@ -213,3 +213,33 @@ def test_workers_forward_the_console_to_the_primary() -> None:
     assert forwarded_to_primary("/console")
     assert forwarded_to_primary("/console/dlq")
     assert not forwarded_to_primary("/consoles")
+
+
+def test_a_sign_in_holds_on_every_admin_replica_sharing_nats(
+    private_nats: NatsServer, tmp_path: Path
+) -> None:
+    """With replay jobs in NATS the console's sessions are there too: signed in through one
+    admin replica, an operator is signed in on the other, and signed out of both at once."""
+    server = {**SERVER, "admin_replay_store_backend": "nats"}
+    replicas = [
+        RunningApp(
+            make_config(private_nats.url, str(tmp_path / name), server=server),
+            roles=frozenset({"admin"}),
+        ).start()
+        for name in ("a", "b")
+    ]
+    try:
+        with signed_in(replicas[0], FULL) as first:
+            cookies = first.cookies
+            with httpx.Client(base_url=replicas[1].url, cookies=cookies) as second:
+                page = second.get("/console/jobs")
+                assert page.status_code == 200, page.text
+                assert FULL not in page.text
+                signed_out = second.post("/console/logout", data={"csrf": csrf_in(page.text)})
+                assert signed_out.status_code == 303
+            again = first.get("/console/jobs")
+            assert again.status_code == 303
+            assert again.headers["location"].startswith("/console/login")
+    finally:
+        for replica in replicas:
+            replica.stop()

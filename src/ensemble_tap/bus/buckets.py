@@ -92,11 +92,12 @@ class Bucket:
 
 
 async def open_bucket(
-    js: JetStreamContext, name: str, *, replicas: int, attempts: int = 3
+    js: JetStreamContext, name: str, *, replicas: int, max_age: float = 0.0, attempts: int = 3
 ) -> Bucket:
     """Bind to bucket ``name``, creating it (file storage, one revision per key, per-message
-    TTLs allowed for markers) when it does not exist. Replicas creating it at the same moment
-    all succeed: the creation is idempotent for an equal configuration."""
+    TTLs allowed for markers, values dropped ``max_age`` seconds after their write unless 0)
+    when it does not exist. Replicas creating it at the same moment all succeed: the creation
+    is idempotent for an equal configuration."""
     for attempt in range(attempts):
         try:
             return Bucket(await js.key_value(name))
@@ -104,7 +105,7 @@ async def open_bucket(
             pass
         try:
             config = KeyValueConfig(
-                bucket=name, history=1, replicas=replicas, storage=StorageType.FILE
+                bucket=name, history=1, replicas=replicas, storage=StorageType.FILE, ttl=max_age
             )
             return Bucket(await js.create_key_value(config))
         except NatsError:

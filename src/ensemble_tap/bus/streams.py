@@ -79,6 +79,11 @@ def replay_jobs_bucket(cfg: NatsConfig) -> str:
     return f"{cfg.stream}_REPLAY_JOBS"
 
 
+def console_sessions_bucket(cfg: NatsConfig) -> str:
+    """The KV bucket of console sessions, shared like the replay jobs."""
+    return f"{cfg.stream}_CONSOLE_SESSIONS"
+
+
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     """Create the stream, or update it to ``config`` if it exists (idempotent, also when
     replicas do it at the same moment). Raises ``StreamSetupError`` when the configuration is

@@ -85,7 +85,7 @@ async def sign_in(request: Request) -> Response:
         )
     if not answer.ok:
         return sign_in_page(request, error=answer.error, status=answer.status, next_path=next_path)
-    session = state.sessions.create(token, state.scopes_of(token))
+    session = await state.sessions.create(token, state.scopes_of(token))
     secure = served_over_tls(request, state.proxies)
     response = RedirectResponse(next_path, status_code=303, headers=SECURITY_HEADERS)
     set_cookie(
@@ -102,7 +102,7 @@ async def sign_in(request: Request) -> Response:
 async def sign_out(request: Request) -> Response:
     _, _ = await posted(request)
     state = state_of(request)
-    state.sessions.end(request.cookies.get(SESSION_COOKIE, ""))
+    await state.sessions.end(request.cookies.get(SESSION_COOKIE, ""))
     response = RedirectResponse("/console/login", status_code=303, headers=SECURITY_HEADERS)
     clear_cookie(response, SESSION_COOKIE, secure=served_over_tls(request, state.proxies))
     return response

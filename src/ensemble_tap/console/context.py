@@ -60,8 +60,8 @@ def state_of(request: Request) -> ConsoleState:
     return state
 
 
-def session_of(request: Request) -> Session:
-    session = state_of(request).sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+async def session_of(request: Request) -> Session:
+    session = await state_of(request).sessions.get(request.cookies.get(SESSION_COOKIE, ""))
     if session is None:
         raise SignInNeeded(back_here(request))
     return session
@@ -89,7 +89,7 @@ async def posted(request: Request) -> tuple[Session, dict[str, str]]:
     if why:
         raise Refused(403, f"cross-site request refused ({why})")
     form = await form_of(request)
-    session = state.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+    session = await state.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
     if session is None:
         raise SignInNeeded()
     if not tokens_match(form.get("csrf", ""), session.csrf):
@@ -112,7 +112,7 @@ async def admin_call(request: Request, session: Session, call: AdminCall) -> Adm
     answer = await state.gateway.call(request, session.token, call)
     if answer.status == 401:
         if not state.scopes_of(session.token):
-            state.sessions.end(request.cookies.get(SESSION_COOKIE, ""))
+            await state.sessions.end(request.cookies.get(SESSION_COOKIE, ""))
             raise SignInNeeded(back_here(request))
         raise Refused(403, "your admin token does not grant this action")
     if answer.status == 403:

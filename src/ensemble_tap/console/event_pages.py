@@ -18,7 +18,7 @@ PAGE_SIZE = "50"
 
 
 async def events(request: Request) -> Response:
-    session = session_of(request)
+    session = await session_of(request)
     query = request.query_params
     fields = {key: query.get(key, "").strip() for key in SEARCH_FIELDS}
     tz = query.get("tz", "")
@@ -57,7 +57,7 @@ async def events(request: Request) -> Response:
 
 async def trace(request: Request) -> Response:
     """One event and its delivery: every CloudEvent of the same request, newest first."""
-    session = session_of(request)
+    session = await session_of(request)
     event_id = request.path_params["event_id"]
     answer = await admin_read(
         request,

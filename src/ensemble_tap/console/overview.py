@@ -15,7 +15,7 @@ EVERY = 10
 
 
 async def overview(request: Request) -> Response:
-    session = session_of(request)
+    session = await session_of(request)
     letters = await admin_call(
         request, session, AdminCall(method="GET", path="/admin/dlq", query={"limit": "1"})
     )

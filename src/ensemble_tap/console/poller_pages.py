@@ -36,7 +36,7 @@ NO_TENANT = "-"
 
 
 async def pollers(request: Request) -> Response:
-    session = session_of(request)
+    session = await session_of(request)
     answer = await admin_read(
         request, session, AdminCall(method="GET", path="/admin/poller-status")
     )

@@ -40,7 +40,7 @@ def nonce() -> str:
 
 
 async def dead_letters(request: Request) -> Response:
-    session = session_of(request)
+    session = await session_of(request)
     query = request.query_params
     filters = {key: query.get(key, "").strip() for key in LETTER_FILTERS}
     since = instant(query.get("since", ""), query.get("tz", ""), "since")
@@ -82,7 +82,7 @@ async def dead_letters(request: Request) -> Response:
 async def dead_letter(request: Request) -> Response:
     """One record: why it failed, the request's headers and body where kept, and a replay
     of this record alone (a dry run first)."""
-    session = session_of(request)
+    session = await session_of(request)
     wanted = request.path_params["record"]
     answer = await admin_call(
         request, session, AdminCall(method="GET", path=f"/admin/dlq/{quoted(wanted)}")
@@ -140,7 +140,7 @@ async def create_replay(request: Request) -> Response:
 
 
 async def jobs(request: Request) -> Response:
-    session = session_of(request)
+    session = await session_of(request)
     status = request.query_params.get("status", "").strip()
     answer = await admin_read(
         request,
@@ -173,7 +173,7 @@ async def jobs(request: Request) -> Response:
 
 
 async def job(request: Request) -> Response:
-    session = session_of(request)
+    session = await session_of(request)
     job_id = request.path_params["job_id"]
     answer = await admin_read(
         request, session, AdminCall(method="GET", path=f"/admin/replay-dlq/{quoted(job_id)}")

@@ -29,7 +29,7 @@ from ensemble_tap.console.context import ConsoleState, Refused, ScopesOf, SignIn
 from ensemble_tap.console.gateway import AdminGateway
 from ensemble_tap.console.render import Renderer
 from ensemble_tap.console.security import SECURITY_HEADERS, SESSION_COOKIE, TrustedProxies
-from ensemble_tap.console.sessions import SessionStore
+from ensemble_tap.console.sessions import MemorySessions, SessionStore, SessionsUnavailable
 
 STATIC = {
     "console.css": "text/css; charset=utf-8",
@@ -37,7 +37,15 @@ STATIC = {
 }
 
 
-def build_console(*, admin: ASGIApp, server: ServerConfig, scopes_of: ScopesOf) -> Starlette:
+def build_console(
+    *,
+    admin: ASGIApp,
+    server: ServerConfig,
+    scopes_of: ScopesOf,
+    sessions: SessionStore | None = None,
+) -> Starlette:
+    """The console over ``admin``; ``sessions`` shared by the admin replicas, or else this
+    process's own."""
     renderer = Renderer()
     renderer.env.globals["reason_min"] = server.admin_replay_reason_min_length
     app = Starlette(
@@ -67,13 +75,14 @@ def build_console(*, admin: ASGIApp, server: ServerConfig, scopes_of: ScopesOf) 
         exception_handlers={
             SignInNeeded: sign_in_needed,
             Refused: refused,
+            SessionsUnavailable: sessions_unavailable,
             404: not_found,
             405: not_allowed,
         },
     )
     app.state.console = ConsoleState(
         server=server,
-        sessions=SessionStore(server.console_session_ttl),
+        sessions=sessions or MemorySessions(server.console_session_ttl),
         gateway=AdminGateway(admin, server),
         renderer=renderer,
         scopes_of=scopes_of,
@@ -105,7 +114,10 @@ async def sign_in_needed(request: Request, exc: Exception) -> Response:
 async def refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
     state = state_of(request)
-    session = state.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+    try:
+        session = await state.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+    except SessionsUnavailable:
+        session = None
     return state.renderer.page(
         "error.html",
         exc.status,
@@ -115,6 +127,10 @@ async def refused(request: Request, exc: Exception) -> Response:
         message=exc.message,
         back=exc.back,
     )
+
+
+async def sessions_unavailable(request: Request, exc: Exception) -> Response:
+    return await refused(request, Refused(503, f"{exc}: try again in a moment"))
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

@@ -28,7 +28,7 @@ def filters_of(request: Request) -> dict[str, str]:
 
 
 async def tail(request: Request) -> Response:
-    session = session_of(request)
+    session = await session_of(request)
     filters = filters_of(request)
     chosen = {key: value for key, value in filters.items() if value}
     return state_of(request).renderer.page(
@@ -46,7 +46,7 @@ async def tail(request: Request) -> Response:
 async def stream(request: Request) -> Response:
     """The admin API's event stream, relayed as it comes (its status too: a refusal reaches
     the page's script as a failed connection)."""
-    session = session_of(request)
+    session = await session_of(request)
     call = AdminCall(method="GET", path="/admin/events/stream", query=filters_of(request))
     return Relayed(state_of(request).gateway, request, session, call)
 
