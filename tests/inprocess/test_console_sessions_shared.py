@@ -58,7 +58,7 @@ async def test_a_session_made_on_one_replica_is_read_and_ended_on_the_other(
     assert await b.get("not-a-session") is None
 
 
-async def test_nats_holds_neither_the_token_nor_the_session_id(
+async def test_nats_holds_no_token_csrf_token_or_session_id(
     replicas: Replicas, nats_server: NatsServer
 ) -> None:
     a, _ = await replicas()
@@ -67,8 +67,8 @@ async def test_nats_holds_neither_the_token_nor_the_session_id(
     stored = [entry async for entry in bucket.snapshot("s.")]
     assert len(stored) == 1
     raw = stored[0].key.encode() + stored[0].value
-    assert TOKEN.encode() not in raw and TOKEN.encode().hex().encode() not in raw
-    assert made.id.encode() not in raw
+    for secret in (TOKEN, made.id, made.csrf):
+        assert secret.encode() not in raw and secret.encode().hex().encode() not in raw
 
 
 async def test_a_session_ends_after_its_ttl_on_every_replica(replicas: Replicas) -> None:

@@ -82,7 +82,7 @@ def build_console(
     )
     app.state.console = ConsoleState(
         server=server,
-        sessions=sessions or MemorySessions(server.console_session_ttl),
+        sessions=MemorySessions(server.console_session_ttl) if sessions is None else sessions,
         gateway=AdminGateway(admin, server),
         renderer=renderer,
         scopes_of=scopes_of,

@@ -2,10 +2,10 @@
 replicas share their replay jobs (``server.admin_replay_store_backend: nats``), so that an
 operator signed in through one replica is signed in on all of them.
 
-A session is stored under the SHA-256 of its id with its expiry, scopes, CSRF token and
-admin token. The token is stored XORed with SHAKE-256 of the session id, a pad of its own
-for every session that only the browser's cookie can rebuild: NATS (and whoever reads its
-streams) never holds a usable admin token or session id. The bucket's ``max_age`` is the
+A session is stored under the SHA-256 of its id with its expiry and scopes; its admin token
+and CSRF token are stored XORed with SHAKE-256 of the session id, a pad of its own for every
+session that only the browser's cookie can rebuild: NATS (and whoever reads its streams)
+never holds a usable admin token, CSRF token or session id. The bucket's ``max_age`` is the
 session TTL, so ended sessions leave nothing behind; sign-out removes the key at once.
 """
 
@@ -53,10 +53,9 @@ class NatsSessions:
 
     async def create(self, token: str, scopes: frozenset[str]) -> Session:
         session = new_session(token, scopes, self._clock() + self.ttl)
-        secret = token.encode()
+        secrets = orjson.dumps([token, session.csrf])
         record = {
-            "token": _xor(secret, _pad(session.id, len(secret))).hex(),
-            "csrf": session.csrf,
+            "secrets": _xor(secrets, _pad(session.id, len(secrets))).hex(),
             "scopes": sorted(scopes),
             "expires_at": session.expires_at,
         }
@@ -73,15 +72,16 @@ class NatsSessions:
             return None
         try:
             record = orjson.loads(entry.value)
-            hidden = bytes.fromhex(record["token"])
+            hidden = bytes.fromhex(record["secrets"])
+            token, csrf = orjson.loads(_xor(hidden, _pad(session_id, len(hidden))))
             session = Session(
                 id=session_id,
-                token=_xor(hidden, _pad(session_id, len(hidden))).decode(),
-                csrf=str(record["csrf"]),
+                token=str(token),
+                csrf=str(csrf),
                 scopes=frozenset(str(scope) for scope in record["scopes"]),
                 expires_at=float(record["expires_at"]),
             )
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (ValueError, KeyError, TypeError):
             return None  # not a record this service wrote: no session
         if session.expires_at <= self._clock():
             return None  # the bucket's max_age removes it
