@@ -9,6 +9,7 @@ listener (a socket in a private directory) reads it, and a worker always overwri
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -43,7 +44,8 @@ def forwarded_to_primary(path: str) -> bool:
 
 
 class PrimaryProxy:
-    """ASGI app forwarding each request to the primary process and relaying its answer."""
+    """ASGI app forwarding each request to the primary process and relaying its answer as
+    it arrives."""
 
     def __init__(self, socket_path: Path) -> None:
         self._client = httpx.AsyncClient(
@@ -67,19 +69,25 @@ class PrimaryProxy:
         target = scope.get("raw_path") or scope["path"].encode()
         if query:
             target += b"?" + query
+        request = self._client.build_request(
+            scope["method"], target.decode("latin-1"), headers=headers, content=body
+        )
         try:
-            response = await self._client.request(
-                scope["method"], target.decode("latin-1"), headers=headers, content=body
-            )
+            response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             log.error("forward to the primary process failed", path=scope["path"], error=repr(exc))
             await _answer(send, 503, b'{"error":"primary process unavailable"}')
             return
-        relayed = [(k, v) for k, v in response.headers.raw if k.lower() not in _NOT_RELAYED]
-        length = len(response.content)
-        if scope["method"] == "HEAD":  # the length of the body a GET would get
-            length = int(response.headers.get("content-length", "0") or 0)
-        await _answer(send, response.status_code, response.content, relayed, length)
+        # Relayed as it arrives (the live tail is an endless stream), until the client goes.
+        relay = asyncio.create_task(_relay(response, send, scope["path"]))
+        gone = asyncio.create_task(_disconnected(receive))
+        try:
+            await asyncio.wait((relay, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (relay, gone):
+                task.cancel()
+            await asyncio.gather(relay, gone, return_exceptions=True)
+            await response.aclose()
 
 
 def trust_peer_header(app: ASGIApp) -> ASGIApp:
@@ -110,6 +118,28 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _relay(response: httpx.Response, send: Send, path: str) -> None:
+    """The primary's answer: its status and headers, then its body chunk by chunk (with its
+    length when the primary gave one, else chunked)."""
+    headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _NOT_RELAYED]
+    length = response.headers.get("content-length")
+    if length is not None:
+        headers.append((b"content-length", length.encode("latin-1")))
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    try:
+        async for chunk in response.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except httpx.HTTPError as exc:  # the primary went mid-answer: end what was relayed
+        log.error("relaying the primary's answer failed", path=path, error=repr(exc))
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (the request body was read before)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _answer(
