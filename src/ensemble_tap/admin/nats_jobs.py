@@ -53,7 +53,12 @@ from ensemble_tap.admin.jobs import (
     page_of,
 )
 from ensemble_tap.admin.replay_jobs import ClaimLost, JobClaim, JobsUnavailable
-from ensemble_tap.bus.buckets import BUCKET_UNAVAILABLE, Bucket, RevisionMismatch
+from ensemble_tap.bus.buckets import (
+    BUCKET_UNAVAILABLE,
+    Bucket,
+    BucketOnFirstUse,
+    RevisionMismatch,
+)
 from ensemble_tap.observability import get_logger
 
 JOB_PREFIX = "job."
@@ -120,24 +125,15 @@ class NatsJobs:
     def __init__(
         self, open_bucket: OpenBucket, *, limits: Limits, claim_ttl: float, replica: str
     ) -> None:
-        self._open_bucket = open_bucket
+        self.bucket = BucketOnFirstUse(open_bucket)
         self.limits = limits
         self.claim_ttl = claim_ttl
         self.replica = replica
-        self._bucket: Bucket | None = None
-        self._opening = asyncio.Lock()
         self._sequence = itertools.count(1)
         # job id → (revision, when this process first saw it): a running job whose revision
         # stays the same for a whole claim TTL has lost its runner.
         self._seen: dict[str, tuple[int, float]] = {}
         self._claims: set[NatsClaim] = set()
-
-    async def bucket(self) -> Bucket:
-        if self._bucket is None:
-            async with self._opening:
-                if self._bucket is None:
-                    self._bucket = await self._open_bucket()
-        return self._bucket
 
     async def open(self) -> list[str]:
         return [job.job_id for job in await self._queued()]

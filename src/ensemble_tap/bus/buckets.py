@@ -9,7 +9,7 @@ create-if-absent records.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.errors import Error as NatsError
@@ -23,6 +23,7 @@ from ensemble_tap.state.buckets import create_if_absent
 __all__ = [
     "BUCKET_UNAVAILABLE",
     "Bucket",
+    "BucketOnFirstUse",
     "Entry",
     "KeyValue",
     "RevisionMismatch",
@@ -89,6 +90,23 @@ class Bucket:
                     return
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+class BucketOnFirstUse:
+    """``await it()``: the bucket ``open_bucket`` opens, opened at the first call (NATS may
+    be reached only after start-up) and only once, also when calls race."""
+
+    def __init__(self, open_bucket: Callable[[], Awaitable[Bucket]]) -> None:
+        self._open_bucket = open_bucket
+        self._bucket: Bucket | None = None
+        self._opening = asyncio.Lock()
+
+    async def __call__(self) -> Bucket:
+        if self._bucket is None:
+            async with self._opening:
+                if self._bucket is None:
+                    self._bucket = await self._open_bucket()
+        return self._bucket
 
 
 async def open_bucket(

@@ -11,7 +11,6 @@ session TTL, so ended sessions leave nothing behind; sign-out removes the key at
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -19,7 +18,7 @@ from typing import TypeVar
 
 import orjson
 
-from ensemble_tap.bus.buckets import BUCKET_UNAVAILABLE, Bucket
+from ensemble_tap.bus.buckets import BUCKET_UNAVAILABLE, Bucket, BucketOnFirstUse
 from ensemble_tap.console.sessions import Session, SessionsUnavailable, new_session, session_key
 
 _PAD = b"ensemble-tap console session token\x00"
@@ -46,10 +45,8 @@ class NatsSessions:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ttl = ttl
-        self._open_bucket = open_bucket
+        self._bucket = BucketOnFirstUse(open_bucket)
         self._clock = clock  # wall clock: replicas compare expiries written by others
-        self._bucket: Bucket | None = None
-        self._opening = asyncio.Lock()
 
     async def create(self, token: str, scopes: frozenset[str]) -> Session:
         session = new_session(token, scopes, self._clock() + self.ttl)
@@ -93,11 +90,7 @@ class NatsSessions:
             await _available(bucket.remove(_name(session_id)))
 
     async def _opened(self) -> Bucket:
-        if self._bucket is None:
-            async with self._opening:
-                if self._bucket is None:
-                    self._bucket = await _available(self._open_bucket())
-        return self._bucket
+        return await _available(self._bucket())
 
 
 async def _available(operation: Awaitable[T]) -> T:

@@ -142,16 +142,8 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def _answer(
-    send: Send,
-    status: int,
-    body: bytes,
-    headers: list[tuple[bytes, bytes]] | None = None,
-    length: int | None = None,
-) -> None:
-    if headers is None:
-        headers = [(b"content-type", b"application/json")]
-    size = len(body) if length is None else length
-    headers = [*headers, (b"content-length", str(size).encode())]
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    """The worker's own JSON answer (the primary was not asked or did not answer)."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
